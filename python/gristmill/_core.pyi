@@ -1,0 +1,34 @@
+"""Types of the compiled extension ``gristmill._core`` (the Rust core)."""
+
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from .settings import Settings
+
+__version__: str
+
+def serve(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> None:
+    """Serve ``app`` on the inherited listening sockets ``fds`` until told to stop.
+
+    ``settings.interface`` must already be resolved (``"wsgi"``). The sockets are
+    duplicated, so the caller keeps its own fds. Once every listener accepts, one byte is
+    written to ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL
+    released. SIGTERM starts a graceful shutdown (stop accepting, finish in-flight
+    requests within ``settings.graceful_timeout``); SIGQUIT stops at once; the worker
+    also stops gracefully when its parent process goes away. Returns when stopped.
+    Raises ``OSError`` when a listener fd is unusable.
+    """
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: sends a file from Rust when it has a usable ``fileno()``."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 8192) -> None: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> None: ...
+
+class RequestBodyTooLarge(OSError):
+    """Raised by ``wsgi.input`` when the body grows past ``max_body_size``."""
+
+class ClientDisconnected(OSError):
+    """Raised by ``wsgi.input`` when the client goes away or sends a malformed body."""

@@ -1,0 +1,442 @@
+"""The one settings schema.
+
+Every setting gristmill has is a field of :class:`Settings`, with its type, default and
+help text. The command line (``cli.py``), the ``GRISTMILL_*`` environment variables, the
+TOML config file and the documentation table are all derived from this module, and the
+Rust core receives the same frozen object (``gristmill._core`` reads its attributes by
+name), so a setting is declared exactly once.
+
+Precedence, highest first: command line, environment, config file, default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "SettingInfo", "schema", "from_sources", "env_name"]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    short: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    group: str = "Server",
+    positional: bool = False,
+    metavar: str | None = None,
+    negatable: bool = False,
+) -> Any:
+    """Declare one setting; see :class:`SettingInfo` for the meaning of each part."""
+    meta = {
+        "help": help,
+        "flag": flag,
+        "short": short,
+        "choices": choices,
+        "group": group,
+        "positional": positional,
+        "metavar": metavar,
+        "negatable": negatable,
+    }
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every gristmill setting, with its default. Frozen: derive changes with ``replace``."""
+
+    # --- Application -----------------------------------------------------------------
+    target: str = _setting(
+        "",
+        "The application to serve: `module:attr`, `module` (attribute `application`, "
+        "then `app`), `path/to/file.py[:attr]`, a path to a file of any extension or none, "
+        "or `module:factory()` to call a factory.",
+        positional=True,
+        group="Application",
+        metavar="TARGET",
+    )
+    app_args: list[str] = _setting(
+        [],
+        "An argument passed to the application as `sys.argv[1:]` (repeatable); everything "
+        "after `--` on the command line is appended too. Default is none: the application "
+        "sees `sys.argv == [TARGET]`.",
+        flag="--app-arg",
+        group="Application",
+        metavar="ARG",
+    )
+    factory: bool = _setting(
+        False,
+        "Treat the target as a factory: call it with no arguments and serve what it "
+        "returns. Default is off.",
+        group="Application",
+    )
+    interface: str = _setting(
+        "auto",
+        "The application interface. `auto` inspects the callable: a coroutine "
+        "function `(scope, receive, send)` is ASGI, anything else WSGI. Default is `auto`.",
+        choices=("auto", "wsgi", "asgi"),
+        group="Application",
+    )
+    working_dir: str | None = _setting(
+        None,
+        "Change to this directory before loading the application, and put it first "
+        "on `sys.path`. Default is the current directory.",
+        group="Application",
+        metavar="DIR",
+    )
+    env_file: list[str] = _setting(
+        [],
+        "Load environment variables from this dotenv file before loading the "
+        "application (repeatable; later files win; variables already set are kept). "
+        "Default is none.",
+        group="Application",
+        metavar="FILE",
+    )
+    root_path: str = _setting(
+        "",
+        "The path prefix the application is mounted at behind a proxy: it becomes "
+        "`SCRIPT_NAME` (WSGI) or `root_path` (ASGI) and is split off `PATH_INFO` when the "
+        "request path starts with it. Default is empty.",
+        group="Application",
+        metavar="PATH",
+    )
+
+    # --- Binding and processes -------------------------------------------------------
+    host: str = _setting(
+        "127.0.0.1", "The address to bind. Default is `127.0.0.1`.", group="Binding", metavar="ADDR"
+    )
+    port: int = _setting(
+        8000, "The TCP port to bind; 0 picks a free one. Default is 8000.", group="Binding"
+    )
+    uds: str | None = _setting(
+        None,
+        "Bind this Unix domain socket path instead of a TCP address; a stale socket "
+        "file is removed first. Default is none.",
+        group="Binding",
+        metavar="PATH",
+    )
+    backlog: int = _setting(
+        2048,
+        "The listen backlog: connections the kernel queues "
+        "before they are accepted. Default is 2048.",
+        group="Binding",
+    )
+    workers: int = _setting(
+        1, "The number of worker processes. Default is 1.", short="-w", group="Processes"
+    )
+    threads: int = _setting(
+        1,
+        "Python threads per worker that call a WSGI application; `wsgi.multithread` "
+        "is true when above 1. Default is 1.",
+        group="Processes",
+    )
+    runtime_threads: int = _setting(
+        1,
+        "Tokio I/O threads per worker (accepting, parsing, sending). Default is 1.",
+        group="Processes",
+    )
+    pid_file: str | None = _setting(
+        None,
+        "Write the supervisor's process id to this file, removed on exit. Default is none.",
+        group="Processes",
+        metavar="FILE",
+    )
+    graceful_timeout: float = _setting(
+        30.0,
+        "Seconds a stopping worker has to finish in-flight requests after SIGTERM "
+        "before it is killed. Default is 30 seconds.",
+        group="Processes",
+        metavar="SECONDS",
+    )
+
+    # --- HTTP limits and timeouts ----------------------------------------------------
+    header_read_timeout: float = _setting(
+        10.0,
+        "Seconds a client has to send a complete request head, counted from the "
+        "connection's start or from the end of the previous response; then the "
+        "connection is closed (slowloris protection). Default is 10 seconds.",
+        group="HTTP",
+        metavar="SECONDS",
+    )
+    keepalive_timeout: float = _setting(
+        5.0,
+        "Seconds an idle keep-alive connection is kept open waiting for the next "
+        "request. Default is 5 seconds.",
+        group="HTTP",
+        metavar="SECONDS",
+    )
+    max_header_size: int = _setting(
+        64 * KIB,
+        "Maximum size in bytes of a request head (request line and headers); "
+        "larger gets 431. Default is 65536 (64 KiB).",
+        group="HTTP",
+        metavar="BYTES",
+    )
+    max_headers: int = _setting(
+        100, "Maximum number of request headers; more gets 431. Default is 100.", group="HTTP"
+    )
+    max_body_size: int = _setting(
+        GIB,
+        "Maximum request body size in bytes; a larger declared Content-Length gets "
+        "413 before the application runs, and a chunked body that grows past it makes "
+        "`wsgi.input` raise (413 if the response has not started). 0 means no limit. "
+        "Default is 1073741824 (1 GiB).",
+        group="HTTP",
+        metavar="BYTES",
+    )
+    max_connections: int = _setting(
+        1024,
+        "Maximum concurrent connections per worker. At the limit the worker stops "
+        "accepting and closes idle keep-alive connections to make room. "
+        "Default is 1024.",
+        group="HTTP",
+    )
+    server_header: bool = _setting(
+        True,
+        "Send `Server: gristmill` when the application sets no Server header. Default is on.",
+        group="HTTP",
+        negatable=True,
+    )
+
+    # --- Logging ---------------------------------------------------------------------
+    log_level: str = _setting(
+        "info",
+        "The level of the `gristmill.error` logger. Default is `info`.",
+        choices=("critical", "error", "warning", "info", "debug"),
+        group="Logging",
+    )
+    log_config: str | None = _setting(
+        None,
+        "A logging configuration file (JSON, YAML with PyYAML installed, or TOML) "
+        "applied with `logging.config.dictConfig` instead of the default one. "
+        "Default is none.",
+        group="Logging",
+        metavar="FILE",
+    )
+    access_log: bool = _setting(
+        True,
+        "Log one line per request to the `gristmill.access` logger. Default is on.",
+        group="Logging",
+        negatable=True,
+    )
+    access_log_format: str = _setting(
+        DEFAULT_ACCESS_LOG_FORMAT,
+        "The access log line, with atoms `%(h)s` remote address, `%(t)s` time, "
+        "`%(r)s` request line, `%(m)s` method, `%(U)s` path, `%(q)s` query, `%(H)s` "
+        "protocol, `%(s)s` status, `%(b)s` response body bytes, `%(D)s` duration in "
+        "microseconds, `%(M)s` in milliseconds, `%(T)s` in seconds, `%(p)s` worker pid "
+        "and `%({header}i)s` any request header. Default is "
+        f"`{DEFAULT_ACCESS_LOG_FORMAT}`.",
+        group="Logging",
+        metavar="FORMAT",
+    )
+
+    # --- Config file -----------------------------------------------------------------
+    config: str | None = _setting(
+        None,
+        "A TOML file of settings (keys are the setting names, `-` or `_`); the "
+        "command line and GRISTMILL_* variables override it. Default is none.",
+        short="-c",
+        group="Config",
+        metavar="FILE",
+    )
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One setting as the CLI, env and docs see it."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    flag: str
+    short: str | None
+    choices: tuple[str, ...] | None
+    group: str
+    positional: bool
+    metavar: str | None
+    negatable: bool
+
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
+
+    @property
+    def is_list(self) -> bool:
+        return typing.get_origin(self.type) is list
+
+    @property
+    def base_type(self) -> type:
+        """The scalar type: `int`, `float`, `bool` or `str` (also for optional/list)."""
+        t = self.type
+        if typing.get_origin(t) is list:
+            return str
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if args:
+            t = args[0]
+        return t if t in (int, float, bool, str) else str
+
+    def parse(self, raw: str) -> Any:
+        """Convert a string (env var, config) to this setting's scalar type."""
+        t = self.base_type
+        try:
+            if t is bool:
+                low = raw.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(raw)
+            value = t(raw)
+        except ValueError:
+            raise ConfigError(
+                f"invalid value for {self.name}: {raw!r} (expected {t.__name__})"
+            ) from None
+        if self.choices and value not in self.choices:
+            raise ConfigError(
+                f"invalid value for {self.name}: {raw!r} (choose from {', '.join(self.choices)})"
+            )
+        return value
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: ``GRISTMILL_`` + upper-case name."""
+    return "GRISTMILL_" + name.upper()
+
+
+def schema() -> list[SettingInfo]:
+    """Every setting, in declaration order."""
+    hints = typing.get_type_hints(Settings)
+    out = []
+    for f in dataclasses.fields(Settings):
+        m = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append(
+            SettingInfo(
+                name=f.name,
+                type=hints[f.name],
+                default=default,
+                help=m["help"],
+                flag=m["flag"] or "--" + f.name.replace("_", "-"),
+                short=m["short"],
+                choices=m["choices"],
+                group=m["group"],
+                positional=m["positional"],
+                metavar=m["metavar"],
+                negatable=m["negatable"],
+            )
+        )
+    return out
+
+
+def _coerce(info: SettingInfo, value: Any, source: str) -> Any:
+    """Check and convert a value from a config file or mapping."""
+    if info.is_list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {info.name} must be a list of strings")
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        return info.parse(value)
+    t = info.base_type
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if value is not None and not isinstance(value, t) or (t is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {info.name} must be {t.__name__}, got {value!r}")
+    if info.choices and value not in info.choices:
+        raise ConfigError(
+            f"{source}: invalid value for {info.name}: {value!r} "
+            f"(choose from {', '.join(info.choices)})"
+        )
+    return value
+
+
+def validate(s: Settings) -> Settings:
+    """Cross-field and range checks; raises :class:`ConfigError`."""
+    for name in (
+        "workers",
+        "threads",
+        "runtime_threads",
+        "max_connections",
+        "max_headers",
+        "backlog",
+    ):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    for name in ("header_read_timeout", "keepalive_timeout", "graceful_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if s.max_body_size < 0:
+        raise ConfigError("max_body_size must be 0 (no limit) or positive")
+    if s.max_header_size < 1024:
+        raise ConfigError("max_header_size must be at least 1024")
+    if not 0 <= s.port <= 65535:
+        raise ConfigError("port must be between 0 and 65535")
+    if s.root_path and (not s.root_path.startswith("/") or s.root_path.endswith("/")):
+        raise ConfigError("root_path must start with '/' and not end with '/'")
+    return s
+
+
+def from_sources(cli: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Settings:
+    """Merge the command line (only the values given), env vars and the config file."""
+    environ = os.environ if environ is None else environ
+    infos = {i.name: i for i in schema()}
+    values: dict[str, Any] = {}
+
+    env_values: dict[str, Any] = {}
+    for info in infos.values():
+        raw = environ.get(info.env)
+        if raw is None or info.positional and not raw:
+            continue
+        env_values[info.name] = raw.split(os.pathsep) if info.is_list else info.parse(raw)
+
+    config_path = cli.get("config") or env_values.get("config")
+    if config_path:
+        values.update(_load_config_file(config_path, infos))
+    values.update(env_values)
+    values.update(cli)
+    return validate(Settings(**values))
+
+
+def _load_config_file(path: str, infos: dict[str, SettingInfo]) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML in config file {path}: {e}") from None
+    data = data.get("tool", {}).get("gristmill", data) if "tool" in data else data
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        info = infos.get(name)
+        if info is None or name == "config":
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        out[name] = _coerce(info, value, path)
+    return out

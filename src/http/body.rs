@@ -1,0 +1,109 @@
+//! The response body handed to hyper: whole, a list of chunks, or a stream fed by the
+//! thread running the application through a bounded channel (the bound is the
+//! backpressure: a slow client blocks the producer instead of growing a buffer).
+//!
+//! The body holds the request's [`ActiveGuard`], so the connection counts as busy until
+//! the response is fully sent or abandoned; dropping a stream body closes the channel,
+//! which is how the producer learns that the client went away.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::net::ActiveGuard;
+
+/// Why a streamed body ended early; hyper then aborts the connection, which is the
+/// only honest signal once the head is on the wire.
+#[derive(Debug)]
+pub struct BodyAborted(pub String);
+
+impl std::fmt::Display for BodyAborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "response body aborted: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyAborted {}
+
+/// One item of a streamed body.
+pub type Chunk = Result<Bytes, BodyAborted>;
+
+enum Kind {
+    Chunks(VecDeque<Bytes>, u64),
+    Stream(mpsc::Receiver<Chunk>),
+}
+
+/// A response body; see the module docs.
+pub struct ResponseBody {
+    kind: Kind,
+    _guard: Option<ActiveGuard>,
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        Self::chunks(VecDeque::new())
+    }
+
+    pub fn full(b: Bytes) -> Self {
+        Self::chunks(VecDeque::from([b]))
+    }
+
+    pub fn chunks(chunks: VecDeque<Bytes>) -> Self {
+        let len = chunks.iter().map(|c| c.len() as u64).sum();
+        ResponseBody {
+            kind: Kind::Chunks(chunks, len),
+            _guard: None,
+        }
+    }
+
+    pub fn stream(rx: mpsc::Receiver<Chunk>) -> Self {
+        ResponseBody {
+            kind: Kind::Stream(rx),
+            _guard: None,
+        }
+    }
+
+    /// Keep the connection marked busy until this body is done.
+    pub fn with_guard(mut self, guard: ActiveGuard) -> Self {
+        self._guard = Some(guard);
+        self
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        match &mut self.get_mut().kind {
+            Kind::Chunks(chunks, len) => Poll::Ready(chunks.pop_front().map(|c| {
+                *len -= c.len() as u64;
+                Ok(Frame::data(c))
+            })),
+            Kind::Stream(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.kind, Kind::Chunks(c, _) if c.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Chunks(_, len) => SizeHint::with_exact(*len),
+            Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Interface-independent HTTP pieces: request checks, the response body, and the small
+//! responses the server writes itself (400, 413, 500, 503).
+
+pub mod body;
+pub mod validate;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SERVER};
+use http::{Response, StatusCode};
+
+pub use body::ResponseBody;
+
+pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("gristmill");
+
+/// A plain-text response written by the server itself. `close` asks hyper to close the
+/// connection afterwards (needed whenever the request body was not read).
+pub fn plain_response(
+    status: StatusCode,
+    message: &str,
+    close: bool,
+    server_header: bool,
+) -> Response<ResponseBody> {
+    let body = format!("{} {}\n", status.as_u16(), message);
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if server_header {
+        h.insert(SERVER, SERVER_NAME);
+    }
+    resp
+}

@@ -1,0 +1,126 @@
+//! gristmill's Rust core, the extension module `gristmill._core`.
+//!
+//! The Python layer (supervisor, loader, logging) forks workers; each worker loads its
+//! application and calls [`serve`], which runs the tokio runtime and hyper on the
+//! sockets the supervisor bound, calling the application on a pool of Python threads.
+
+mod access_log;
+mod config;
+mod errors;
+mod http;
+mod log;
+mod net;
+mod pool;
+mod server;
+mod wsgi;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::access_log::AccessFormat;
+use crate::config::{Config, Interface, RawSettings};
+use crate::server::Stop;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn signal_ready(fd: i32) {
+    if fd >= 0 {
+        // SAFETY: the fd was handed to us for exactly this one write; closed after.
+        unsafe {
+            libc::write(fd, b"1".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+}
+
+/// Serve `app` on the inherited listening sockets `fds` until told to stop.
+/// See `_core.pyi` for the contract.
+#[pyfunction]
+fn serve(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    settings: &Bound<'_, PyAny>,
+    fds: Vec<i32>,
+    ready_fd: i32,
+) -> PyResult<()> {
+    let config = Arc::new(Config::try_from(settings.extract::<RawSettings>()?)?);
+    log::init(py)?;
+    let access = if config.access_log {
+        let format =
+            AccessFormat::parse(&config.access_log_format).map_err(PyValueError::new_err)?;
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("gristmill.access",))?;
+        let enabled: bool = logger
+            .call_method1("isEnabledFor", (log::INFO,))?
+            .extract()?;
+        enabled
+            .then(|| -> PyResult<_> {
+                Ok(wsgi::AccessLog::new(
+                    format,
+                    logger.getattr("info")?.unbind(),
+                ))
+            })
+            .transpose()?
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime_threads)
+        .thread_name("gristmill-io")
+        .enable_all()
+        .build()?;
+    let listeners = {
+        let _enter = runtime.enter();
+        fds.iter()
+            .map(|&fd| net::Listener::from_inherited_fd(fd))
+            .collect::<std::io::Result<Vec<_>>>()?
+    };
+    let handler = match config.interface {
+        Interface::Wsgi => Arc::new(wsgi::Wsgi::new(
+            py,
+            app,
+            config.clone(),
+            runtime.handle().clone(),
+            access,
+        )?),
+    };
+    let stop = py.detach(|| {
+        runtime.block_on(server::run(config.clone(), handler, listeners, || {
+            signal_ready(ready_fd)
+        }))
+    })?;
+    // In-flight Python calls may still hold pool threads; the worker exits right after.
+    let wait = match stop {
+        Stop::Graceful => std::time::Duration::from_millis(500),
+        Stop::Immediate => std::time::Duration::ZERO,
+    };
+    py.detach(|| runtime.shutdown_timeout(wait));
+    Ok(())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_class::<wsgi::FileWrapper>()?;
+    m.add_class::<wsgi::Input>()?;
+    m.add_class::<wsgi::StartResponse>()?;
+    m.add(
+        "RequestBodyError",
+        py.get_type::<errors::RequestBodyError>(),
+    )?;
+    m.add(
+        "RequestBodyTooLarge",
+        py.get_type::<errors::RequestBodyTooLarge>(),
+    )?;
+    m.add(
+        "ClientDisconnected",
+        py.get_type::<errors::ClientDisconnected>(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Listening sockets and accepted streams.
+//!
+//! The supervisor binds every socket once and hands the fds to its workers; here a
+//! worker turns them into tokio listeners (TCP or Unix, told apart by the socket's
+//! address family) and wraps accepted connections in one [`Stream`] type so the rest of
+//! the server has a single serve path whatever the transport.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// A listening socket inherited from the supervisor.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, String),
+}
+
+/// Where a connection comes from and arrived at, as the application sees it.
+#[derive(Clone, Debug)]
+pub struct Addrs {
+    /// The client's address; `None` on a Unix socket.
+    pub peer: Option<SocketAddr>,
+    /// The server's host (an IP, or the socket path for a Unix socket).
+    pub server_host: String,
+    /// The server's port (0 on a Unix socket).
+    pub server_port: u16,
+}
+
+impl Listener {
+    /// Adopt a duplicate of `fd`, which must be a listening TCP or Unix stream socket.
+    /// Must be called inside the tokio runtime.
+    pub fn from_inherited_fd(fd: RawFd) -> io::Result<Listener> {
+        // SAFETY: dup returns a new descriptor we own, or -1 (checked).
+        let dup = unsafe { libc::dup(fd) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dup` is a fresh descriptor owned by nobody else.
+        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        let sock = socket2::Socket::from(owned);
+        sock.set_nonblocking(true)?;
+        sock.set_cloexec(true)?;
+        let local = sock.local_addr()?;
+        if local.is_unix() {
+            let path = local
+                .as_pathname()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let std: std::os::unix::net::UnixListener = sock.into();
+            Ok(Listener::Unix(UnixListener::from_std(std)?, path))
+        } else if local.as_socket().is_some() {
+            let std: std::net::TcpListener = sock.into();
+            Ok(Listener::Tcp(TcpListener::from_std(std)?))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {fd} is neither a TCP nor a Unix socket"),
+            ))
+        }
+    }
+
+    /// Accept one connection.
+    pub async fn accept(&self) -> io::Result<(Stream, Addrs)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr()?;
+                Ok((
+                    Stream::Tcp(s),
+                    Addrs {
+                        peer: Some(peer),
+                        server_host: local.ip().to_string(),
+                        server_port: local.port(),
+                    },
+                ))
+            }
+            Listener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                Ok((
+                    Stream::Unix(s),
+                    Addrs {
+                        peer: None,
+                        server_host: path.clone(),
+                        server_port: 0,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// True for accept errors that mean "out of descriptors or memory": the accept loop
+/// backs off instead of spinning, and sheds idle connections to make room.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// What a connection is doing, shared between its I/O, its requests and its watcher.
+pub struct ConnActivity {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last byte read or response finished.
+    last: AtomicU64,
+    /// Requests whose response has not finished yet.
+    active: AtomicUsize,
+}
+
+impl ConnActivity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnActivity {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been idle, or `None` while a request is in flight.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last.load(Ordering::Relaxed)),
+        ))
+    }
+
+    /// Mark a request as started; the guard marks it finished when dropped (when the
+    /// response body is done or abandoned).
+    pub fn request_started(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(self.clone())
+    }
+}
+
+/// Held by a response body for as long as the response is being sent.
+pub struct ActiveGuard(Arc<ConnActivity>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An accepted connection: TCP or Unix, recording read activity for idle detection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// A [`Stream`] that notes every successful read in its [`ConnActivity`].
+pub struct TrackedStream {
+    pub inner: Stream,
+    pub activity: Arc<ConnActivity>,
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = match &mut this.inner {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `wsgi.input`: the request body, read from the connection as the application asks
+//! for it — never buffered whole — with the GIL released while waiting for bytes.
+//!
+//! A malformed chunked body or a client that goes away makes reads raise
+//! (`RequestBodyError` / `ClientDisconnected`), so a truncated body is never presented
+//! as complete; a body growing past `max_body_size` raises `RequestBodyTooLarge`.
+//! `Expect: 100-continue` is answered by hyper when the first read polls the body.
+
+use parking_lot::{Mutex, MutexGuard};
+
+use bytes::{Buf, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::runtime::Handle;
+
+use crate::errors::{ClientDisconnected, RequestBodyError, RequestBodyTooLarge};
+
+struct State {
+    body: Option<Incoming>,
+    buf: BytesMut,
+    received: u64,
+    /// Once a read failed, every later read fails the same way.
+    failed: Option<Failure>,
+}
+
+#[derive(Clone)]
+enum Failure {
+    TooLarge(u64),
+    Disconnected(String),
+    Invalid(String),
+}
+
+impl Failure {
+    fn to_err(&self) -> PyErr {
+        match self {
+            Failure::TooLarge(max) => RequestBodyTooLarge::new_err(format!(
+                "request body larger than max_body_size ({max} bytes)"
+            )),
+            Failure::Disconnected(m) => ClientDisconnected::new_err(m.clone()),
+            Failure::Invalid(m) => RequestBodyError::new_err(m.clone()),
+        }
+    }
+}
+
+/// The `wsgi.input` stream of one request.
+#[pyclass(module = "gristmill._core", name = "Input", frozen)]
+pub struct Input {
+    state: Mutex<State>,
+    handle: Handle,
+    limit: Option<u64>,
+}
+
+impl Input {
+    pub fn new(body: Option<Incoming>, handle: Handle, limit: Option<u64>) -> Self {
+        Input {
+            state: Mutex::new(State {
+                body,
+                buf: BytesMut::new(),
+                received: 0,
+                failed: None,
+            }),
+            handle,
+            limit,
+        }
+    }
+
+    /// Lock without ever blocking while holding the GIL (another thread holding the
+    /// lock may be waiting for the GIL to return).
+    fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
+        match self.state.try_lock() {
+            Some(g) => g,
+            None => py.detach(|| self.state.lock()),
+        }
+    }
+
+    /// Read one more piece of the body into the buffer. `Ok(false)` at the end.
+    fn fill(&self, py: Python<'_>, st: &mut State) -> PyResult<bool> {
+        if let Some(f) = &st.failed {
+            return Err(f.to_err());
+        }
+        loop {
+            let Some(body) = st.body.as_mut() else {
+                return Ok(false);
+            };
+            let handle = &self.handle;
+            let frame = py.detach(|| handle.block_on(body.frame()));
+            match frame {
+                None => {
+                    st.body = None;
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers: not part of the body
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    st.received += data.len() as u64;
+                    if let Some(max) = self.limit {
+                        if st.received > max {
+                            st.body = None;
+                            let f = Failure::TooLarge(max);
+                            st.failed = Some(f.clone());
+                            return Err(f.to_err());
+                        }
+                    }
+                    st.buf.extend_from_slice(&data);
+                    return Ok(true);
+                }
+                Some(Err(e)) => {
+                    st.body = None;
+                    let f = if e.is_incomplete_message() || e.is_closed() {
+                        Failure::Disconnected(format!(
+                            "client disconnected before the request body was complete ({e})"
+                        ))
+                    } else {
+                        Failure::Invalid(format!("invalid request body: {e}"))
+                    };
+                    st.failed = Some(f.clone());
+                    return Err(f.to_err());
+                }
+            }
+        }
+    }
+
+    fn take<'py>(py: Python<'py>, st: &mut State, n: usize) -> Bound<'py, PyBytes> {
+        let n = n.min(st.buf.len());
+        let out = PyBytes::new(py, &st.buf[..n]);
+        st.buf.advance(n);
+        out
+    }
+
+    fn read_line<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut st = self.lock(py);
+        let mut scanned = 0;
+        loop {
+            if let Some(i) = st.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i + 1;
+                return Ok(Self::take(py, &mut st, size.map_or(end, |s| s.min(end))));
+            }
+            scanned = st.buf.len();
+            if let Some(s) = size {
+                if st.buf.len() >= s {
+                    return Ok(Self::take(py, &mut st, s));
+                }
+            }
+            if !self.fill(py, &mut st)? {
+                let n = st.buf.len();
+                return Ok(Self::take(py, &mut st, n));
+            }
+        }
+    }
+}
+
+/// Python's convention: `None` or a negative size means "all".
+fn size_arg(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl Input {
+    /// Read up to `size` bytes, or everything to the end when `size` is omitted or -1.
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut st = self.lock(py);
+        match size_arg(size) {
+            None => {
+                while self.fill(py, &mut st)? {}
+                let n = st.buf.len();
+                Ok(Self::take(py, &mut st, n))
+            }
+            Some(n) => {
+                while st.buf.len() < n && self.fill(py, &mut st)? {}
+                Ok(Self::take(py, &mut st, n))
+            }
+        }
+    }
+
+    /// Read one line (up to and including `\n`), at most `size` bytes when given.
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_line(py, size_arg(size))
+    }
+
+    /// Read lines until the end, or until about `hint` bytes were read.
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let hint = size_arg(hint).filter(|&h| h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0;
+        loop {
+            let line = self.read_line(py, None)?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            lines.push(line);
+            total += n;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_line(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}

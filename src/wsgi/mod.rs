@@ -1,0 +1,482 @@
+//! The WSGI bridge: a request becomes a task on the Python threads, which builds the
+//! environ, calls the application and drives its response (see `response.rs`).
+//!
+//! Everything the application does wrong is caught here: an exception or invalid
+//! output gives a 500 when nothing was sent yet (or aborts the connection when the
+//! head is already out), one log line with the traceback, and the thread moves on.
+//! The iterable's `close()` is always called, also when the client went away.
+
+mod environ;
+mod file_wrapper;
+mod input;
+mod response;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+pub use file_wrapper::FileWrapper;
+pub use input::Input;
+pub use response::StartResponse;
+
+use crate::access_log::{AccessFormat, Record};
+use crate::config::Config;
+use crate::errors::{ClientDisconnected, RequestBodyError, RequestBodyTooLarge};
+use crate::http::{plain_response, ResponseBody};
+use crate::log::{self, log_with};
+use crate::net::{ActiveGuard, Addrs};
+use crate::pool::{Pool, Task};
+use crate::server::{ConnCtx, Handler};
+
+/// Bytes read from a file per chunk when sending `wsgi.file_wrapper` bodies.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// The access logger, when access logging is on and `gristmill.access` is enabled.
+pub struct AccessLog {
+    format: AccessFormat,
+    info: Py<PyAny>,
+}
+
+impl AccessLog {
+    pub fn new(format: AccessFormat, info: Py<PyAny>) -> Self {
+        AccessLog { format, info }
+    }
+
+    fn emit(&self, py: Python<'_>, rec: &Record<'_>) {
+        let line = self.format.render(rec);
+        if let Err(e) = self.info.call1(py, (line,)) {
+            log_with(py, log::ERROR, "access log call failed", Some(&e));
+        }
+    }
+}
+
+/// What every request of this worker shares.
+pub struct Shared {
+    app: Py<PyAny>,
+    base_environ: Py<PyDict>,
+    config: Arc<Config>,
+    runtime: Handle,
+    access: Option<AccessLog>,
+}
+
+/// The WSGI [`Handler`]: hands requests to the Python threads.
+pub struct Wsgi {
+    pool: Pool<Job>,
+    shared: Arc<Shared>,
+}
+
+impl Wsgi {
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: Handle,
+        access: Option<AccessLog>,
+    ) -> PyResult<Self> {
+        let errors = py
+            .import("gristmill.logging")?
+            .call_method0("wsgi_errors_stream")?;
+        let file_wrapper = py.get_type::<FileWrapper>().into_any();
+        let base = environ::base_environ(py, &config, errors, file_wrapper)?;
+        let shared = Arc::new(Shared {
+            app,
+            base_environ: base.unbind(),
+            config: config.clone(),
+            runtime,
+            access,
+        });
+        let pool = Pool::start(config.threads)?;
+        Ok(Wsgi { pool, shared })
+    }
+}
+
+impl Handler for Wsgi {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnCtx,
+        guard: ActiveGuard,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let (parts, body) = req.into_parts();
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            shared: self.shared.clone(),
+            parts,
+            body,
+            addrs: conn.addrs.clone(),
+            reply,
+            guard,
+            started,
+        };
+        if self.pool.submit(job).is_err() {
+            return plain_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                true,
+                self.shared.config.server_header,
+            );
+        }
+        match rx.await {
+            Ok(resp) => resp,
+            // The task ended without answering: only possible if it panicked.
+            Err(_) => plain_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                true,
+                self.shared.config.server_header,
+            ),
+        }
+    }
+
+    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
+        if let Some(access) = &self.shared.access {
+            Python::attach(|py| access.emit(py, &record(parts, &conn.addrs, status, 0, started)));
+        }
+    }
+}
+
+fn record<'a>(
+    parts: &'a Parts,
+    addrs: &Addrs,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+) -> Record<'a> {
+    Record {
+        peer: addrs.peer,
+        method: &parts.method,
+        uri: &parts.uri,
+        version: parts.version,
+        headers: &parts.headers,
+        status,
+        body_bytes: bytes,
+        duration: started.elapsed(),
+    }
+}
+
+/// One request on its way through the application.
+pub struct Job {
+    shared: Arc<Shared>,
+    parts: Parts,
+    body: Incoming,
+    addrs: Arc<Addrs>,
+    reply: oneshot::Sender<Response<ResponseBody>>,
+    guard: ActiveGuard,
+    started: Instant,
+}
+
+/// How the driving of a response ended, when it did not end well.
+enum Failure {
+    /// The application raised (also from `start_response` on invalid arguments).
+    Raised(PyErr),
+    /// The application's output broke the protocol in a way no exception reports.
+    Invalid(String),
+    /// The client went away.
+    Gone,
+}
+
+impl From<PyErr> for Failure {
+    fn from(e: PyErr) -> Self {
+        Failure::Raised(e)
+    }
+}
+
+impl From<response::Gone> for Failure {
+    fn from(_: response::Gone) -> Self {
+        Failure::Gone
+    }
+}
+
+/// Whether the file body continues on another thread (which then closes and logs).
+enum Finished {
+    Here,
+    Detached,
+}
+
+impl Task for Job {
+    fn run(self, py: Python<'_>) {
+        let Job {
+            shared,
+            parts,
+            body,
+            addrs,
+            reply,
+            guard,
+            started,
+        } = self;
+        let sr = match Bound::new(
+            py,
+            StartResponse::new(reply, guard, shared.config.server_header),
+        ) {
+            Ok(sr) => sr,
+            Err(e) => {
+                log_with(py, log::ERROR, "cannot create start_response", Some(&e));
+                return;
+            }
+        };
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        let mut finished = Finished::Here;
+        let outcome = (|| -> Result<(), Failure> {
+            let input = Bound::new(
+                py,
+                Input::new(
+                    Some(body),
+                    shared.runtime.clone(),
+                    shared.config.max_body_size,
+                ),
+            )?;
+            let environ = environ::build(
+                py,
+                shared.base_environ.bind(py),
+                &shared.config.root_path,
+                &parts,
+                &addrs,
+                input.into_any(),
+            )?;
+            let iterable = shared.app.bind(py).call1((environ, &sr))?;
+            let driven = drive(py, &shared, &sr, &iterable, &parts, &addrs, started);
+            match driven {
+                Ok(Finished::Detached) => {
+                    finished = Finished::Detached;
+                    Ok(())
+                }
+                other => {
+                    let closed = close_iterable(&iterable);
+                    other?;
+                    closed.map_err(Failure::Raised)
+                }
+            }
+        })();
+        let sr = sr.get();
+        if let Err(failure) = outcome {
+            report(py, sr, failure, &what);
+        }
+        if let Finished::Here = finished {
+            if let Some(access) = &shared.access {
+                let (status, bytes) = sr.progress(py);
+                access.emit(py, &record(&parts, &addrs, status, bytes, started));
+            }
+        }
+    }
+}
+
+fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    match iterable.getattr("close") {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Log a failure and answer with the right status, as far as the protocol still allows.
+fn report(py: Python<'_>, sr: &StartResponse, failure: Failure, what: &str) {
+    match failure {
+        Failure::Gone => {
+            log::log(log::DEBUG, &format!("client went away during {what}"));
+            sr.fail(py, StatusCode::BAD_REQUEST, "client went away");
+        }
+        Failure::Invalid(msg) => {
+            log_with(
+                py,
+                log::ERROR,
+                &format!("Invalid WSGI response to {what}: {msg}"),
+                None,
+            );
+            sr.fail(
+                py,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+            );
+        }
+        Failure::Raised(e) if e.is_instance_of::<RequestBodyTooLarge>(py) => {
+            log::log(log::INFO, &format!("{what}: {}", e.value(py)));
+            sr.fail(py, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+        }
+        Failure::Raised(e) if e.is_instance_of::<ClientDisconnected>(py) => {
+            log::log(log::DEBUG, &format!("{what}: {}", e.value(py)));
+            sr.fail(py, StatusCode::BAD_REQUEST, "Bad Request");
+        }
+        Failure::Raised(e) if e.is_instance_of::<RequestBodyError>(py) => {
+            log::log(log::INFO, &format!("{what}: {}", e.value(py)));
+            sr.fail(py, StatusCode::BAD_REQUEST, "Bad Request");
+        }
+        Failure::Raised(e) => {
+            let when = if sr.started(py) {
+                "after the response started; aborting the connection"
+            } else {
+                "sending 500"
+            };
+            log_with(
+                py,
+                log::ERROR,
+                &format!("Error in WSGI application for {what} ({when})"),
+                Some(&e),
+            );
+            sr.fail(
+                py,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+            );
+        }
+    }
+}
+
+/// Send what the application returned.
+fn drive(
+    py: Python<'_>,
+    shared: &Arc<Shared>,
+    sr: &Bound<'_, StartResponse>,
+    iterable: &Bound<'_, PyAny>,
+    parts: &Parts,
+    addrs: &Arc<Addrs>,
+    started: Instant,
+) -> Result<Finished, Failure> {
+    let srr = sr.get();
+    // A list or tuple is the whole body: send it with a known length in one go.
+    let seq = iterable
+        .cast::<PyList>()
+        .map(|l| l.as_sequence().clone())
+        .or_else(|_| iterable.cast::<PyTuple>().map(|t| t.as_sequence().clone()));
+    if let Ok(seq) = seq {
+        if !srr.started(py) {
+            let mut chunks = VecDeque::new();
+            for item in seq.try_iter()? {
+                let b = response::chunk_bytes(&item?)?;
+                if !b.is_empty() {
+                    chunks.push_back(b);
+                }
+            }
+            if !srr.has_head(py) {
+                return Err(no_head());
+            }
+            srr.finish_with(py, chunks)?;
+            return Ok(Finished::Here);
+        }
+    }
+    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+        if srr.has_head(py) && !srr.started(py) {
+            if let Some(file) = fw.get().native(py) {
+                let mut len = file.len;
+                if let Some(declared) = srr.declared_length(py) {
+                    len = len.min(declared);
+                }
+                let tx = srr.stream_from(py, len)?;
+                let wrapper = fw.clone().unbind();
+                let parts = parts.clone();
+                let addrs = addrs.clone();
+                let shared = shared.clone();
+                shared.runtime.spawn_blocking({
+                    let shared = shared.clone();
+                    move || {
+                        let res = send_file(file.fd, file.offset, len, &tx);
+                        drop(tx);
+                        Python::attach(|py| {
+                            if let Err(e) = wrapper.bind(py).call_method0("close") {
+                                log_with(py, log::ERROR, "file_wrapper close() failed", Some(&e));
+                            }
+                            if let Err(e) = res {
+                                log_with(
+                                    py,
+                                    log::ERROR,
+                                    &format!(
+                                        "reading the file of {} failed: {e}",
+                                        parts.uri.path()
+                                    ),
+                                    None,
+                                );
+                            }
+                            if let Some(access) = &shared.access {
+                                access.emit(py, &record(&parts, &addrs, 200, len, started));
+                            }
+                        })
+                    }
+                });
+                return Ok(Finished::Detached);
+            }
+        }
+    }
+    let mut iter = iterable.try_iter()?;
+    while let Some(item) = iter.next() {
+        let chunk = response::chunk_bytes(&item?)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        if !srr.has_head(py) && !srr.started(py) {
+            return Err(no_head());
+        }
+        // A first chunk as long as the declared Content-Length is usually the whole
+        // body: look one item ahead, and if the iterable ends, send it in one go.
+        if srr.declared_length(py) == Some(chunk.len() as u64) {
+            let mut pending = VecDeque::from([chunk]);
+            loop {
+                match iter.next() {
+                    None => {
+                        srr.finish_with(py, pending)?;
+                        return Ok(Finished::Here);
+                    }
+                    Some(next) => {
+                        let b = response::chunk_bytes(&next?)?;
+                        if !b.is_empty() {
+                            pending.push_back(b);
+                            break;
+                        }
+                    }
+                }
+            }
+            for b in pending {
+                srr.stream(py, b)?;
+            }
+            continue;
+        }
+        srr.stream(py, chunk)?;
+    }
+    if !srr.has_head(py) && !srr.started(py) {
+        return Err(no_head());
+    }
+    srr.finish(py)?;
+    Ok(Finished::Here)
+}
+
+fn no_head() -> Failure {
+    Failure::Invalid("the application returned a body without calling start_response()".into())
+}
+
+/// Feed `len` bytes of `fd` from `offset` into the response channel.
+fn send_file(
+    fd: std::os::fd::OwnedFd,
+    mut offset: u64,
+    len: u64,
+    tx: &tokio::sync::mpsc::Sender<crate::http::body::Chunk>,
+) -> io::Result<()> {
+    let file = std::fs::File::from(fd);
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(FILE_CHUNK);
+        let mut buf = BytesMut::zeroed(want);
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            let _ = tx.blocking_send(Err(crate::http::body::BodyAborted(
+                "file shorter than expected".into(),
+            )));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
+        }
+        buf.truncate(n);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Ok(()); // client went away
+        }
+        offset += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
+}

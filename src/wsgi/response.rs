@@ -1,0 +1,435 @@
+//! `start_response`, `write()` and the way a WSGI response reaches hyper.
+//!
+//! The head is held back until the first non-empty body chunk or `write()` call (PEP
+//! 3333), so an application may still replace it with `exc_info`. Then it is handed to
+//! the waiting connection either with the whole body (when it is known to be complete:
+//! a list of chunks, or a first chunk as long as the declared Content-Length) or with a
+//! bounded channel the body is streamed through. A closed channel means the client went
+//! away; the caller stops iterating and the iterable's `close()` runs.
+
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, SERVER};
+use http::{HeaderMap, Response, StatusCode};
+use hyper::ext::ReasonPhrase;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::ClientDisconnected;
+use crate::http::body::{BodyAborted, Chunk};
+use crate::http::{plain_response, validate::parse_content_length, ResponseBody, SERVER_NAME};
+use crate::net::ActiveGuard;
+
+/// Chunks in flight between the application thread and the connection.
+const STREAM_DEPTH: usize = 4;
+/// Below this size a chunk is copied rather than kept alive as a Python object.
+const COPY_BELOW: usize = 4096;
+
+/// A validated response head from `start_response`.
+pub struct Head {
+    status: StatusCode,
+    reason: Option<ReasonPhrase>,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+}
+
+enum Phase {
+    /// Nothing sent yet: the connection waits on `reply`.
+    Pending(oneshot::Sender<Response<ResponseBody>>, ActiveGuard),
+    Streaming(mpsc::Sender<Chunk>),
+    Done,
+}
+
+/// The client is gone; stop producing.
+#[derive(Debug)]
+pub struct Gone;
+
+struct State {
+    head: Option<Head>,
+    phase: Phase,
+    status: u16,
+    bytes: u64,
+}
+
+/// The `start_response` callable of one request; also owns the response's progress.
+#[pyclass(module = "gristmill._core", frozen)]
+pub struct StartResponse {
+    state: Mutex<State>,
+    server_header: bool,
+}
+
+/// Status line text to (code, reason kept when it is not the standard one).
+pub fn parse_status(s: &str) -> Result<(StatusCode, Option<ReasonPhrase>), String> {
+    let b = s.as_bytes();
+    if b.len() < 4 || b[3] != b' ' || !b[..3].iter().all(u8::is_ascii_digit) {
+        return Err(format!(
+            "status must look like '200 OK' (three digits, a space, a reason), got {s:?}"
+        ));
+    }
+    let code =
+        StatusCode::from_bytes(&b[..3]).map_err(|_| format!("invalid status code in {s:?}"))?;
+    let reason = &s[4..];
+    if code.canonical_reason() == Some(reason) || reason.is_empty() {
+        return Ok((code, None));
+    }
+    let bytes = latin1_bytes(reason).ok_or_else(|| format!("status {s:?} is not latin-1"))?;
+    let phrase = ReasonPhrase::try_from(bytes)
+        .map_err(|_| format!("status reason contains forbidden characters: {s:?}"))?;
+    Ok((code, Some(phrase)))
+}
+
+/// Encode a native string as latin-1, `None` when a character is beyond U+00FF.
+pub fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+/// Hop-by-hop headers an application must not set (PEP 3333, RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+fn invalid(msg: String) -> PyErr {
+    PyValueError::new_err(format!("invalid WSGI response: {msg}"))
+}
+
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+    let mut map = HeaderMap::new();
+    let mut content_length = None;
+    for item in headers.try_iter().map_err(|_| {
+        PyTypeError::new_err(
+            "invalid WSGI response: headers must be a list of (name, value) tuples",
+        )
+    })? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "invalid WSGI response: each header must be a (name, value) tuple, got {}",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "invalid WSGI response: header name and value must be str, got {}",
+                pair.repr()?
+            )));
+        };
+        let (name, value) = (name.to_str()?, value.to_str()?);
+        let hname = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("invalid header name {name:?}")))?;
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(invalid(format!(
+                "header {name:?} has a value containing CR, LF or NUL: {value:?}"
+            )));
+        }
+        let hvalue = latin1_bytes(value)
+            .and_then(|b| HeaderValue::from_bytes(&b).ok())
+            .ok_or_else(|| invalid(format!("header {name:?} has an invalid value {value:?}")))?;
+        if hname == CONTENT_LENGTH {
+            content_length =
+                Some(parse_content_length(hvalue.as_bytes()).ok_or_else(|| {
+                    invalid(format!("Content-Length must be digits, got {value:?}"))
+                })?);
+        }
+        if is_hop_by_hop(&hname) {
+            // `Connection: close` is honoured (hyper closes after the response); the
+            // rest are connection-level and the server's business, so they are dropped.
+            let close = hname == CONNECTION && value.to_ascii_lowercase().contains("close");
+            if !close {
+                crate::log::log(
+                    crate::log::WARNING,
+                    &format!("dropped hop-by-hop header {name:?} set by the application"),
+                );
+                continue;
+            }
+        }
+        map.append(hname, hvalue);
+    }
+    Ok((map, content_length))
+}
+
+/// A body chunk from the application: bytes-like, else a clear error.
+pub fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(b) = item.cast::<PyBytes>() {
+        let data = b.as_bytes();
+        if data.len() < COPY_BELOW {
+            return Ok(Bytes::copy_from_slice(data));
+        }
+        return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
+    }
+    if item.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "invalid WSGI response: body chunks must be bytes, got str (encode it)",
+        ));
+    }
+    item.extract::<Vec<u8>>().map(Bytes::from).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "invalid WSGI response: body chunks must be bytes, got {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+impl StartResponse {
+    pub fn new(
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        guard: ActiveGuard,
+        server_header: bool,
+    ) -> Self {
+        StartResponse {
+            state: Mutex::new(State {
+                head: None,
+                phase: Phase::Pending(reply, guard),
+                status: 0,
+                bytes: 0,
+            }),
+            server_header,
+        }
+    }
+
+    fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
+        match self.state.try_lock() {
+            Some(g) => g,
+            None => py.detach(|| self.state.lock()),
+        }
+    }
+
+    /// (status sent or 0, body bytes handed to the connection) for the access log.
+    pub fn progress(&self, py: Python<'_>) -> (u16, u64) {
+        let st = self.lock(py);
+        (st.status, st.bytes)
+    }
+
+    /// The head is on its way (or the request is over): errors can no longer be a 500.
+    pub fn started(&self, py: Python<'_>) -> bool {
+        !matches!(self.lock(py).phase, Phase::Pending(..))
+    }
+
+    pub fn has_head(&self, py: Python<'_>) -> bool {
+        self.lock(py).head.is_some()
+    }
+
+    /// The declared Content-Length, if any, while the head is still held back.
+    pub fn declared_length(&self, py: Python<'_>) -> Option<u64> {
+        let st = self.lock(py);
+        match st.phase {
+            Phase::Pending(..) => st.head.as_ref().and_then(|h| h.content_length),
+            _ => None,
+        }
+    }
+
+    fn build(&self, head: Head, body: ResponseBody) -> Response<ResponseBody> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            resp.extensions_mut().insert(reason);
+        }
+        if self.server_header && !resp.headers().contains_key(SERVER) {
+            resp.headers_mut().insert(SERVER, SERVER_NAME);
+        }
+        resp
+    }
+
+    /// Send the head with a body built from `make_body` (which gets the guard).
+    fn send_head(
+        &self,
+        st: &mut State,
+        make_body: impl FnOnce(ActiveGuard) -> ResponseBody,
+    ) -> Result<(), Gone> {
+        let Phase::Pending(..) = st.phase else {
+            return Ok(());
+        };
+        let Phase::Pending(reply, guard) = std::mem::replace(&mut st.phase, Phase::Done) else {
+            unreachable!()
+        };
+        let head = st.head.take().expect("send_head requires a head");
+        st.status = head.status.as_u16();
+        reply
+            .send(self.build(head, make_body(guard)))
+            .map_err(|_| Gone)
+    }
+
+    /// Hand over the complete body.
+    pub fn finish_with(&self, py: Python<'_>, chunks: VecDeque<Bytes>) -> Result<(), Gone> {
+        let mut st = self.lock(py);
+        st.bytes += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        self.send_head(&mut st, |g| ResponseBody::chunks(chunks).with_guard(g))
+    }
+
+    /// Stream one chunk, sending the head first if needed; blocks (GIL released) while
+    /// the client is slower than the application.
+    pub fn stream(&self, py: Python<'_>, chunk: Bytes) -> Result<(), Gone> {
+        let mut st = self.lock(py);
+        if let Phase::Pending(..) = st.phase {
+            let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            self.send_head(&mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
+            st.phase = Phase::Streaming(tx);
+        }
+        let Phase::Streaming(tx) = &st.phase else {
+            return Err(Gone);
+        };
+        let n = chunk.len() as u64;
+        let tx = tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(chunk)) = tx.try_send(Ok(chunk)) {
+            py.detach(|| tx.blocking_send(chunk)).map_err(|_| Gone)?;
+        } else if tx.is_closed() {
+            return Err(Gone);
+        }
+        st.bytes += n;
+        Ok(())
+    }
+
+    /// End the response normally.
+    pub fn finish(&self, py: Python<'_>) -> Result<(), Gone> {
+        let pending = matches!(self.lock(py).phase, Phase::Pending(..));
+        if pending {
+            return self.finish_with(py, VecDeque::new());
+        }
+        self.lock(py).phase = Phase::Done; // drops the sender: end of stream
+        Ok(())
+    }
+
+    /// Stream a body produced elsewhere (a file): returns the channel to feed.
+    pub fn stream_from(&self, py: Python<'_>, length: u64) -> Result<mpsc::Sender<Chunk>, Gone> {
+        let mut st = self.lock(py);
+        if let Some(head) = st.head.as_mut() {
+            if head.content_length.is_none() {
+                head.headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
+        st.bytes += length;
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        self.send_head(&mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
+        Ok(tx)
+    }
+
+    /// The request failed: a plain error response if nothing was sent, else abort the
+    /// connection so the client cannot mistake a truncated body for a complete one.
+    pub fn fail(&self, py: Python<'_>, status: StatusCode, message: &str) {
+        let mut st = self.lock(py);
+        match std::mem::replace(&mut st.phase, Phase::Done) {
+            Phase::Pending(reply, guard) => {
+                st.status = status.as_u16();
+                let resp = plain_response(status, message, true, self.server_header);
+                let (parts, body) = resp.into_parts();
+                let _ = reply.send(Response::from_parts(parts, body.with_guard(guard)));
+            }
+            Phase::Streaming(tx) => {
+                let _ = tx.try_send(Err(BodyAborted(message.to_owned())));
+            }
+            Phase::Done => {}
+        }
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)` → `write`.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let st = this.lock(py);
+            let sent = !matches!(st.phase, Phase::Pending(..));
+            match exc_info {
+                Some(info) if sent => {
+                    // PEP 3333: too late to change the head; re-raise the app's error.
+                    drop(st);
+                    let value = info.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+                None if st.head.is_some() || sent => {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() called a second time without exc_info (PEP 3333)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let status = status.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "invalid WSGI response: status must be a str like '200 OK', got {}",
+                status.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (code, reason) = parse_status(status.to_str()?).map_err(invalid)?;
+        let (headers, content_length) = parse_headers(headers)?;
+        this.lock(py).head = Some(Head {
+            status: code,
+            reason,
+            headers,
+            content_length,
+        });
+        slf.getattr("write")
+    }
+
+    /// The PEP 3333 `write()` callable: sends `data` now, headers first.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.has_head(py) && !self.started(py) {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        let chunk = chunk_bytes(data)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.stream(py, chunk)
+            .map_err(|_| ClientDisconnected::new_err("client disconnected"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("200 OK").unwrap().0, StatusCode::OK);
+        assert!(parse_status("200 OK").unwrap().1.is_none());
+        let (code, reason) = parse_status("299 Custom Reason").unwrap();
+        assert_eq!(code.as_u16(), 299);
+        assert_eq!(reason.unwrap().as_bytes(), b"Custom Reason");
+        for bad in ["200", "20 OK", "abc OK", "200OK", "099 Low", "200 a\r\nb"] {
+            assert!(parse_status(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn latin1_encoding() {
+        assert_eq!(latin1_bytes("caf\u{e9}").unwrap(), b"caf\xe9");
+        assert!(latin1_bytes("\u{20ac}").is_none());
+    }
+}
