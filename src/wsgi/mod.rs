@@ -372,6 +372,7 @@ fn drive(
                     len = len.min(declared);
                 }
                 let tx = srr.stream_from(py, len)?;
+                let status = srr.progress(py).0;
                 let wrapper = fw.clone().unbind();
                 let parts = parts.clone();
                 let addrs = addrs.clone();
@@ -397,7 +398,7 @@ fn drive(
                                 );
                             }
                             if let Some(access) = &shared.access {
-                                access.emit(py, &record(&parts, &addrs, 200, len, started));
+                                access.emit(py, &record(&parts, &addrs, status, len, started));
                             }
                         })
                     }

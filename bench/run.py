@@ -1,0 +1,954 @@
+"""The side-by-side benchmark runner: gristmill, its peers and a pure-Rust ceiling, interleaved.
+
+Run it with the bench venv's Python (``bench/bench.sh`` does; standard library only). For each
+suite it starts every server at once, waits for its port, checks that it answers every route
+correctly (a server that fails to start or answers wrongly is skipped, with the reason in the
+report), warms each up, and then runs the tests in rounds: in each round every test gives
+every server one run, back to back, with the server order rotated from round to round so
+that drift in the machine's background load spreads over all servers alike. The machines
+are shared and noisy, so what counts is the ratio between servers measured in the same run,
+never an absolute number compared across runs.
+
+Per run it records the load generator's req/s, p50/p99 latency and errors, and, from
+``/proc``, the CPU time (utime + stime) the server's whole process tree spent during the
+run and its resident memory after it. The report is a Markdown table per test (medians
+over rounds, with the min-max spread), printed and written to ``bench/results/latest.md``;
+the raw runs go to ``bench/results/latest.json``.
+
+Suites: "1 worker, pinned" (server on CPU 0, load generator on CPU 1, via ``taskset``) and,
+with ``--full``, "2 workers, unpinned". Load: ``wrk`` for HTTP/1.1, ``h2load`` for h2c,
+``wsload.py`` (next to this file) for WebSocket echo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+APPS = BENCH / "apps"
+RESULTS = BENCH / "results"
+CEILING = BENCH / "ceiling" / "target" / "release" / "ceiling"
+HOST = "127.0.0.1"
+BASE_PORT = 18200
+
+HELLO = b"Hello, world!"
+JSON_BODY = b'{"message":"Hello, world!"}'
+ECHO_SIZE = 4096
+BIG_SIZE = 1024 * 1024
+STREAM_SIZE = 64 * 16 * 1024
+
+PEERS = ("granian", "uvicorn", "uvloop", "httptools", "websockets", "gunicorn", "hypercorn")
+
+
+# --- Servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One server configuration under test; ``cmd`` has ``{port}`` and ``{workers}`` holes."""
+
+    name: str
+    interface: str  # "wsgi", "asgi" or "rust" (the ceiling)
+    cmd: list[str]
+    http1: bool = True  # runs the HTTP/1.1 tests
+    h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
+    ws: bool = False  # expected to speak WebSocket; checked likewise
+    # Filled in at run time:
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
+    """Every server the bench knows, configured for ``workers`` processes."""
+    vbin = python_bin.parent
+    w = str(workers)
+
+    def gristmill(interface: str, target: str) -> list[str]:
+        return [
+            str(vbin / "gristmill"),
+            target,
+            "--interface",
+            interface,
+            "--host",
+            HOST,
+            "--port",
+            "{port}",
+            "--workers",
+            w,
+            "--threads",
+            str(threads),
+            "--no-access-log",
+        ]
+
+    def granian(interface: str, target: str, http: str) -> list[str]:
+        cmd = [
+            str(vbin / "granian"),
+            "--interface",
+            interface,
+            "--host",
+            HOST,
+            "--port",
+            "{port}",
+            "--workers",
+            w,
+            "--runtime-threads",
+            "1",
+            "--http",
+            http,
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        if interface == "wsgi":
+            cmd += ["--blocking-threads", str(threads), "--no-ws"]
+        else:
+            cmd += ["--loop", "uvloop"]
+            if http == "2":
+                cmd += ["--no-ws"]
+        return cmd + [target]
+
+    gunicorn = [
+        str(vbin / "gunicorn"),
+        "--bind",
+        f"{HOST}:{{port}}",
+        "--workers",
+        w,
+        "--log-level",
+        "warning",
+    ]
+    return [
+        Server("gristmill-wsgi", "wsgi", gristmill("wsgi", "wsgi_app:application"), h2=True),
+        Server("granian-wsgi", "wsgi", granian("wsgi", "wsgi_app:application", "1")),
+        Server(
+            "gunicorn-sync", "wsgi", gunicorn + ["--worker-class", "sync", "wsgi_app:application"]
+        ),
+        Server(
+            "gunicorn-gthread",
+            "wsgi",
+            gunicorn + ["--worker-class", "gthread", "--threads", "4", "wsgi_app:application"],
+        ),
+        Server("gristmill-asgi", "asgi", gristmill("asgi", "asgi_app:app"), h2=True, ws=True),
+        Server("granian-asgi", "asgi", granian("asgi", "asgi_app:app", "1"), ws=True),
+        Server(
+            "uvicorn",
+            "asgi",
+            [
+                str(vbin / "uvicorn"),
+                "--host",
+                HOST,
+                "--port",
+                "{port}",
+                "--workers",
+                w,
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--ws",
+                "websockets",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "asgi_app:app",
+            ],
+            ws=True,
+        ),
+        Server(
+            "hypercorn",
+            "asgi",
+            [
+                str(vbin / "hypercorn"),
+                "--bind",
+                f"{HOST}:{{port}}",
+                "--workers",
+                w,
+                "--worker-class",
+                "uvloop",
+                "--log-level",
+                "warning",
+                "asgi_app:app",
+            ],
+            h2=True,
+            ws=True,
+        ),
+        Server(
+            "granian-wsgi-h2",
+            "wsgi",
+            granian("wsgi", "wsgi_app:application", "2"),
+            http1=False,
+            h2=True,
+        ),
+        Server(
+            "granian-asgi-h2", "asgi", granian("asgi", "asgi_app:app", "2"), http1=False, h2=True
+        ),
+        Server(
+            "ceiling",
+            "rust",
+            [str(CEILING), "--host", HOST, "--port", "{port}", "--threads", w],
+            h2=True,
+        ),
+    ]
+
+
+# --- Tests -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Test:
+    """One load pattern. ``kind`` picks the load generator and which servers take part."""
+
+    key: str
+    title: str
+    kind: str  # "h1" (wrk), "h2" (h2load) or "ws" (wsload.py)
+    path: str = "/"
+    conns: int = 64
+    streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
+    lua: str | None = None  # wrk script, for the POST
+
+
+ECHO_LUA = (
+    'wrk.method = "POST"\n'
+    f'wrk.body = string.rep("x", {ECHO_SIZE})\n'
+    'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+)
+
+TESTS = [
+    Test("plain", "`/` plaintext, 64 connections", "h1", "/", 64),
+    Test("plain-1c", "`/` plaintext, 1 connection (latency)", "h1", "/", 1),
+    Test("json", "`/json`, 64 connections", "h1", "/json", 64),
+    Test("echo", "`/echo` POST 4 KiB echoed, 64 connections", "h1", "/echo", 64, lua=ECHO_LUA),
+    Test("big", "`/big` 1 MiB response, 16 connections", "h1", "/big", 16),
+    Test("stream", "`/stream` 64 x 16 KiB chunked, 16 connections", "h1", "/stream", 16),
+    Test("h2", "HTTP/2 (h2c) `/`, 8 connections x 8 streams", "h2", "/", 8, 8),
+    Test(
+        "ws",
+        "WebSocket echo, 64 B binary messages, 8 connections x 16 in flight",
+        "ws",
+        "/ws",
+        8,
+        16,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A set of servers configured alike, with a pinning policy and a set of tests."""
+
+    key: str
+    title: str
+    workers: int
+    pinned: bool
+    tests: tuple[str, ...]
+
+
+SUITES = {
+    "w1": Suite(
+        "w1",
+        "1 worker, server pinned to CPU 0, load generator to CPU 1",
+        1,
+        True,
+        tuple(t.key for t in TESTS),
+    ),
+    "w2": Suite(
+        "w2",
+        "2 workers, unpinned (the load generator shares both cores)",
+        2,
+        False,
+        ("plain", "json", "h2"),
+    ),
+}
+
+
+# --- /proc accounting ------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """``pid -> (ppid, utime + stime in ticks)`` for every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ")".
+        fields = data[data.rindex(b")") + 2 :].split()
+        table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def process_tree(root: int) -> tuple[list[int], float]:
+    """The pids of ``root`` and its descendants, and their CPU seconds so far."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            pids.append(pid)
+            todo.extend(children.get(pid, ()))
+    return pids, sum(table[p][1] for p in pids) / CLK_TCK
+
+
+def tree_rss_mib(root: int) -> float:
+    """Resident memory of ``root`` and its descendants, MiB (sum of ``VmRSS``)."""
+    total_kib = 0
+    for pid in process_tree(root)[0]:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
+# --- Starting, checking, stopping ------------------------------------------------------------
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(count: int, start: int) -> list[int]:
+    ports, port = [], start
+    while len(ports) < count:
+        if port_free(port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
+def log_tail(path: Path | None, lines: int = 3) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()
+    return " / ".join(line.strip() for line in text[-lines:])
+
+
+def start_server(srv: Server, workers: int, pin: str | None, logdir: Path) -> None:
+    cmd = [part.format(port=srv.port, workers=workers) for part in srv.cmd]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin] + cmd
+    srv.log = logdir / f"{srv.name}.log"
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
+    with open(srv.log, "wb") as log:
+        # A session of its own, so stopping it can signal its whole process group.
+        srv.proc = subprocess.Popen(
+            cmd,
+            cwd=APPS,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_ready(srv: Server, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            srv.skipped = (
+                f"exited with code {srv.proc.returncode} at start-up: "
+                f"{log_tail(srv.log) or 'no output'}"
+            )
+            return False
+        try:
+            socket.create_connection((HOST, srv.port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    srv.skipped = f"port {srv.port} not accepting after {timeout:.0f} s: {log_tail(srv.log)}"
+    return False
+
+
+def http_get(port: int, method: str, path: str, body: bytes | None = None):
+    conn = HTTPConnection(HOST, port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read(), resp.getheader("content-length")
+    finally:
+        conn.close()
+
+
+def check_http1(srv: Server) -> str | None:
+    """``None`` when every route answers exactly as specified, else what went wrong."""
+    echo = bytes(range(256)) * (ECHO_SIZE // 256)
+    expected = [
+        ("GET", "/", None, HELLO),
+        ("GET", "/json", None, JSON_BODY),
+        ("POST", "/echo", echo, echo),
+        ("GET", "/big", None, b"x" * BIG_SIZE),
+        ("GET", "/stream", None, b"x" * STREAM_SIZE),
+    ]
+    for method, path, body, want in expected:
+        try:
+            status, got, _ = http_get(srv.port, method, path, body)
+        except (OSError, ValueError) as exc:
+            return f"{method} {path}: {exc!r}"
+        if status != 200 or got != want:
+            return f"{method} {path}: status {status}, {len(got)} bytes (wanted 200, {len(want)})"
+    status, _, _ = http_get(srv.port, "GET", "/nope")
+    if status != 404:
+        return f"GET /nope: status {status} (wanted 404)"
+    return None
+
+
+def check_h2(srv: Server) -> str | None:
+    cmd = ["h2load", "-n", "32", "-c", "2", "-m", "4", f"http://{HOST}:{srv.port}/"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+    except subprocess.TimeoutExpired:
+        return "h2load check timed out"
+    parsed = parse_h2load(out)
+    if parsed["requests"] != 32 or parsed["errors"]:
+        line = next((ln for ln in out.splitlines() if ln.startswith("requests:")), out[-200:])
+        return f"h2c check failed: {line.strip()}"
+    return None
+
+
+def check_ws(srv: Server, python_bin: Path) -> str | None:
+    cmd = [
+        str(python_bin),
+        str(BENCH / "wsload.py"),
+        "--check",
+        "--connections",
+        "2",
+        f"ws://{HOST}:{srv.port}/ws",
+    ]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "WebSocket check timed out"
+    if res.returncode != 0:
+        return f"WebSocket check failed: {(res.stdout or res.stderr).strip()[-200:]}"
+    return None
+
+
+def stop_server(srv: Server) -> None:
+    if srv.proc is None or srv.proc.poll() is not None:
+        return
+    try:
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+        srv.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+# --- Load generators and their output --------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def parse_wrk(out: str) -> dict:
+    res = {"rps": 0.0, "requests": 0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        res["rps"] = float(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        res["requests"] = int(m.group(1))
+    if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
+        res["p50_ms"] = _ms(m.group(1))
+    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
+        res["p99_ms"] = _ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        res["errors"] += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        res["errors"] += sum(int(g) for g in m.groups())
+    return res
+
+
+def parse_h2load(out: str) -> dict:
+    res = {"rps": 0.0, "requests": 0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    if m := re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out):
+        res["rps"] = float(m.group(1))
+    if m := re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+        r"\d+ failed, (\d+) errored, (\d+) timeout",
+        out,
+    ):
+        res["requests"] = int(m.group(1))
+        res["errors"] += int(m.group(2)) + int(m.group(3))
+    if m := re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out):
+        res["errors"] += int(m.group(1)) + int(m.group(2))
+    return res
+
+
+def parse_wsload(out: str) -> dict:
+    try:
+        data = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        data = {"errors": 1}
+    return {
+        "rps": float(data.get("msgs_per_s", 0.0)),
+        "requests": int(data.get("messages", 0)),
+        "p50_ms": None,
+        "p99_ms": None,
+        "errors": int(data.get("errors", 0)),
+    }
+
+
+def load_command(
+    test: Test, srv: Server, duration: float, threads: int, python_bin: Path, scratch: Path
+) -> list[str]:
+    url = f"http://{HOST}:{srv.port}{test.path}"
+    secs = f"{max(1, round(duration))}s"
+    if test.kind == "h1":
+        cmd = [
+            "wrk",
+            "-t",
+            str(min(threads, test.conns)),
+            "-c",
+            str(test.conns),
+            "-d",
+            secs,
+            "--timeout",
+            "5s",
+            "--latency",
+        ]
+        if test.lua:
+            script = scratch / f"{test.key}.lua"
+            script.write_text(test.lua)
+            cmd += ["-s", str(script)]
+        return cmd + [url]
+    if test.kind == "h2":
+        return [
+            "h2load",
+            "-t",
+            str(threads),
+            "-c",
+            str(test.conns),
+            "-m",
+            str(test.streams),
+            "-D",
+            str(max(1, round(duration))),
+            url,
+        ]
+    ws = f"ws://{HOST}:{srv.port}{test.path}"
+    return [
+        str(python_bin),
+        str(BENCH / "wsload.py"),
+        "--connections",
+        str(test.conns),
+        "--window",
+        str(test.streams),
+        "--duration",
+        str(duration),
+        ws,
+    ]
+
+
+PARSERS = {"h1": parse_wrk, "h2": parse_h2load, "ws": parse_wsload}
+
+
+def run_once(
+    test: Test, srv: Server, duration: float, suite: Suite, python_bin: Path, scratch: Path
+) -> dict:
+    """One measured run of ``test`` against ``srv``, with the server's CPU and memory."""
+    threads = 1 if suite.pinned else 2
+    cmd = load_command(test, srv, duration, threads, python_bin, scratch)
+    if suite.pinned:
+        cmd = ["taskset", "-c", "1"] + cmd
+    _, cpu0 = process_tree(srv.proc.pid)
+    gen0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+        out = res.stdout
+    except subprocess.TimeoutExpired:
+        out = ""
+    wall = time.monotonic() - t0
+    _, cpu1 = process_tree(srv.proc.pid)
+    # The servers are children too, but only reaped children count here: this is the load
+    # generator alone, so a row whose generator sat at ~100 % was limited by it, not the server.
+    gen1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gen = (gen1.ru_utime + gen1.ru_stime) - (gen0.ru_utime + gen0.ru_stime)
+    parsed = PARSERS[test.kind](out)
+    if not out:
+        parsed["errors"] = max(parsed["errors"], 1)
+    cpu = cpu1 - cpu0
+    parsed.update(
+        cpu_pct=100.0 * cpu / wall if wall else 0.0,
+        gen_cpu_pct=100.0 * gen / wall if wall else 0.0,
+        req_per_cpu_s=parsed["requests"] / cpu if cpu > 0 else None,
+        rss_mib=tree_rss_mib(srv.proc.pid),
+        alive=srv.proc.poll() is None,
+    )
+    return parsed
+
+
+# --- Orchestration ---------------------------------------------------------------------------
+
+
+def participants(test: Test, servers: list[Server]) -> list[Server]:
+    live = [s for s in servers if not s.skipped]
+    if test.kind == "h1":
+        return [s for s in live if s.http1]
+    if test.kind == "h2":
+        return [s for s in live if s.h2]
+    return [s for s in live if s.ws]
+
+
+def run_suite(suite: Suite, args, python_bin: Path) -> dict:
+    say = print
+    servers = [
+        s
+        for s in server_specs(python_bin, suite.workers, args.threads)
+        if not args.servers or s.name in args.servers
+    ]
+    tests = [t for t in TESTS if t.key in suite.tests and (not args.tests or t.key in args.tests)]
+    logdir = RESULTS / "logs" / suite.key
+    logdir.mkdir(parents=True, exist_ok=True)
+    for srv, port in zip(servers, pick_ports(len(servers), BASE_PORT), strict=True):
+        srv.port = port
+    pin = "0" if suite.pinned else None
+    say(f"\n== {suite.title}")
+    runs: dict[str, dict[str, list[dict]]] = {t.key: {} for t in tests}
+    try:
+        for srv in servers:
+            if srv.name == "ceiling" and not CEILING.exists():
+                srv.skipped = f"{CEILING} not built (bench.sh builds it)"
+                continue
+            exe = srv.cmd[0]
+            if not Path(exe).exists():
+                srv.skipped = f"{Path(exe).name} is not installed in the bench venv"
+                continue
+            start_server(srv, suite.workers, pin, logdir)
+        for srv in servers:
+            if srv.skipped or not wait_ready(srv, args.start_timeout):
+                say(f"  skip {srv.name}: {srv.skipped}")
+                continue
+            check(srv, python_bin)
+            if srv.skipped:
+                say(f"  skip {srv.name}: {srv.skipped}")
+                stop_server(srv)
+            else:
+                extra = f" ({'; '.join(srv.notes)})" if srv.notes else ""
+                say(f"  ok   {srv.name} on port {srv.port}{extra}")
+        with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as tmp:
+            scratch = Path(tmp)
+            say(f"  warm-up {args.warmup:g} s each")
+            for srv in servers:
+                if srv.skipped:
+                    continue
+                warm = next((t for t in tests if srv in participants(t, servers)), None)
+                if warm is not None:
+                    run_once(warm, srv, args.warmup, suite, python_bin, scratch)
+            for rnd in range(args.rounds):
+                for test in tests:
+                    order = participants(test, servers)
+                    if not order:
+                        continue
+                    shift = rnd % len(order)
+                    order = order[shift:] + order[:shift]
+                    for srv in order:
+                        res = run_once(test, srv, args.duration, suite, python_bin, scratch)
+                        res["round"] = rnd
+                        runs[test.key].setdefault(srv.name, []).append(res)
+                        err = f"  ERRORS {res['errors']}" if res["errors"] else ""
+                        say(
+                            f"  r{rnd + 1} {test.key:<9} {srv.name:<17} "
+                            f"{res['rps']:>10.0f}/s  cpu {res['cpu_pct']:>3.0f}%{err}"
+                        )
+                        if not res["alive"]:
+                            srv.skipped = f"died during {test.key}: {log_tail(srv.log)}"
+                            say(f"  skip {srv.name}: {srv.skipped}")
+    finally:
+        for srv in servers:
+            stop_server(srv)
+    return {
+        "suite": dataclasses.asdict(suite),
+        "servers": {
+            s.name: {
+                "interface": s.interface,
+                "port": s.port,
+                "skipped": s.skipped,
+                "notes": s.notes,
+                "command": s.cmd,
+            }
+            for s in servers
+        },
+        "tests": [dataclasses.asdict(t) for t in tests],
+        "runs": runs,
+    }
+
+
+def check(srv: Server, python_bin: Path) -> None:
+    """Correctness gate: a server that answers a route wrongly is not measured at all."""
+    if srv.http1:
+        why = check_http1(srv)
+        if why:
+            tail = log_tail(srv.log)
+            srv.skipped = f"wrong answer: {why}" + (f" (its log: {tail})" if tail else "")
+            return
+    if srv.h2:
+        why = check_h2(srv)
+        if why and not srv.http1:
+            srv.skipped = why
+            return
+        if why:
+            srv.h2 = False
+            srv.notes.append(f"no h2 row: {why}")
+    if srv.ws:
+        why = check_ws(srv, python_bin)
+        if why:
+            srv.ws = False
+            srv.notes.append(f"no WebSocket row: {why}")
+
+
+# --- Report ----------------------------------------------------------------------------------
+
+
+def _fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 100_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 10_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def baseline_name(srv_name: str, interface: str, test: Test) -> str | None:
+    if interface not in ("wsgi", "asgi"):
+        return None
+    return f"granian-{interface}-h2" if test.kind == "h2" else f"granian-{interface}"
+
+
+def render_suite(result: dict) -> str:
+    suite = result["suite"]
+    servers = result["servers"]
+    lines = [f"## {suite['title']}", ""]
+    for tdict in result["tests"]:
+        test = Test(**tdict)
+        per_server = result["runs"].get(test.key, {})
+        if not per_server:
+            continue
+        unit = "msgs/s" if test.kind == "ws" else "req/s"
+        lines += [
+            f"### {test.title}",
+            "",
+            f"| server | {unit} | spread | p50 | p99 | vs Granian | vs ceiling | CPU % "
+            f"| req/CPU-s | RSS MiB | errors | load-gen CPU % |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        medians = {name: _median([r["rps"] for r in rs]) for name, rs in per_server.items()}
+        ceiling = medians.get("ceiling")
+        for name, rs in sorted(per_server.items(), key=lambda kv: -(medians[kv[0]] or 0)):
+            med = medians[name]
+            rates = [r["rps"] for r in rs]
+            spread = f"{_fmt_rate(min(rates))}–{_fmt_rate(max(rates))}" if len(rates) > 1 else "—"
+            base = baseline_name(name, servers[name]["interface"], test)
+            base_med = medians.get(base) if base and base != name else None
+            vs_granian = f"{med / base_med:.2f}×" if base_med and med is not None else "—"
+            vs_ceiling = (
+                f"{med / ceiling:.2f}×"
+                if ceiling and name != "ceiling" and med is not None
+                else "—"
+            )
+            errors = sum(r["errors"] for r in rs)
+            err = f"**{errors} ⚠**" if errors else "0"
+            rss = _median([r["rss_mib"] for r in rs])
+            p50 = _fmt_ms(_median([r["p50_ms"] for r in rs]))
+            p99 = _fmt_ms(_median([r["p99_ms"] for r in rs]))
+            lines.append(
+                f"| {name} | {_fmt_rate(med)} | {spread} | {p50} | {p99} | {vs_granian}"
+                f" | {vs_ceiling}"
+                f" | {_median([r['cpu_pct'] for r in rs]):.0f}"
+                f" | {_fmt_rate(_median([r['req_per_cpu_s'] for r in rs]))}"
+                f" | {rss:.0f} | {err} | {_median([r['gen_cpu_pct'] for r in rs]):.0f} |"
+            )
+        lines.append("")
+    skipped = {n: s for n, s in servers.items() if s["skipped"]}
+    notes = {n: s["notes"] for n, s in servers.items() if s["notes"] and not s["skipped"]}
+    if skipped or notes:
+        lines += ["Skipped or partial servers in this suite:", ""]
+        lines += [f"- **{n}** skipped: {s['skipped']}" for n, s in skipped.items()]
+        lines += [f"- **{n}**: {'; '.join(ns)}" for n, ns in notes.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def tool_version(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    text = (res.stdout + res.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def environment(args) -> dict:
+    peers = {}
+    for name in PEERS + ("gristmill",):
+        try:
+            peers[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            peers[name] = "not installed"
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    command = os.environ.get("BENCH_COMMAND") or shlex.join([Path(sys.executable).name, *sys.argv])
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "command": command,
+        "mode": "full" if args.full else "quick",
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "versions": peers,
+        "wrk": tool_version(["wrk", "-v"]),
+        "h2load": tool_version(["h2load", "--version"]),
+    }
+
+
+def render(env: dict, suites: list[dict]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    head = [
+        f"# gristmill bench — {env['mode']} run",
+        "",
+        f"- Date: {env['date']}",
+        f"- Machine: `nproc` = {env['nproc']}, kernel `{env['kernel']}`, {env['cpu']}, "
+        f"Python {env['python']}",
+        f"- Command: `{env['command']}`",
+        f"- Runs: {env['rounds']} round(s) of {env['duration']:g} s per test and server, "
+        f"server order rotated per round, after a {env['warmup']:g} s warm-up; "
+        "medians, spread = min–max over rounds",
+        f"- Versions: {versions}",
+        f"- Load generators: {env['wrk']}; {env['h2load']}; WebSocket: bench/wsload.py",
+        "",
+        "Ratios compare medians from this run only. p50/p99 come from wrk; h2load and "
+        "wsload report none. CPU % and RSS cover the server's whole process tree (100 = one "
+        "core). A row whose load-gen CPU % is near 100 while the server's is well below "
+        "was limited by the load generator: read its req/CPU-s instead. "
+        "See bench/RESULTS.md for how to read the table.",
+        "",
+    ]
+    return "\n".join(head) + "\n" + "\n".join(render_suite(s) for s in suites)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every suite, 3 rounds of 5 s (default: quick, 1 round of 2 s)",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (default 3 full, 1 quick)")
+    parser.add_argument("--duration", type=float, help="seconds per run (default 5 / 2)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per server (2 / 1)")
+    parser.add_argument(
+        "--suites",
+        nargs="*",
+        choices=sorted(SUITES),
+        help="suites to run (default: w1, plus w2 with --full)",
+    )
+    parser.add_argument("--servers", nargs="*", help="only these servers (names as reported)")
+    parser.add_argument(
+        "--tests", nargs="*", choices=[t.key for t in TESTS], help="only these tests"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Python threads per WSGI worker for gristmill and Granian (default 1)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for each server's port (default 30)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "latest.md", help="where to write the Markdown report"
+    )
+    args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.full else 1)
+    args.duration = args.duration or (5.0 if args.full else 2.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if args.full else 1.0)
+    suites = args.suites or (["w1", "w2"] if args.full else ["w1"])
+    if (os.cpu_count() or 1) < 2:
+        print("run.py: fewer than 2 CPUs; the pinned suite cannot pin apart", file=sys.stderr)
+        return 2
+    python_bin = Path(sys.executable)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment(args)
+    results = [run_suite(SUITES[key], args, python_bin) for key in suites]
+    report = render(env, results)
+    print("\n" + report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.out.with_suffix(".json").write_text(json.dumps({"env": env, "suites": results}, indent=1))
+    print(f"written: {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""A small WebSocket echo load generator (standard library only) for the bench.
+
+It opens ``--connections`` WebSocket connections to an echo endpoint and keeps ``--window``
+messages in flight on each: it writes a batch of ``window`` masked frames in one ``write``,
+waits until as many data frames have come back, and repeats until ``--duration`` seconds
+have passed. Batching keeps the client's own cost per message small (frames are built
+once; only frame headers are parsed on the way back), so with the client pinned to its own
+core the server is the bottleneck. Prints one JSON object:
+``{"messages": N, "seconds": S, "msgs_per_s": R, "errors": E, "error": "..."}``.
+
+``--check`` sends one message per connection instead and exits non-zero unless every echo
+matches, which is how ``run.py`` tells whether a server speaks WebSocket at all.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+import urllib.parse
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x1, 0x2, 0x8, 0x9
+
+
+def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    """One final, masked client frame (RFC 6455 section 5.2) carrying ``payload``."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+async def handshake(host: str, port: int, path: str):
+    """Open a connection and upgrade it; returns ``(reader, writer, leftover bytes)``."""
+    reader, writer = await asyncio.open_connection(host, port)
+    key = base64.b64encode(os.urandom(16))
+    writer.write(
+        b"GET " + path.encode() + b" HTTP/1.1\r\n"
+        b"Host: " + f"{host}:{port}".encode() + b"\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("connection closed during the handshake")
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    if b" 101 " not in lines[0] + b" ":
+        raise ConnectionError(f"handshake refused: {lines[0].decode(errors='replace')}")
+    expected = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"sec-websocket-accept") != expected:
+        raise ConnectionError("bad Sec-WebSocket-Accept")
+    return reader, writer, rest
+
+
+class FrameReader:
+    """Counts (and optionally collects) server frames from a stream, answering pings."""
+
+    def __init__(self, reader, writer, leftover: bytes):
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray(leftover)
+
+    async def read_frames(self, count: int, keep: bool = False) -> list[bytes]:
+        """Wait until ``count`` data frames have arrived; return their payloads if ``keep``."""
+        got: list[bytes] = []
+        seen = 0
+        buf = self.buf
+        while seen < count:
+            pos = 0
+            end = len(buf)
+            while end - pos >= 2:
+                b0, b1 = buf[pos], buf[pos + 1]
+                size = b1 & 0x7F
+                hdr = 2
+                if size == 126:
+                    if end - pos < 4:
+                        break
+                    size = struct.unpack_from("!H", buf, pos + 2)[0]
+                    hdr = 4
+                elif size == 127:
+                    if end - pos < 10:
+                        break
+                    size = struct.unpack_from("!Q", buf, pos + 2)[0]
+                    hdr = 10
+                if end - pos < hdr + size:
+                    break
+                opcode = b0 & 0x0F
+                payload_at = pos + hdr
+                pos = payload_at + size
+                if opcode == OP_CLOSE:
+                    raise ConnectionError("server closed the WebSocket")
+                if opcode == OP_PING:
+                    pong = client_frame(bytes(buf[payload_at:pos]), 0xA)
+                    self.writer.write(pong)
+                    continue
+                if opcode in (OP_TEXT, OP_BINARY, 0x0) and b0 & 0x80:
+                    seen += 1
+                    if keep:
+                        got.append(bytes(buf[payload_at:pos]))
+            del buf[:pos]
+            if seen >= count:
+                break
+            data = await self.reader.read(262144)
+            if not data:
+                raise ConnectionError("connection closed by the server")
+            buf += data
+        return got
+
+
+async def connection(host, port, path, frame, window, deadline, counts, index):
+    """Drive one connection until ``deadline``, adding its echoed messages to ``counts``."""
+    reader, writer, rest = await handshake(host, port, path)
+    frames = FrameReader(reader, writer, rest)
+    batch = frame * window
+    try:
+        while time.perf_counter() < deadline:
+            writer.write(batch)
+            await frames.read_frames(window)
+            counts[index] += window
+    finally:
+        writer.close()
+
+
+async def run_load(args, host, port, path) -> dict:
+    frame = client_frame(b"x" * args.size)
+    counts = [0] * args.connections
+    start = time.perf_counter()
+    deadline = start + args.duration
+    tasks = [
+        connection(host, port, path, frame, args.window, deadline, counts, i)
+        for i in range(args.connections)
+    ]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    seconds = time.perf_counter() - start
+    errors = [r for r in results if isinstance(r, BaseException)]
+    total = sum(counts)
+    out = {
+        "messages": total,
+        "seconds": round(seconds, 3),
+        "msgs_per_s": round(total / seconds, 1),
+        "errors": len(errors),
+    }
+    if errors:
+        out["error"] = repr(errors[0])
+    return out
+
+
+async def run_check(args, host, port, path) -> dict:
+    for i in range(args.connections):
+        reader, writer, rest = await handshake(host, port, path)
+        frames = FrameReader(reader, writer, rest)
+        payloads = [f"message {i}".encode(), os.urandom(args.size)]
+        writer.write(client_frame(payloads[0], OP_TEXT) + client_frame(payloads[1]))
+        got = await asyncio.wait_for(frames.read_frames(2, keep=True), 5)
+        writer.close()
+        if got != payloads:
+            return {"ok": False, "error": f"echo mismatch on connection {i}"}
+    return {"ok": True}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="ws://host:port/path")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--window", type=int, default=16, help="messages in flight per conn")
+    parser.add_argument("--size", type=int, default=64, help="payload bytes per message")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds")
+    parser.add_argument("--check", action="store_true", help="verify echoes, then exit")
+    args = parser.parse_args()
+    url = urllib.parse.urlsplit(args.url)
+    if url.scheme != "ws" or not url.hostname or not url.port:
+        parser.error("the URL must look like ws://127.0.0.1:8000/ws")
+    path = url.path or "/"
+    try:
+        if args.check:
+            out = asyncio.run(run_check(args, url.hostname, url.port, path))
+        else:
+            out = asyncio.run(run_load(args, url.hostname, url.port, path))
+    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        out = {"ok": False, "error": repr(exc), "errors": 1, "messages": 0, "msgs_per_s": 0}
+    print(json.dumps(out))
+    return 0 if out.get("ok", True) and not out.get("errors") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

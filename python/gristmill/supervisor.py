@@ -1,0 +1,597 @@
+"""The supervisor: binds the sockets, forks the workers, owns the signals.
+
+It behaves as gunicorn users expect. Sockets are bound once here and inherited by every
+worker. A worker reports readiness by writing one byte to a pipe (the Rust core does it
+once it accepts); the readiness line is logged only when every initial worker did. Dead
+workers are respawned; a worker that cannot load the application (exit code 3) or
+workers that keep dying at start-up stop the server instead of looping.
+
+Signals: SIGTERM/SIGINT graceful stop; a second SIGINT or SIGQUIT forces; SIGHUP rolling
+restart (new workers ready before the old ones drain); SIGTTIN/SIGTTOU one worker more or
+fewer. The main loop sleeps in ``selectors`` on a ``signal.set_wakeup_fd`` self-pipe and
+the readiness pipes: no polling.
+
+The supervisor never imports the application (unless handed an app object by
+:func:`gristmill.serve`), so a broken app cannot take it down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import loader, worker
+from .errors import AppLoadError, ServerError
+from .settings import Settings
+
+__all__ = ["Supervisor", "MAX_STARTUP_FAILURES", "SHUTDOWN_GRACE"]
+
+log = logging.getLogger("gristmill.error")
+
+#: Workers dying before they are ready this many times in a row stop the server.
+MAX_STARTUP_FAILURES = 5
+#: Seconds added to graceful_timeout before stragglers are killed: the workers enforce
+#: graceful_timeout themselves; this margin only catches a worker that hangs.
+SHUTDOWN_GRACE = 5.0
+
+_HANDLED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+
+
+@dataclass(eq=False)
+class _Worker:
+    pid: int
+    ready_fd: int  # read end of the readiness pipe; -1 once closed
+    generation: int
+    seq: int  # spawn order, to retire the newest on SIGTTOU
+    ready: bool = False
+
+
+@dataclass
+class _Stop:
+    """A stop in progress."""
+
+    code: int
+    error: Exception | None = None
+    deadline: float | None = None
+    forced: bool = False
+    signame: str = ""
+
+
+@dataclass
+class _Reload:
+    generation: int
+    count: int
+
+
+class Supervisor:
+    """Runs the workers for ``settings``; :meth:`run` returns the exit code."""
+
+    def __init__(self, settings: Settings, app: Callable[..., Any] | None = None) -> None:
+        self.settings = settings
+        self.app = app
+        self.target_workers = settings.workers
+        self.workers: dict[int, _Worker] = {}  # serving or starting, by pid
+        self.retiring: set[int] = set()  # told to stop; reaped without respawn
+        self.generation = 0
+        self.listeners: list[socket.socket] = []
+        self.address = ""
+        self._seq = 0
+        self._startup_failures = 0
+        self._announced = False
+        self._stop: _Stop | None = None
+        self._reload: _Reload | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = -1
+        self._uds_inode: int | None = None
+        self._pid_file: str | None = None
+        self._old_handlers: dict[int, Any] = {}
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped. Returns 0 after a graceful stop, 1 after a forced one.
+
+        Raises :class:`ServerError` or :class:`AppLoadError` when the server cannot
+        start or keep running (after stopping every worker).
+        """
+        self._prepare()
+        try:
+            self._bind()
+            self._write_pid_file()
+            self._install_signals()
+            for _ in range(self.target_workers):
+                self._spawn(self.generation)
+            return self._loop()
+        finally:
+            self._cleanup()
+
+    def _prepare(self) -> None:
+        s = self.settings
+        # File settings are relative to where gristmill was started; only the target is
+        # relative to --working-dir (that is what the option is for).
+        self._pid_file = os.path.abspath(s.pid_file) if s.pid_file else None
+        uds = os.path.abspath(s.uds) if s.uds else None
+        self.settings = s = s.replace(uds=uds)
+        # Env files first: the workers inherit os.environ through fork.
+        loader.apply_env_files(s.env_file)
+        loader.enter_working_dir(s)
+        if importlib.util.find_spec("gristmill._core") is None:
+            raise ServerError(
+                "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
+            )
+
+    def _cleanup(self) -> None:
+        # Reached normally with no children left; after an unexpected exception, do not
+        # leave orphans serving on a socket nobody supervises.
+        for pid in list(self.workers) + list(self.retiring):
+            _kill(pid, signal.SIGKILL)
+        for pid in list(self.workers) + list(self.retiring):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for w in self.workers.values():
+            self._close_ready(w)
+        self.workers.clear()
+        self.retiring.clear()
+        self._close_listeners()
+        if self.settings.uds and self._uds_inode is not None:
+            with contextlib.suppress(OSError):
+                if os.stat(self.settings.uds).st_ino == self._uds_inode:
+                    os.unlink(self.settings.uds)
+        if self._pid_file:
+            with contextlib.suppress(OSError):
+                with open(self._pid_file) as f:
+                    mine = f.read().strip() == str(os.getpid())
+                if mine:
+                    os.unlink(self._pid_file)
+        self._restore_signals()
+
+    # --- sockets --------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        s = self.settings
+        if s.uds:
+            self.listeners = [self._bind_uds(s.uds)]
+            self.address = f"unix:{s.uds}"
+            return
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # Restarting right after a stop must not fail on TIME_WAIT connections.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((s.host, s.port))
+            sock.listen(s.backlog)
+        except OSError as e:
+            sock.close()
+            raise ServerError(
+                f"cannot listen on {_hostport(s.host, s.port)}: {e.strerror or e}"
+            ) from None
+        self.listeners = [sock]
+        port = sock.getsockname()[1]
+        self.address = f"http://{_hostport(s.host, port)}"
+
+    def _bind_uds(self, path: str) -> socket.socket:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ServerError(
+                    f"cannot listen on unix:{path}: the path exists and is not a socket"
+                )
+            if _uds_in_use(path):
+                raise ServerError(
+                    f"cannot listen on unix:{path}: another server is listening on it"
+                )
+            os.unlink(path)  # stale socket from a server that did not clean up
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(self.settings.backlog)
+        except OSError as e:
+            sock.close()
+            raise ServerError(f"cannot listen on unix:{path}: {e.strerror or e}") from None
+        self._uds_inode = os.stat(path).st_ino
+        return sock
+
+    def _close_listeners(self) -> None:
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+
+    def _write_pid_file(self) -> None:
+        if not self._pid_file:
+            return
+        try:
+            with open(self._pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as e:
+            path, self._pid_file = self._pid_file, None
+            raise ServerError(f"cannot write pid file {path}: {e.strerror}") from None
+
+    # --- signals --------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        # The C-level handler writes each signal number to the pipe; the Python handler
+        # only has to exist for that to happen. The loop reads the numbers back.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in _HANDLED:
+            self._old_handlers[sig] = signal.signal(sig, _noop)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+        if self._wake_w >= 0:
+            signal.set_wakeup_fd(-1)
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _read_signals(self) -> list[int]:
+        sigs = []
+        while True:
+            try:
+                data = os.read(self._wake_r, 512)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            sigs.extend(data)
+        return sigs
+
+    # --- workers --------------------------------------------------------------------
+
+    def _spawn(self, generation: int) -> _Worker:
+        ready_r, ready_w = os.pipe()
+        # Block our signals across fork so the child cannot run the supervisor's
+        # handlers (or write to its wakeup pipe) before it has reset them.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.close(ready_r)
+            os.close(ready_w)
+            raise ServerError(f"cannot start a worker: {e.strerror}") from None
+        if pid == 0:
+            try:
+                self._become_worker(ready_r, ready_w, old_mask)
+            finally:
+                os._exit(worker.EXIT_FAILED)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        self._seq += 1
+        w = _Worker(pid, ready_r, generation, self._seq)
+        self.workers[pid] = w
+        assert self._sel is not None
+        self._sel.register(ready_r, selectors.EVENT_READ, w)
+        log.debug("Started worker %d", pid)
+        return w
+
+    def _become_worker(self, ready_r: int, ready_w: int, old_mask: Any) -> None:
+        """In the child: drop the supervisor's state, then run the worker (never returns)."""
+        signal.set_wakeup_fd(-1)
+        worker.reset_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if self._sel is not None:
+            self._sel.close()
+        fds = [ready_r, self._wake_r, self._wake_w]
+        fds += [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        worker.run(self.settings, [s.fileno() for s in self.listeners], ready_w, self.app)
+
+    def _close_ready(self, w: _Worker) -> None:
+        if w.ready_fd < 0:
+            return
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(w.ready_fd)
+        os.close(w.ready_fd)
+        w.ready_fd = -1
+
+    def _check_ready(self, w: _Worker) -> None:
+        """Read the readiness pipe: one byte means ready, end-of-file means it never was."""
+        if w.ready_fd < 0:
+            return
+        try:
+            data = os.read(w.ready_fd, 1)
+        except BlockingIOError:
+            return
+        self._close_ready(w)
+        if data:
+            w.ready = True
+            self._on_ready(w)
+
+    def _retire(self, pid: int, sig: int = signal.SIGTERM) -> None:
+        """Tell a worker to stop; it is reaped without being replaced."""
+        w = self.workers.pop(pid, None)
+        if w is not None:
+            self._close_ready(w)
+        self.retiring.add(pid)
+        _kill(pid, sig)
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _loop(self) -> int:
+        assert self._sel is not None
+        while True:
+            stop = self._stop
+            if stop is not None and not self.workers and not self.retiring:
+                return self._finish(stop)
+            timeout = None
+            if stop is not None and stop.deadline is not None:
+                timeout = max(0.0, stop.deadline - time.monotonic())
+                if timeout == 0.0:
+                    self._kill_stragglers()
+                    timeout = None
+            signals: list[int] = []
+            for key, _ in self._sel.select(timeout):
+                if key.fd == self._wake_r:
+                    signals = self._read_signals()
+                else:
+                    self._check_ready(key.data)
+            for sig in signals:
+                self._on_signal(sig)
+            self._reap()
+
+    def _finish(self, stop: _Stop) -> int:
+        if stop.error is not None:
+            raise stop.error
+        log.info("Shutdown complete")
+        return stop.code
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return  # handled by _reap after every wake-up
+        name = signal.Signals(sig).name
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self._stop is None:
+                log.info("Shutting down (%s)", name)
+                self._begin_stop(_Stop(code=0, signame=name))
+            elif sig == signal.SIGINT:
+                self._force(name)
+        elif sig == signal.SIGQUIT:
+            self._force(name)
+        elif self._stop is not None:
+            return
+        elif sig == signal.SIGHUP:
+            self._start_reload()
+        elif sig in (signal.SIGTTIN, signal.SIGTTOU):
+            self._resize(+1 if sig == signal.SIGTTIN else -1, name)
+
+    def _begin_stop(self, stop: _Stop) -> None:
+        self._stop = stop
+        self._reload = None
+        # New connections now queue nowhere: the workers' copies close as they stop.
+        self._close_listeners()
+        stop.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
+        for pid in list(self.workers):
+            self._retire(pid)
+
+    def _force(self, name: str) -> None:
+        if self._stop is not None and self._stop.forced:
+            return
+        log.info("Forcing shutdown (%s)", name)
+        if self._stop is None:
+            self._begin_stop(_Stop(code=1, signame=name))
+        assert self._stop is not None
+        self._stop.forced = True
+        self._stop.deadline = None
+        if self._stop.error is None:
+            self._stop.code = 1
+        for pid in list(self.workers):
+            self._retire(pid, signal.SIGKILL)
+        for pid in self.retiring:
+            _kill(pid, signal.SIGKILL)
+
+    def _kill_stragglers(self) -> None:
+        assert self._stop is not None
+        pids = sorted(self.retiring)
+        log.warning(
+            "Killing %d worker(s) still running %g seconds after the stop signal: %s",
+            len(pids),
+            self.settings.graceful_timeout + SHUTDOWN_GRACE,
+            ", ".join(map(str, pids)),
+        )
+        for pid in pids:
+            _kill(pid, signal.SIGKILL)
+        self._stop.deadline = None
+
+    def _fail(self, error: Exception) -> None:
+        """Stop every worker, then raise ``error`` from :meth:`run`."""
+        if self._stop is None:
+            self._begin_stop(_Stop(code=error_code(error), error=error))
+        elif self._stop.error is None:
+            self._stop.error = error
+
+    # --- worker events --------------------------------------------------------------
+
+    def _on_ready(self, w: _Worker) -> None:
+        self._startup_failures = 0
+        log.debug("Worker %d ready", w.pid)
+        reload = self._reload
+        if reload is not None and w.generation == reload.generation:
+            self._maybe_finish_reload()
+        elif not self._announced and self._all_ready():
+            self._announced = True
+            n = len(self.workers)
+            log.info("Listening on %s (%d worker%s)", self.address, n, "" if n == 1 else "s")
+
+    def _all_ready(self) -> bool:
+        return len(self.workers) >= self.target_workers and all(
+            w.ready for w in self.workers.values()
+        )
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._on_exit(pid, status)
+
+    def _on_exit(self, pid: int, status: int) -> None:
+        reason = _exit_reason(status)
+        if pid in self.retiring:
+            self.retiring.discard(pid)
+            log.debug("Worker %d stopped (%s)", pid, reason)
+            return
+        w = self.workers.get(pid)
+        if w is None:
+            return  # not ours (a child the application left behind is not our business)
+        self._check_ready(w)  # a byte written just before dying still counts
+        self._close_ready(w)
+        del self.workers[pid]
+        if self._stop is not None:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        reload = self._reload
+        if reload is not None and w.generation == reload.generation and not w.ready:
+            self._abort_reload(pid, reason)
+            return
+        if not w.ready and code == worker.EXIT_APP_LOAD:
+            self._fail(AppLoadError("Failed to load the application; stopping"))
+            return
+        if not w.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                self._fail(
+                    ServerError(
+                        f"Workers keep dying at start-up ({self._startup_failures} in a row, "
+                        f"the last {reason}); stopping"
+                    )
+                )
+                return
+        log.warning("Worker %d exited unexpectedly (%s); starting a new one", pid, reason)
+        self._spawn(w.generation)
+
+    # --- reload and resize ----------------------------------------------------------
+
+    def _start_reload(self) -> None:
+        if self._reload is not None:
+            log.info("Ignoring SIGHUP: a reload is already in progress")
+            return
+        if not self._announced:
+            log.info("Ignoring SIGHUP: the workers are still starting")
+            return
+        log.info("Reloading workers (SIGHUP)")
+        reload = _Reload(generation=self.generation + 1, count=self.target_workers)
+        self._reload = reload
+        for _ in range(reload.count):
+            self._spawn(reload.generation)
+
+    def _maybe_finish_reload(self) -> None:
+        reload = self._reload
+        assert reload is not None
+        new = [w for w in self.workers.values() if w.generation == reload.generation]
+        if len(new) < reload.count or not all(w.ready for w in new):
+            return
+        # Only now do the old workers go: they finish their in-flight requests while the
+        # new ones already accept, so no connection is refused.
+        for pid in [p for p, w in self.workers.items() if w.generation != reload.generation]:
+            self._retire(pid)
+        self.generation = reload.generation
+        self._reload = None
+        log.info("Reload complete")
+
+    def _abort_reload(self, pid: int, reason: str) -> None:
+        reload = self._reload
+        assert reload is not None
+        log.error(
+            "Reload failed: new worker %d exited during start-up (%s); keeping the old workers",
+            pid,
+            reason,
+        )
+        for other in [p for p, w in self.workers.items() if w.generation == reload.generation]:
+            self._retire(other)
+        self._reload = None
+
+    def _resize(self, delta: int, name: str) -> None:
+        if self._reload is not None:
+            log.info("Ignoring %s during a reload", name)
+            return
+        if delta > 0:
+            self.target_workers += 1
+            log.info("Increasing workers to %d (%s)", self.target_workers, name)
+            self._spawn(self.generation)
+            return
+        if self.target_workers <= 1:
+            log.info("Ignoring %s: already at 1 worker", name)
+            return
+        self.target_workers -= 1
+        log.info("Decreasing workers to %d (%s)", self.target_workers, name)
+        newest = max(self.workers.values(), key=lambda w: w.seq, default=None)
+        if newest is not None:
+            self._retire(newest.pid)
+
+
+def error_code(error: Exception) -> int:
+    return getattr(error, "exit_code", 1)
+
+
+def _noop(signum: int, frame: Any) -> None:
+    """Python-level handler; the wakeup fd carries the signal to the loop."""
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _uds_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+    return True

@@ -1,0 +1,77 @@
+"""One worker process: clean argv, load the application, run the Rust server.
+
+Runs in the child right after ``os.fork()`` in the supervisor and never returns into the
+supervisor's stack: every path ends in ``os._exit``. Exit codes the supervisor reads:
+0 stopped normally, 3 the application could not be loaded (do not respawn), 1 anything
+else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from .errors import AppLoadError
+from .settings import Settings
+
+__all__ = ["run", "EXIT_OK", "EXIT_FAILED", "EXIT_APP_LOAD"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_APP_LOAD = AppLoadError.exit_code
+
+log = logging.getLogger("gristmill.error")
+
+
+def reset_signals() -> None:
+    """Give the worker the dispositions the Rust core expects.
+
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the supervisor turns
+    it into an orderly SIGTERM per worker. SIGHUP/SIGTTIN/SIGTTOU are the supervisor's.
+    SIGTERM/SIGQUIT are default until the core installs its own handlers, so a worker
+    still importing the application simply dies when told to stop.
+    """
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def run(
+    settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None = None
+) -> NoReturn:
+    """Load ``app`` (unless given) and serve it on ``fds``; exit the process."""
+    code = EXIT_FAILED
+    try:
+        code = _serve(settings, fds, ready_fd, app)
+    except AppLoadError as e:
+        # The message carries the traceback; one record keeps it together in the log.
+        log.error("%s", e)
+        code = EXIT_APP_LOAD
+    except BaseException:
+        log.exception("Worker %d failed", os.getpid())
+        code = EXIT_FAILED
+    finally:
+        # os._exit skips atexit and buffered-stream flushing; do what matters by hand.
+        try:
+            logging.shutdown()
+        finally:
+            os._exit(code)
+
+
+def _serve(
+    settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None
+) -> int:
+    from . import loader
+
+    if app is None:
+        app = loader.load_app(settings)
+    iface = loader.resolve_interface(app, settings.interface, settings.target)
+
+    from . import _core
+
+    _core.serve(app, settings.replace(interface=iface), fds, ready_fd)
+    return EXIT_OK
