@@ -40,7 +40,10 @@ pub fn log_with(py: Python<'_>, level: i32, msg: &str, exc: Option<&PyErr>) {
     };
     let kwargs = PyDict::new(py);
     if let Some(e) = exc {
-        let _ = kwargs.set_item("exc_info", e.value(py));
+        // The full (type, value, traceback) triple: the value alone may lack its
+        // traceback on Pythons where PyO3 keeps it separately.
+        let info = (e.get_type(py), e.value(py), e.traceback(py));
+        let _ = kwargs.set_item("exc_info", info);
     }
     if let Err(e) = logger.call_method(py, "log", (level, msg), Some(&kwargs)) {
         eprintln!("gristmill: logging failed ({e}); message was: {msg}");

@@ -5,6 +5,7 @@
 //! address family) and wraps accepted connections in one [`Stream`] type so the rest of
 //! the server has a single serve path whatever the transport.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::http::framing::{Conflict, FramingScanner};
 
 /// A listening socket inherited from the supervisor.
 pub enum Listener {
@@ -114,6 +117,12 @@ pub struct ConnActivity {
     last: AtomicU64,
     /// Requests whose response has not finished yet.
     active: AtomicUsize,
+    /// Requests whose response has finished.
+    served: AtomicUsize,
+    /// Woken when a request starts.
+    pub request_arrived: tokio::sync::Notify,
+    /// Heads the framing scanner saw with both Content-Length and Transfer-Encoding.
+    conflicts: parking_lot::Mutex<VecDeque<Conflict>>,
 }
 
 impl ConnActivity {
@@ -122,6 +131,9 @@ impl ConnActivity {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            request_arrived: tokio::sync::Notify::new(),
+            conflicts: parking_lot::Mutex::new(VecDeque::new()),
         })
     }
 
@@ -141,10 +153,32 @@ impl ConnActivity {
         ))
     }
 
+    /// Idle after serving at least one request: a keep-alive connection that may be
+    /// closed to make room for a new client. (A fresh connection that has not sent its
+    /// first request yet is left to the header read timeout.)
+    pub fn is_idle_keepalive(&self) -> bool {
+        self.served.load(Ordering::Acquire) > 0 && self.idle_for().is_some()
+    }
+
+    /// Whether the request with this method and target carried both Content-Length
+    /// and Transfer-Encoding (see `http::framing`). Only requests with a
+    /// Transfer-Encoding need to ask.
+    pub fn had_length_conflict(&self, method: &str, target: &str) -> bool {
+        let mut c = self.conflicts.lock();
+        match c.front() {
+            Some(f) if f.method == method && f.target == target => {
+                c.pop_front();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Mark a request as started; the guard marks it finished when dropped (when the
     /// response body is done or abandoned).
     pub fn request_started(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.request_arrived.notify_one();
         ActiveGuard(self.clone())
     }
 }
@@ -155,6 +189,7 @@ pub struct ActiveGuard(Arc<ConnActivity>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.touch();
+        self.0.served.fetch_add(1, Ordering::AcqRel);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -165,10 +200,22 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-/// A [`Stream`] that notes every successful read in its [`ConnActivity`].
+/// A [`Stream`] that notes every successful read in its [`ConnActivity`] and follows
+/// the request framing with a [`FramingScanner`] (dropped once it switches off).
 pub struct TrackedStream {
-    pub inner: Stream,
-    pub activity: Arc<ConnActivity>,
+    inner: Stream,
+    activity: Arc<ConnActivity>,
+    scanner: Option<Box<FramingScanner>>,
+}
+
+impl TrackedStream {
+    pub fn new(inner: Stream, activity: Arc<ConnActivity>, max_head: usize) -> Self {
+        TrackedStream {
+            inner,
+            activity,
+            scanner: Some(Box::new(FramingScanner::new(max_head))),
+        }
+    }
 }
 
 impl AsyncRead for TrackedStream {
@@ -185,6 +232,18 @@ impl AsyncRead for TrackedStream {
         };
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
+            if let Some(scanner) = this.scanner.as_mut() {
+                scanner.feed(&buf.filled()[before..]);
+                if !scanner.conflicts.is_empty() {
+                    this.activity
+                        .conflicts
+                        .lock()
+                        .extend(scanner.conflicts.drain(..));
+                }
+                if !scanner.is_on() {
+                    this.scanner = None;
+                }
+            }
         }
         res
     }

@@ -60,6 +60,9 @@ pub enum Stop {
     Immediate,
 }
 
+/// How long an idle connection stays open once the worker drains, at most.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 struct Ctl {
     shutdown: watch::Receiver<bool>,
     pressure: watch::Receiver<u64>,
@@ -154,23 +157,29 @@ async fn accept_loop<H: Handler>(
 ) {
     let mut last_exhaustion_log: Option<Instant> = None;
     loop {
-        // Take a connection slot first: at the limit, ask idle connections to make room.
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                pressure.send_modify(|n| *n += 1);
-                tokio::select! {
-                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = ctl.shutdown.changed() => return,
-                }
-            }
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = ctl.shutdown.changed() => return,
         };
         match accepted {
             Ok((stream, addrs)) => {
+                // At the limit, the new client waits for a slot while idle keep-alive
+                // connections are asked to close, so it is not starved behind them.
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => loop {
+                        // Ask again now and then: a busy connection may go idle later.
+                        pressure.send_modify(|n| *n += 1);
+                        tokio::select! {
+                            p = slots.clone().acquire_owned() => match p {
+                                Ok(p) => break p,
+                                Err(_) => return,
+                            },
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            _ = ctl.shutdown.changed() => return,
+                        }
+                    },
+                };
                 let conn = serve_connection(
                     stream,
                     addrs,
@@ -214,10 +223,11 @@ async fn serve_connection<H: Handler>(
     mut ctl: Ctl,
 ) {
     let activity = ConnActivity::new();
-    let io = TokioIo::new(TrackedStream {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let io = TokioIo::new(TrackedStream::new(
+        stream,
+        activity.clone(),
+        config.max_header_size,
+    ));
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
     });
@@ -229,10 +239,20 @@ async fn serve_connection<H: Handler>(
             let conn_ctx = conn_ctx.clone();
             let guard = activity.request_started();
             let config = config.clone();
+            let activity = activity.clone();
             async move {
                 let started = Instant::now();
-                let checked =
+                let mut checked =
                     validate::check_request(req.version(), req.headers(), config.max_body_size);
+                if checked.is_ok()
+                    && req.headers().contains_key(http::header::TRANSFER_ENCODING)
+                    && activity.had_length_conflict(req.method().as_str(), &req.uri().to_string())
+                {
+                    checked = Err(validate::Rejection {
+                        status: http::StatusCode::BAD_REQUEST,
+                        reason: "both Content-Length and Transfer-Encoding",
+                    });
+                }
                 let resp = match checked {
                     Ok(_) => handler.handle(req, &conn_ctx, guard, started).await,
                     Err(rejection) => {
@@ -258,6 +278,7 @@ async fn serve_connection<H: Handler>(
     let idle_timer = tokio::time::sleep(keepalive);
     tokio::pin!(idle_timer);
     let mut closing = false;
+    let mut draining = false;
     let mut pressure_live = true;
     loop {
         tokio::select! {
@@ -267,20 +288,38 @@ async fn serve_connection<H: Handler>(
                 }
                 return;
             }
-            _ = ctl.shutdown.changed(), if !closing => {
+            _ = ctl.shutdown.changed(), if !closing && !draining => {
+                draining = true;
+                if activity.idle_for().is_none() {
+                    // In flight: hyper answers with `Connection: close`, then closes.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    // Idle: linger briefly, so a request already on its way is answered
+                    // (with `Connection: close`) instead of meeting a closed socket.
+                    let linger = keepalive.min(DRAIN_LINGER);
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + linger);
+                }
+            }
+            _ = activity.request_arrived.notified(), if draining && !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            r = ctl.pressure.changed(), if !closing && pressure_live => {
+            r = ctl.pressure.changed(), if !closing && !draining && pressure_live => {
                 if r.is_err() {
                     pressure_live = false;
-                } else if activity.idle_for().is_some() {
+                } else if activity.is_idle_keepalive() {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
             _ = &mut idle_timer, if !closing => {
                 let now = tokio::time::Instant::now();
+                if draining {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    continue;
+                }
                 match activity.idle_for() {
                     Some(idle) if idle >= keepalive => {
                         conn.as_mut().graceful_shutdown();

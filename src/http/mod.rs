@@ -2,6 +2,7 @@
 //! responses the server writes itself (400, 413, 500, 503).
 
 pub mod body;
+pub mod framing;
 pub mod validate;
 
 use bytes::Bytes;

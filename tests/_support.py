@@ -1,0 +1,571 @@
+"""Helpers shared by the end-to-end tests: a real gristmill process, a raw HTTP/1.1 client.
+
+Every test drives a real ``python -m gristmill`` process over a real socket. The process's
+stdout and stderr are drained by threads into line lists, so its pipes never fill up and
+tests can wait for a log line (polling what was captured, never sleeping blindly).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+TESTS_DIR = Path(__file__).resolve().parent
+APPS_DIR = TESTS_DIR / "apps"
+
+#: The readiness line, logged once every worker can serve.
+READY_RE = re.compile(
+    r"Listening on (?P<url>http://127\.0\.0\.1:(?P<port>\d+)) "
+    r"\((?P<workers>\d+) workers?\)"
+)
+
+START_DEADLINE = 30.0
+
+
+def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a test server runs with: ours minus any GRISTMILL_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def gristmill_cmd(args: Iterable[str]) -> list[str]:
+    return [sys.executable, "-m", "gristmill", *args]
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Server:
+    """A running ``python -m gristmill`` process (its own process group)."""
+
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.args = list(args)
+        if not any(
+            a in ("--port", "--uds") or a.startswith(("--port=", "--uds=")) for a in self.args
+        ):
+            self.args = ["--port", "0", *self.args]
+        self.cmd = gristmill_cmd(self.args)
+        self._cond = threading.Condition()
+        self._merged: list[tuple[str, str]] = []  # (stream, line) in arrival order
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=base_env(env),
+            cwd=str(cwd or APPS_DIR),
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.pgid = self.proc.pid
+        self._readers = [
+            threading.Thread(
+                target=self._drain,
+                args=(self.proc.stdout, "stdout"),
+                daemon=True,
+                name="gristmill-stdout",
+            ),
+            threading.Thread(
+                target=self._drain,
+                args=(self.proc.stderr, "stderr"),
+                daemon=True,
+                name="gristmill-stderr",
+            ),
+        ]
+        for t in self._readers:
+            t.start()
+        self.url: str | None = None
+        self.port: int | None = None
+        self.workers: int | None = None
+        self.ready_line: str | None = None
+
+    # --- output ----------------------------------------------------------------------
+    def _drain(self, pipe, stream: str) -> None:
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                with self._cond:
+                    self._merged.append((stream, line))
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def lines(self, start: int = 0) -> list[str]:
+        """Everything printed so far (from index ``start``), stderr and stdout merged."""
+        with self._cond:
+            return [line for _, line in self._merged[start:]]
+
+    def stdout_lines(self, start: int = 0) -> list[str]:
+        with self._cond:
+            return [line for s, line in self._merged[start:] if s == "stdout"]
+
+    def stderr_lines(self, start: int = 0) -> list[str]:
+        with self._cond:
+            return [line for s, line in self._merged[start:] if s == "stderr"]
+
+    def output(self) -> str:
+        return "\n".join(self.lines())
+
+    def mark(self) -> int:
+        """An index into :meth:`lines`, to look only at what comes after it."""
+        with self._cond:
+            return len(self._merged)
+
+    def wait_for_line(
+        self,
+        pattern: str | re.Pattern[str],
+        timeout: float = 10.0,
+        start: int = 0,
+        stream: str = "any",
+    ) -> re.Match[str]:
+        """Wait for a captured line (from index ``start``) matching ``pattern`` (search)."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        checked = start
+        with self._cond:
+            while True:
+                while checked < len(self._merged):
+                    which, line = self._merged[checked]
+                    checked += 1
+                    if stream in ("any", which):
+                        m = rx.search(line)
+                        if m:
+                            return m
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self.proc.poll() is not None and not any(t.is_alive() for t in self._readers):
+                    break
+                self._cond.wait(min(remaining, 0.1))
+        raise AssertionError(
+            f"no line matching {rx.pattern!r} within {timeout}s "
+            f"(exit code {self.proc.poll()}); output:\n{self.output()}"
+        )
+
+    def wait_for_output(
+        self,
+        pattern: str,
+        timeout: float = 10.0,
+        start: int = 0,
+        flags: int = re.IGNORECASE,
+        stream: str = "any",
+    ) -> re.Match[str]:
+        """Wait until the output since ``start`` (joined, may span lines) matches."""
+        rx = re.compile(pattern, flags)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                m = rx.search(
+                    "\n".join(
+                        line for which, line in self._merged[start:] if stream in ("any", which)
+                    )
+                )
+                if m:
+                    return m
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.proc.poll() is not None and not any(t.is_alive() for t in self._readers)
+                ):
+                    break
+                self._cond.wait(min(max(remaining, 0.0), 0.1))
+        raise AssertionError(
+            f"no output matching {pattern!r} within {timeout}s; output since "
+            f"mark:\n" + "\n".join(self.lines(start))
+        )
+
+    def wait_ready(self, timeout: float = START_DEADLINE) -> None:
+        try:
+            m = self.wait_for_line(READY_RE, timeout=timeout)
+        except AssertionError:
+            self.kill()
+            raise AssertionError(
+                f"gristmill did not become ready: {' '.join(self.cmd)}\n"
+                f"exit code {self.proc.poll()}; output:\n{self.output()}"
+            ) from None
+        self.ready_line = m.string
+        self.url = m.group("url")
+        self.port = int(m.group("port"))
+        self.workers = int(m.group("workers"))
+
+    # --- processes -------------------------------------------------------------------
+    def worker_pids(self) -> set[int]:
+        """Live (non-zombie) child processes of the supervisor, from /proc."""
+        return child_pids(self.pid)
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``sig`` to the supervisor and wait for it to exit; return the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"gristmill did not exit within {timeout}s of signal {sig}; output:\n"
+                f"{self.output()}"
+            ) from None
+        self.join_output(5.0)
+        return code
+
+    def join_output(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._readers:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def kill(self) -> None:
+        """Kill the supervisor and anything left in its process group."""
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.join_output(2.0)
+
+    def group_alive(self) -> bool:
+        """True while any process of the server's process group exists."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        # Zombies still count for killpg; look at /proc for live members.
+        return bool(group_members(self.pgid))
+
+    # --- requests --------------------------------------------------------------------
+    def get(self, path: str = "/", **kw) -> httpx.Response:
+        """One request on a fresh connection."""
+        return request("GET", self.url + path, **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return request("POST", self.url + path, **kw)
+
+    def raw(self, timeout: float = 10.0, rcvbuf: int | None = None) -> RawConn:
+        return RawConn(self.port, timeout=timeout, rcvbuf=rcvbuf)
+
+
+def request(method: str, url: str, timeout: float = 10.0, **kw) -> httpx.Response:
+    """A request on a fresh connection (no pooling across workers that may die)."""
+    with httpx.Client(timeout=timeout) as client:
+        return client.request(method, url, **kw)
+
+
+def run_to_exit(
+    args: list[str],
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> tuple[int, str]:
+    """Run gristmill expecting it to exit by itself; return (exit code, stderr+stdout)."""
+    proc = subprocess.Popen(
+        gristmill_cmd(args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=base_env(env),
+        cwd=str(cwd or APPS_DIR),
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"gristmill {' '.join(args)} did not exit within {timeout}s; output:\n"
+            f"{err.decode(errors='replace')}{out.decode(errors='replace')}"
+        ) from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, err.decode("utf-8", "replace") + out.decode("utf-8", "replace")
+
+
+# --- /proc -------------------------------------------------------------------------------
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgrp) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = data[data.rindex(")") + 2 :].split()
+    return rest[0], int(rest[1]), int(rest[2])
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def child_pids(ppid: int) -> set[int]:
+    out = set()
+    for pid in _all_pids():
+        st = _stat(pid)
+        if st and st[1] == ppid and st[0] != "Z":
+            out.add(pid)
+    return out
+
+
+def group_members(pgid: int) -> set[int]:
+    out = set()
+    for pid in _all_pids():
+        st = _stat(pid)
+        if st and st[2] == pgid and st[0] != "Z":
+            out.add(pid)
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process in KiB (VmRSS from /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+# --- raw HTTP/1.1 ------------------------------------------------------------------------
+@dataclass
+class RawResponse:
+    version: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    head: bytes = b""
+    chunked: bool = False
+
+    def header(self, name: str) -> str | None:
+        values = self.headers_all(name)
+        return values[0] if values else None
+
+    def headers_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def status_line(self) -> str:
+        return self.head.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+class ConnectionClosed(Exception):
+    """The server closed the connection before a complete response arrived."""
+
+
+class RawConn:
+    """A plain TCP connection speaking hand-written HTTP/1.1."""
+
+    def __init__(
+        self, port: int, timeout: float = 10.0, host: str = "127.0.0.1", rcvbuf: int | None = None
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect((host, port))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.buf = b""
+        self.eof = False
+
+    def __enter__(self) -> RawConn:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @property
+    def local_port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def send(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        """Read more bytes into the buffer; False at EOF (or reset)."""
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _read_until(self, delim: bytes) -> bytes:
+        while delim not in self.buf:
+            if not self._fill():
+                raise ConnectionClosed(f"closed while waiting for {delim!r}; got {self.buf!r}")
+        idx = self.buf.index(delim) + len(delim)
+        out, self.buf = self.buf[:idx], self.buf[idx:]
+        return out
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise ConnectionClosed(f"closed after {len(self.buf)} of {n} body bytes")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def response(self, method: str = "GET") -> RawResponse:
+        """Parse one response (an interim 1xx response is returned as is)."""
+        resp = self.read_head()
+        if 100 <= resp.status < 200 or resp.status in (204, 304) or method == "HEAD":
+            return resp
+        te = ",".join(resp.headers_all("transfer-encoding")).lower()
+        if "chunked" in te:
+            resp.chunked = True
+            parts = []
+            while True:
+                size_line = self._read_until(b"\r\n")
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self._read_until(b"\r\n") != b"\r\n":  # trailers
+                        pass
+                    break
+                parts.append(self._read_exact(size))
+                assert self._read_exact(2) == b"\r\n", "chunk not followed by CRLF"
+            resp.body = b"".join(parts)
+        elif resp.header("content-length") is not None:
+            resp.body = self._read_exact(int(resp.header("content-length")))
+        else:
+            while self._fill():
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def final_response(self, method: str = "GET") -> RawResponse:
+        """Parse responses, skipping interim 1xx ones."""
+        while True:
+            resp = self.response(method)
+            if resp.status >= 200:
+                return resp
+
+    def read_head(self) -> RawResponse:
+        """Read and parse only a response head; the body stays on the socket."""
+        head = self._read_until(b"\r\n\r\n")
+        lines = head[:-4].split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise AssertionError(f"bad status line: {lines[0]!r}")
+        resp = RawResponse(
+            version=parts[0],
+            status=int(parts[1]),
+            reason=parts[2] if len(parts) > 2 else "",
+            head=head,
+        )
+        for line in lines[1:]:
+            name, sep, value = line.decode("latin-1").partition(":")
+            assert sep, f"response header line without colon: {line!r}"
+            resp.headers.append((name.strip(), value.strip()))
+        return resp
+
+    def recv_some(self, limit: int = 1 << 20) -> bytes:
+        """Buffered bytes first, else one recv (b"" at EOF)."""
+        if self.buf:
+            out, self.buf = self.buf[:limit], self.buf[limit:]
+            return out
+        try:
+            return self.sock.recv(limit)
+        except ConnectionResetError:
+            return b""
+
+    def read_to_eof(self, timeout: float = 5.0) -> bytes:
+        """Everything left until the server closes; fails if it stays open ``timeout`` s."""
+        self.sock.settimeout(timeout)
+        try:
+            while self._fill():
+                pass
+        except TimeoutError:
+            raise AssertionError(
+                f"server kept the connection open for {timeout}s; buffered {self.buf!r}"
+            ) from None
+        out, self.buf = self.buf, b""
+        return out
+
+    def closed_within(self, timeout: float) -> float:
+        """Seconds until the server closes the connection (bytes received are kept)."""
+        start = time.monotonic()
+        self.read_to_eof(timeout)
+        return time.monotonic() - start
+
+
+def http_request(
+    method: str,
+    path: str,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    host: str = "127.0.0.1",
+    version: str = "HTTP/1.1",
+) -> bytes:
+    """Build a request; adds Host (unless host is None) and Content-Length for a body."""
+    items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    names = {k.lower() for k, _ in items}
+    if host is not None and "host" not in names:
+        items.insert(0, ("Host", host))
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        items.append(("Content-Length", str(len(body))))
+    head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in items)
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def chunked(*pieces: bytes) -> bytes:
+    """Encode ``pieces`` as a chunked body, with the terminating zero chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

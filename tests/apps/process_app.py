@@ -1,0 +1,20 @@
+"""Process fixture: which worker answered, and a slow request for graceful stops."""
+
+import os
+import sys
+import time
+from urllib.parse import parse_qs
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    qs = parse_qs(environ["QUERY_STRING"])
+    if path == "/slow":
+        seconds = float(qs.get("s", ["1.5"])[0])
+        print(f"GM-SLOW-START pid={os.getpid()}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+        body = b"slow done"
+    else:
+        body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,47 @@
+"""Fixtures: start real gristmill processes and clean them up.
+
+``server(*args, env=None, cwd=None, expect_ready=True)`` starts
+``python -m gristmill --port 0 <args>`` (cwd ``tests/apps`` unless given), waits for the
+readiness line and returns a :class:`_support.Server`. Whatever is left of it (supervisor
+and workers, one process group) is killed at teardown.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import APPS_DIR, Server, run_to_exit  # noqa: E402
+
+
+@pytest.fixture
+def server():
+    started: list[Server] = []
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, cwd=None, expect_ready: bool = True
+    ) -> Server:
+        srv = Server(list(args), env=env, cwd=cwd)
+        started.append(srv)
+        if expect_ready:
+            srv.wait_ready()
+        return srv
+
+    yield start
+    for srv in started:
+        srv.kill()
+
+
+@pytest.fixture
+def gristmill_exit():
+    """``run(args, timeout=15, env=None, cwd=None) -> (exit code, output)``."""
+    return run_to_exit
+
+
+@pytest.fixture
+def apps_dir() -> Path:
+    return APPS_DIR

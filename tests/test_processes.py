@@ -1,0 +1,219 @@
+"""Processes and signals: readiness, respawn, graceful stop, rolling restart, scaling."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from _support import free_port, group_members, wait_until
+
+APP = "process_app:application"
+
+
+def pid_of(srv) -> int:
+    r = srv.get("/")
+    assert r.status_code == 200
+    return int(r.text)
+
+
+def test_readiness_only_after_every_worker_imported(server):
+    srv = server("--workers", "2", "slow_import:application")
+    lines = srv.lines()
+    ready_at = lines.index(srv.ready_line)
+    imported = [line for line in lines[:ready_at] if "GM-IMPORTED" in line]
+    assert len(imported) == 2, lines
+    assert srv.ready_line.endswith("(2 workers)")
+    # imported once per worker, never per request
+    for _ in range(5):
+        assert srv.get("/").status_code == 200
+    assert sum("GM-IMPORTED" in line for line in srv.lines()) == 2
+
+
+def test_readiness_line_single_worker(server):
+    srv = server(APP)
+    assert re.search(r"Listening on http://127\.0\.0\.1:\d+ \(1 worker\)$", srv.ready_line)
+    assert srv.workers == 1
+    assert len(srv.worker_pids()) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_worker_is_respawned(server, workers):
+    srv = server("--workers", str(workers), APP)
+    wait_until(lambda: len(srv.worker_pids()) == workers, 10, message="workers")
+    before = srv.worker_pids()
+    victim = pid_of(srv)
+    assert victim in before
+    mark = srv.mark()
+    os.kill(victim, signal.SIGKILL)
+    srv.wait_for_line(
+        rf"Worker {victim} exited unexpectedly \(.+\); starting a new one", start=mark
+    )
+    for _ in range(20):
+        assert pid_of(srv) != victim  # every request succeeds, none on the dead worker
+    new = wait_until(
+        lambda: (p := srv.worker_pids()) and len(p) == workers and victim not in p and p,
+        10,
+        message="a replacement worker",
+    )
+    assert new - before, "no new worker pid"
+    if workers == 1:
+        assert pid_of(srv) in new - before
+
+
+def test_sigterm_finishes_in_flight_request_and_exits_0(server):
+    srv = server("--graceful-timeout", "10", APP)
+    result: dict[str, object] = {}
+
+    def slow_request():
+        try:
+            r = httpx.get(f"{srv.url}/slow?s=1.5", timeout=10)
+            result["status"], result["body"] = r.status_code, r.content
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = repr(e)
+
+    mark = srv.mark()
+    t = threading.Thread(target=slow_request)
+    t.start()
+    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    code = srv.stop(signal.SIGTERM, timeout=15)
+    t.join(10)
+    assert result == {"status": 200, "body": b"slow done"}
+    assert code == 0, srv.output()
+    out = srv.output()
+    assert "Shutting down (SIGTERM)" in out
+    assert "Shutdown complete" in out
+    wait_until(lambda: not group_members(srv.pgid), 2, message="no worker left behind")
+
+
+def test_sigint_stops_with_exit_0(server):
+    srv = server(APP)
+    assert srv.get("/").status_code == 200
+    assert srv.stop(signal.SIGINT) == 0
+
+
+def test_graceful_timeout_bounds_shutdown(server):
+    srv = server("--graceful-timeout", "1", APP)
+    mark = srv.mark()
+    t = threading.Thread(
+        target=lambda: _swallow(lambda: httpx.get(f"{srv.url}/slow?s=20", timeout=25))
+    )
+    t.start()
+    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    start = time.monotonic()
+    srv.stop(signal.SIGTERM, timeout=10)
+    assert time.monotonic() - start < 6
+    t.join(10)
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the request is expected to be cut off
+        pass
+
+
+def test_sighup_rolling_restart_loses_no_request(server):
+    srv = server("--workers", "2", APP)
+    wait_until(lambda: len(srv.worker_pids()) == 2, 10, message="two workers")
+    old = srv.worker_pids()
+    stop = threading.Event()
+    reloaded = threading.Event()
+    results: list[tuple[bool, bool, object]] = []  # (after reload, ok, pid or error)
+
+    def loop():
+        while not stop.is_set():
+            after = reloaded.is_set()
+            try:
+                with httpx.Client(timeout=10) as c:
+                    r = c.get(srv.url + "/")
+                results.append(
+                    (
+                        after,
+                        r.status_code == 200,
+                        int(r.text) if r.status_code == 200 else r.status_code,
+                    )
+                )
+            except Exception as e:  # noqa: BLE001 - counted as a failed request
+                results.append((after, False, repr(e)))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        wait_until(lambda: len(results) >= 5, 10, message="requests before reload")
+        mark = srv.mark()
+        srv.send_signal(signal.SIGHUP)
+        srv.wait_for_line(r"Reloading workers \(SIGHUP\)", start=mark, timeout=10)
+        srv.wait_for_line(r"Reload complete", start=mark, timeout=30)
+        reloaded.set()
+        count = len(results)
+        wait_until(lambda: len(results) >= count + 20, 15, message="requests after reload")
+    finally:
+        stop.set()
+        t.join(15)
+    failures = [r for r in results if not r[1]]
+    assert failures == [], failures
+    after_pids = {pid for after, _, pid in results if after}
+    assert after_pids and not after_pids & old, (after_pids, old)
+    new = srv.worker_pids()
+    assert len(new) == 2 and not new & old
+
+
+def test_sigttin_and_sigttou_scale_workers(server):
+    srv = server("--workers", "1", APP)
+    wait_until(lambda: len(srv.worker_pids()) == 1, 10, message="one worker")
+    first = srv.worker_pids()
+    srv.send_signal(signal.SIGTTIN)
+    two = wait_until(
+        lambda: (p := srv.worker_pids()) and len(p) == 2 and p,
+        10,
+        message="a second worker after SIGTTIN",
+    )
+    assert first < two
+    for _ in range(10):
+        assert pid_of(srv) in two
+    srv.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(srv.worker_pids()) == 1, 15, message="one worker after SIGTTOU")
+    for _ in range(10):
+        assert pid_of(srv) in srv.worker_pids()
+
+
+def test_pid_file(server, tmp_path):
+    pid_file = tmp_path / "gristmill.pid"
+    srv = server("--pid-file", str(pid_file), APP)
+    assert int(pid_file.read_text().strip()) == srv.pid
+    assert srv.stop() == 0
+    assert not pid_file.exists()
+
+
+def test_unix_socket(server, tmp_path):
+    path = str(tmp_path / "gm.sock")
+    srv = server("--uds", path, APP, expect_ready=False)
+
+    def accepting():
+        assert srv.proc.poll() is None, srv.output()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+            except OSError:
+                return False
+        return True
+
+    wait_until(accepting, 30, interval=0.05, message="the unix socket to accept")
+    with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=5) as client:
+        r = client.get("http://gristmill/")
+    assert r.status_code == 200 and int(r.text) in srv.worker_pids()
+    assert srv.stop() == 0
+
+
+def test_fixed_port_and_host(server):
+    port = free_port()
+    srv = server("--host", "127.0.0.1", "--port", str(port), APP)
+    assert srv.port == port
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
