@@ -26,7 +26,7 @@ APPS_DIR = TESTS_DIR / "apps"
 
 #: The readiness line, logged once every worker can serve.
 READY_RE = re.compile(
-    r"Listening on (?P<url>http://127\.0\.0\.1:(?P<port>\d+)) "
+    r"Listening on (?P<url>(?P<scheme>https?)://127\.0\.0\.1:(?P<port>\d+))(?:, \S+)* "
     r"\((?P<workers>\d+) workers?\)"
 )
 

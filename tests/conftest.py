@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _certs import Certs, make_certs  # noqa: E402
 from _support import APPS_DIR, Server, run_to_exit  # noqa: E402
 
 
@@ -45,3 +46,9 @@ def gristmill_exit():
 @pytest.fixture
 def apps_dir() -> Path:
     return APPS_DIR
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    """Test certificates (EC keys): see ``_certs.py``."""
+    return make_certs(tmp_path_factory.mktemp("certs-ec"))

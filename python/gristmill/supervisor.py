@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import loader, worker
-from .errors import AppLoadError, ServerError
+from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
 
 __all__ = ["Supervisor", "MAX_STARTUP_FAILURES", "SHUTDOWN_GRACE"]
@@ -130,7 +130,7 @@ class Supervisor:
         # relative to --working-dir (that is what the option is for).
         self._pid_file = os.path.abspath(s.pid_file) if s.pid_file else None
         uds = os.path.abspath(s.uds) if s.uds else None
-        self.settings = s = s.replace(uds=uds)
+        self.settings = s = s.replace(uds=uds, **_absolute_tls_paths(s))
         # Env files first: the workers inherit os.environ through fork.
         loader.apply_env_files(s.env_file)
         loader.enter_working_dir(s)
@@ -138,6 +138,7 @@ class Supervisor:
             raise ServerError(
                 "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
             )
+        _check_tls(s)
 
     def _cleanup(self) -> None:
         # Reached normally with no children left; after an unexpected exception, do not
@@ -186,7 +187,7 @@ class Supervisor:
             ) from None
         self.listeners = [sock]
         port = sock.getsockname()[1]
-        self.address = f"http://{_hostport(s.host, port)}"
+        self.address = f"{_scheme(s)}://{_hostport(s.host, port)}"
 
     def _bind_uds(self, path: str) -> socket.socket:
         try:
@@ -580,6 +581,28 @@ def _exit_reason(status: int) -> str:
         except ValueError:
             return f"killed by signal {sig}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _scheme(s: Settings) -> str:
+    return "https" if s.ssl_certfile else "http"
+
+
+def _absolute_tls_paths(s: Settings) -> dict[str, str]:
+    """TLS files are relative to where gristmill was started, as other file settings."""
+    names = ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs")
+    return {n: os.path.abspath(getattr(s, n)) for n in names if getattr(s, n)}
+
+
+def _check_tls(s: Settings) -> None:
+    """Load the TLS files once before forking, so a bad one is one clear error (exit 2)."""
+    if not s.ssl_certfile:
+        return
+    from . import _core
+
+    try:
+        _core.check_tls(s)
+    except ValueError as e:
+        raise ConfigError(f"TLS: {e}") from None
 
 
 def _hostport(host: str, port: int) -> str:

@@ -38,6 +38,7 @@ use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task};
 use crate::server::{ConnCtx, Handler};
+use crate::tls::TlsInfo;
 
 /// Bytes read from a file per chunk when sending `wsgi.file_wrapper` bodies.
 const FILE_CHUNK: usize = 256 * 1024;
@@ -116,6 +117,7 @@ impl Handler for Wsgi {
             parts,
             body,
             addrs: conn.addrs.clone(),
+            tls: conn.tls.clone(),
             reply,
             guard,
             started,
@@ -172,6 +174,7 @@ pub struct Job {
     parts: Parts,
     body: Incoming,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<TlsInfo>>,
     reply: oneshot::Sender<Response<ResponseBody>>,
     guard: ActiveGuard,
     started: Instant,
@@ -212,6 +215,7 @@ impl Task for Job {
             parts,
             body,
             addrs,
+            tls,
             reply,
             guard,
             started,
@@ -243,6 +247,7 @@ impl Task for Job {
                 &shared.config.root_path,
                 &parts,
                 &addrs,
+                tls.as_deref(),
                 input.into_any(),
             )?;
             let iterable = shared.app.bind(py).call1((environ, &sr))?;
