@@ -24,9 +24,13 @@ def server():
     started: list[Server] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, cwd=None, expect_ready: bool = True
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd=None,
+        expect_ready: bool = True,
+        **kw,
     ) -> Server:
-        srv = Server(list(args), env=env, cwd=cwd)
+        srv = Server(list(args), env=env, cwd=cwd, **kw)
         started.append(srv)
         if expect_ready:
             srv.wait_ready()

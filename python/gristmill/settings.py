@@ -130,6 +130,36 @@ class Settings:
         group="Binding",
         metavar="PATH",
     )
+    uds_permissions: str | None = _setting(
+        None,
+        "The file mode of Unix sockets gristmill creates, in octal (e.g. `660` so that "
+        "only the owner and the group, say the proxy's, can connect). Default is none: "
+        "the mode the umask gives.",
+        group="Binding",
+        metavar="MODE",
+    )
+    bind: list[str] = _setting(
+        [],
+        "An address to listen on (repeatable; all are served at once): `HOST:PORT`, "
+        "`[IPV6]:PORT`, `unix:PATH` or `fd://N`. When given, `--host`, `--port` and "
+        "`--uds` are not used. Default is none.",
+        group="Binding",
+        metavar="ADDR",
+    )
+    fd: int | None = _setting(
+        None,
+        "Serve the listening socket inherited as file descriptor N (TCP or Unix) from "
+        "the process that started gristmill, instead of binding one. (Sockets from systemd "
+        "socket activation, `LISTEN_FDS`, are found without a setting.) Default is none.",
+        group="Binding",
+    )
+    reuse_port: bool = _setting(
+        False,
+        "Let each worker bind its own socket for each TCP address with `SO_REUSEPORT`, "
+        "so the kernel spreads connections over the workers instead of the workers "
+        "competing for one accept queue. Default is off.",
+        group="Binding",
+    )
     backlog: int = _setting(
         2048,
         "The listen backlog: connections the kernel queues "
@@ -502,6 +532,21 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("root_path must start with '/' and not end with '/'")
     _validate_http2(s)
     _validate_tls(s)
+    if s.uds_permissions is not None:
+        try:
+            mode = int(s.uds_permissions, 8)
+        except ValueError:
+            mode = -1
+        if not 0 <= mode <= 0o777:
+            raise ConfigError(
+                f"uds_permissions must be an octal file mode like 660, got {s.uds_permissions!r}"
+            )
+    if s.fd is not None and s.fd < 0:
+        raise ConfigError("fd must be a file descriptor number (0 or more)")
+    from .sockets import parse_address
+
+    for addr in s.bind:
+        parse_address(addr)
     return s
 
 
