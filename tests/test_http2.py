@@ -509,3 +509,33 @@ def test_idle_h2_connection_is_closed_after_keepalive_timeout(server):
         assert conn.response(sid).status == 200
         f = conn.frames_until(GoAwayFrame)[-1]
         assert f.error_code == 0
+
+
+def test_connection_specific_response_headers_are_dropped(h2srv):
+    with H2Raw(h2srv.port) as conn:
+        r = conn.response(conn.request("/hop"))
+    assert r.status == 200 and r.body == b"hop"
+    names = {k for k, _ in r.headers}
+    assert "connection" not in names and "keep-alive" not in names
+
+
+def test_header_list_larger_than_max_header_size(server):
+    srv = server(APP, "--max-header-size", "4096")
+    with H2Raw(srv.port) as conn:
+        sid = conn.request("/x", extra=[("x-big", "v" * 8000)])
+        f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
+        assert isinstance(f, HeadersFrame), f
+        assert dict(f.decoded)[":status"] == "431"
+        sid2 = conn.request("/after")
+        assert conn.response(sid2).status == 200
+        assert sid2 > sid
+
+
+def test_declared_body_above_max_body_size_gets_413(server):
+    srv = server(APP, "--max-body-size", "1000")
+    with H2Raw(srv.port) as conn:
+        sid = conn.new_stream()
+        hdrs = conn.request_headers("/sha", "POST", [("content-length", "5000")])
+        conn.send(conn.headers_frame(sid, hdrs, False))
+        f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
+        assert isinstance(f, HeadersFrame) and dict(f.decoded)[":status"] == "413"

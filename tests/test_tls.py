@@ -312,6 +312,12 @@ def test_mtls_optional(server, certs):
     _, _, data = tls_get(srv.port, client_ctx(certs))
     env = body_json(data)
     assert env["SSL_CLIENT_VERIFY"] == "NONE" and env["SSL_CLIENT_CERT"] is None
+    # A certificate that is sent must verify, even when optional.
+    stranger = trustme.CA().issue_cert("stranger.example")
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        _, _, data = tls_get(srv.port, client_ctx(certs, cert=stranger))
+        if not data:
+            raise ssl.SSLError("closed")
     _, _, data = tls_get(srv.port, client_ctx(certs, cert=certs.client))
     env = body_json(data)
     assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"

@@ -74,4 +74,11 @@ def application(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Stream(environ["QUERY_STRING"])
+    if path == "/hop":
+        # Hop-by-hop headers an HTTP/1 app might set; HTTP/2 forbids them in responses.
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Connection", "keep-alive"), ("Keep-Alive", "5")],
+        )
+        return [b"hop"]
     return _respond(start_response, f"{environ['SERVER_PROTOCOL']} {path}".encode())
