@@ -532,3 +532,82 @@ async fn watch<C, E>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Run `choose_protocol` on a connection whose client sent `sent` (then closed, if
+    /// `close`); return the choice and every byte the server side can read afterwards.
+    async fn choose(
+        sent: &[u8],
+        close: bool,
+        mode: HttpMode,
+        alpn: Option<&[u8]>,
+    ) -> (Proto, Vec<u8>) {
+        let (server, mut client) = tokio::net::UnixStream::pair().unwrap();
+        client.write_all(sent).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        let mut io = TrackedStream::new(
+            Stream::Plain(Plain::Unix(server)),
+            ConnActivity::new(),
+            8192,
+        );
+        let proto = choose_protocol(&mut io, mode, alpn, Duration::from_millis(300)).await;
+        drop(client);
+        let mut rest = Vec::new();
+        let _ = io.read_to_end(&mut rest).await;
+        (proto, rest)
+    }
+
+    #[tokio::test]
+    async fn sniffs_and_replays() {
+        let get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let pri_h2 = [&PREFACE[..], b"\0\0\0\x04\0\0\0\0\0"].concat();
+        let bad = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n";
+        let auto = HttpMode::Auto;
+        assert_eq!(
+            choose(get, true, auto, None).await,
+            (Proto::Http1, get.to_vec())
+        );
+        assert_eq!(
+            choose(&pri_h2, true, auto, None).await,
+            (Proto::Http2, pri_h2.clone())
+        );
+        assert_eq!(choose(bad, true, auto, None).await.0, Proto::BadPreface);
+        // PROPFIND and PUT share a prefix with the preface but are HTTP/1.1.
+        for m in [
+            &b"PROPFIND / HTTP/1.1\r\n\r\n"[..],
+            b"PUT / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                choose(m, true, auto, None).await,
+                (Proto::Http1, m.to_vec())
+            );
+        }
+        // Must be HTTP/2: anything else is a bad preface.
+        assert_eq!(
+            choose(get, true, HttpMode::Http2, None).await.0,
+            Proto::BadPreface
+        );
+        assert_eq!(
+            choose(get, true, auto, Some(b"h2")).await.0,
+            Proto::BadPreface
+        );
+        // HTTP/1.1 by mode or ALPN: nothing is read, even a preface goes to hyper.
+        assert_eq!(
+            choose(&pri_h2, true, HttpMode::Http1, None).await,
+            (Proto::Http1, pri_h2.clone())
+        );
+        assert_eq!(
+            choose(&pri_h2, true, auto, Some(b"http/1.1")).await.0,
+            Proto::Http1
+        );
+        // Closed before a byte, or silent until the timeout.
+        assert_eq!(choose(b"", true, auto, None).await.0, Proto::Gone);
+        assert_eq!(choose(b"PRI * ", false, auto, None).await.0, Proto::Gone);
+    }
+}
