@@ -151,6 +151,10 @@ class H2Raw:
         if isinstance(frame, HeadersFrame):
             # Every header block must go through the decoder, in order (HPACK state).
             frame.decoded = list(self.decoder.decode(frame.data, raw=False))
+        if isinstance(frame, DataFrame) and frame.flow_controlled_length:
+            # Give the connection window back at once, whoever reads the stream (if
+            # anyone), so DATA of an ignored or reset stream cannot starve the others.
+            self.send(WindowUpdateFrame(0, window_increment=frame.flow_controlled_length))
         return frame
 
     def frames_until(self, *kinds: type[Frame]) -> list[Frame]:
@@ -200,8 +204,7 @@ class H2Raw:
                     headers = [(k, v) for k, v in decoded if not k.startswith(":")]
             elif isinstance(f, DataFrame):
                 body += f.data
-                if f.flow_controlled_length:
-                    self.send(WindowUpdateFrame(0, window_increment=f.flow_controlled_length))
+                if f.flow_controlled_length and "END_STREAM" not in f.flags:
                     self.send(WindowUpdateFrame(sid, window_increment=f.flow_controlled_length))
             if "END_STREAM" in f.flags:
                 return Response(status, headers, body)
