@@ -257,17 +257,12 @@ async fn choose_protocol(
     let proto = tokio::time::timeout(timeout, read)
         .await
         .unwrap_or(Proto::Gone);
-    match proto {
-        // A half-sent request line that closed: let hyper see (and log) it as HTTP/1.
-        Proto::BadPreface if !strict && filled < 3 => {
-            io.replay(Bytes::copy_from_slice(&buf[..filled]));
-            Proto::Http1
-        }
-        p => {
-            io.replay(Bytes::copy_from_slice(&buf[..filled]));
-            p
-        }
+    io.replay(Bytes::copy_from_slice(&buf[..filled]));
+    if proto == Proto::BadPreface && !strict && filled < 3 {
+        // A few bytes, then the client closed: not HTTP/2; let hyper see it as HTTP/1.
+        return Proto::Http1;
     }
+    proto
 }
 
 async fn accept_loop<H: Handler>(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ from _h2 import (
     PREFACE,
     PROTOCOL_ERROR,
     STREAM_CLOSED,
+    ConnectionClosed,
     H2Raw,
     h2_tls_context,
 )
@@ -529,6 +531,18 @@ def test_keepalive_ping(server):
 
         f = conn.frames_until(PingFrame)[-1]
         assert "ACK" not in f.flags
+
+
+def test_unanswered_keepalive_ping_closes_the_connection(server):
+    srv = server(APP, "--http2-keep-alive-interval", "0.2", "--http2-keep-alive-timeout", "0.5")
+    with H2Raw(srv.port, timeout=10) as conn:
+        sid = conn.request("/stream?ping")  # a stream in flight: only the ping can close it
+        start = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.read_frame()  # never answers the PING
+        assert time.monotonic() - start < 8
+        assert sid == 1
 
 
 def test_idle_h2_connection_is_closed_after_keepalive_timeout(server):

@@ -118,6 +118,17 @@ def test_plain_http_to_tls_port_is_not_an_error(tls_srv, certs):
     assert not [line for line in tls_srv.lines(mark) if "[ERROR]" in line]
 
 
+def test_silent_client_is_dropped_after_header_read_timeout(server, certs):
+    import socket
+    import time
+
+    srv = server(APP, *certs.server_args("--header-read-timeout", "0.5"))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        start = time.monotonic()
+        assert s.recv(1024) == b""  # no ClientHello: closed without a word
+        assert time.monotonic() - start < 5
+
+
 @pytest.mark.parametrize(
     "offer,expected",
     [(("h2", "http/1.1"), "h2"), (("http/1.1",), "http/1.1"), (("h2",), "h2"), ((), None)],
