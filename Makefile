@@ -35,13 +35,14 @@ build: $(BIN)/python ## Rebuild the Rust extension (debug) into .venv
 run: install ## Serve examples/hello.py on http://127.0.0.1:8000
 	$(BIN)/gristmill examples/hello.py --host 127.0.0.1 --port 8000
 
-test: test-python test-rust ## Run the Python end-to-end tests and the Rust unit tests
+# Rust first, pytest last: CI reads the closing line of the last test runner.
+test: test-rust test-python ## Run the Rust unit tests and the Python end-to-end tests
 
 test-python: install
 	$(BIN)/pytest
 
 test-rust: install
-	$(PYO3_ENV) cargo test
+	$(PYO3_ENV) cargo test --lib
 
 lint: install ## cargo fmt --check, clippy -D warnings, ruff check, ruff format --check, docs current
 	cargo fmt --check
