@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interface {
     Wsgi,
+    Asgi,
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Interface {
@@ -22,8 +23,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Interface {
         let s: String = obj.extract()?;
         match s.as_str() {
             "wsgi" => Ok(Interface::Wsgi),
+            "asgi" => Ok(Interface::Asgi),
             other => Err(PyValueError::new_err(format!(
-                "the Rust core serves interface 'wsgi', got {other:?} (resolve 'auto' first)"
+                "the Rust core serves 'wsgi' or 'asgi', got {other:?} (resolve 'auto' first)"
             ))),
         }
     }
