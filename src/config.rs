@@ -49,6 +49,8 @@ pub struct RawSettings {
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,
+    pub ws: bool,
+    pub ws_max_size: usize,
 }
 
 /// Frozen, typed configuration of one worker's server.
@@ -70,6 +72,9 @@ pub struct Config {
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,
+    /// Serve WebSocket upgrades (ASGI).
+    pub ws: bool,
+    pub ws_max_size: usize,
 }
 
 fn seconds(name: &str, v: f64) -> PyResult<Duration> {
@@ -104,6 +109,8 @@ impl TryFrom<RawSettings> for Config {
             server_header: r.server_header,
             access_log: r.access_log,
             access_log_format: r.access_log_format,
+            ws: r.ws,
+            ws_max_size: r.ws_max_size,
         })
     }
 }

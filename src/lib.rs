@@ -143,6 +143,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::StartResponse>()?;
     m.add_class::<asgi::HttpProtocol>()?;
     m.add_class::<asgi::Ready>()?;
+    m.add_class::<asgi::WsProtocol>()?;
     m.add(
         "RequestBodyError",
         py.get_type::<errors::RequestBodyError>(),

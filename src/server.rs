@@ -35,6 +35,11 @@ use crate::net::{
 /// What a connection tells its requests.
 pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
+    /// Connection slots: an upgraded connection (WebSocket) takes one of its own, so it
+    /// counts against `max_connections` and the graceful drain waits for it.
+    pub slots: Arc<Semaphore>,
+    /// Flips to true when the worker starts draining.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// An application interface (WSGI now; ASGI later) as the server sees it.
@@ -186,6 +191,7 @@ async fn accept_loop<H: Handler>(
                     handler.clone(),
                     config.clone(),
                     builder.clone(),
+                    slots.clone(),
                     Ctl {
                         shutdown: ctl.shutdown.clone(),
                         pressure: ctl.pressure.clone(),
@@ -220,6 +226,7 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     config: Arc<Config>,
     builder: Arc<http1::Builder>,
+    slots: Arc<Semaphore>,
     mut ctl: Ctl,
 ) {
     let activity = ConnActivity::new();
@@ -230,6 +237,8 @@ async fn serve_connection<H: Handler>(
     ));
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
+        slots,
+        shutdown: ctl.shutdown.clone(),
     });
     let service = {
         let activity = activity.clone();
@@ -272,7 +281,7 @@ async fn serve_connection<H: Handler>(
             }
         })
     };
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let keepalive = config.keepalive_timeout;
     let idle_timer = tokio::time::sleep(keepalive);

@@ -18,7 +18,14 @@ from typing import Any
 
 from .errors import AppLoadError
 
-__all__ = ["run_http", "LoopThread", "Lifespan", "LifespanFailed", "new_event_loop"]
+__all__ = [
+    "run_http",
+    "run_websocket",
+    "LoopThread",
+    "Lifespan",
+    "LifespanFailed",
+    "new_event_loop",
+]
 
 log = logging.getLogger("gristmill.error")
 
@@ -41,6 +48,18 @@ async def run_http(app: Callable[..., Awaitable[None]], scope: dict, proto: Any)
         proto.finished(exc)
         if not isinstance(exc, Exception):
             raise  # cancellation and interpreter exits keep propagating
+    else:
+        proto.finished(None)
+
+
+async def run_websocket(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) -> None:
+    """Run one WebSocket connection; the core's protocol object finishes it."""
+    try:
+        await app(scope, proto.receive, proto.send)
+    except BaseException as exc:
+        proto.finished(exc)
+        if not isinstance(exc, Exception):
+            raise
     else:
         proto.finished(None)
 

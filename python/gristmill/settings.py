@@ -134,6 +134,21 @@ class Settings:
         choices=("auto", "on", "off"),
         group="ASGI",
     )
+    ws: bool = _setting(
+        True,
+        "Serve WebSocket upgrade requests to ASGI applications (`websocket` scope). With "
+        "`--no-ws` they reach the application as plain HTTP requests. Default is on.",
+        group="ASGI",
+        negatable=True,
+    )
+    ws_max_size: int = _setting(
+        16 * MIB,
+        "Maximum size in bytes of one incoming WebSocket message (after reassembling "
+        "fragments); a larger one closes the connection with code 1009. "
+        "Default is 16777216 (16 MiB).",
+        group="ASGI",
+        metavar="BYTES",
+    )
 
     # --- Binding and processes -------------------------------------------------------
     host: str = _setting(

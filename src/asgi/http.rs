@@ -170,12 +170,12 @@ fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny
     Ok(d.into_any().unbind())
 }
 
-fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+pub(super) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Bound::new(py, Ready::new(value)).map(|r| r.into_any().unbind())
 }
 
 /// Set a future's result unless the application cancelled it meanwhile.
-fn set_result(fut: &Bound<'_, PyAny>, value: Py<PyAny>) {
+pub(super) fn set_result(fut: &Bound<'_, PyAny>, value: Py<PyAny>) {
     if !fut
         .call_method0("done")
         .and_then(|d| d.is_truthy())
@@ -284,8 +284,46 @@ fn unexpected(expected: &str, got: &str) -> PyErr {
     ))
 }
 
+/// An ASGI header list (`[[name, value], ...]`, bytes) to a `HeaderMap`, with the
+/// declared Content-Length.
+pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+    let mut headers = HeaderMap::new();
+    let mut content_length = None;
+    for item in list.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "each header must be a [name, value] pair, got {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (Ok(name), Ok(value)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "header names and values must be bytes, got {}",
+                item.repr()?
+            )));
+        };
+        let hname = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid header name {:?}", name)))?;
+        let hvalue = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid value for header {:?} (CR, LF or other control characters?)",
+                String::from_utf8_lossy(name.as_bytes())
+            ))
+        })?;
+        if hname == CONTENT_LENGTH {
+            content_length = Some(
+                parse_content_length(hvalue.as_bytes())
+                    .ok_or_else(|| PyValueError::new_err("content-length must be digits"))?,
+            );
+        }
+        headers.append(hname, hvalue);
+    }
+    Ok((headers, content_length))
+}
+
 /// `http.response.start` fields to a [`Head`].
-fn parse_start(msg: &Bound<'_, PyDict>) -> PyResult<(Head, bool)> {
+pub(super) fn parse_start(msg: &Bound<'_, PyDict>) -> PyResult<(Head, bool)> {
     let py = msg.py();
     let status = msg
         .get_item(intern!(py, "status"))?
@@ -298,41 +336,10 @@ fn parse_start(msg: &Bound<'_, PyDict>) -> PyResult<(Head, bool)> {
     })?;
     let status = StatusCode::from_u16(code)
         .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {code}")))?;
-    let mut headers = HeaderMap::new();
-    let mut content_length = None;
-    if let Some(list) = msg.get_item(intern!(py, "headers"))? {
-        for item in list.try_iter()? {
-            let item = item?;
-            let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                item.extract().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "each header must be a [name, value] pair, got {}",
-                        item.repr().map(|r| r.to_string()).unwrap_or_default()
-                    ))
-                })?;
-            let (Ok(name), Ok(value)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
-                return Err(PyTypeError::new_err(format!(
-                    "header names and values must be bytes, got {}",
-                    item.repr()?
-                )));
-            };
-            let hname = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| PyValueError::new_err(format!("invalid header name {:?}", name)))?;
-            let hvalue = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid value for header {:?} (CR, LF or other control characters?)",
-                    String::from_utf8_lossy(name.as_bytes())
-                ))
-            })?;
-            if hname == CONTENT_LENGTH {
-                content_length = Some(
-                    parse_content_length(hvalue.as_bytes())
-                        .ok_or_else(|| PyValueError::new_err("content-length must be digits"))?,
-                );
-            }
-            headers.append(hname, hvalue);
-        }
-    }
+    let (headers, content_length) = match msg.get_item(intern!(py, "headers"))? {
+        Some(list) => parse_headers(&list)?,
+        None => (HeaderMap::new(), None),
+    };
     let trailers = match msg.get_item(intern!(py, "trailers"))? {
         Some(t) => t.is_truthy()?,
         None => false,

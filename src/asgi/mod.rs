@@ -10,6 +10,7 @@
 mod http;
 mod ready;
 mod scope;
+mod ws;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 
 pub use self::http::HttpProtocol;
 pub use ready::Ready;
+pub use ws::WsProtocol;
 
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
@@ -57,6 +59,22 @@ pub enum Event {
         fut: Py<PyAny>,
         outcome: Outcome,
     },
+    /// A WebSocket message arrived for a waiting `receive()`.
+    WsDeliver {
+        shared: Arc<ws::WsShared>,
+        fut: Py<PyAny>,
+    },
+    WsOpen(Box<NewSocket>),
+}
+
+/// A WebSocket handshake on its way to the loop.
+pub struct NewSocket {
+    shared: Arc<ws::WsShared>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+    slots: Arc<tokio::sync::Semaphore>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a body read produced.
@@ -86,6 +104,7 @@ pub struct NewRequest {
 struct PyParts {
     app: Py<PyAny>,
     run_http: Py<PyAny>,
+    run_websocket: Py<PyAny>,
     create_future: Py<PyAny>,
     create_task: Py<PyAny>,
     scope: scope::ScopeBase,
@@ -135,6 +154,8 @@ impl Bridge {
                     read,
                 } => http::body_read(py, self, &shared, fut, body, read),
                 Event::Resolve { fut, outcome } => http::resolve(py, fut.bind(py), outcome),
+                Event::WsDeliver { shared, fut } => ws::deliver_to_waiter(py, &shared, fut),
+                Event::WsOpen(sock) => self.start_socket(py, *sock),
             }
         }
     }
@@ -167,6 +188,46 @@ impl Bridge {
                 Some(&e),
             );
             shared.fail(StatusCode::INTERNAL_SERVER_ERROR, self.config.server_header);
+        }
+    }
+
+    fn start_socket(self: &Arc<Self>, py: Python<'_>, sock: NewSocket) {
+        let NewSocket {
+            shared,
+            parts,
+            addrs,
+            started,
+            slots,
+            shutdown,
+        } = sock;
+        let result = (|| -> PyResult<()> {
+            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, "ws")?;
+            let proto = Bound::new(
+                py,
+                WsProtocol::new(
+                    shared.clone(),
+                    self.clone(),
+                    parts,
+                    addrs,
+                    started,
+                    slots,
+                    shutdown,
+                ),
+            )?;
+            let coro = self
+                .py
+                .run_websocket
+                .call1(py, (self.py.app.bind(py), scope, proto.clone()))?;
+            self.py.create_task.call1(py, (coro,))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log_with(
+                py,
+                log::ERROR,
+                "could not start the ASGI websocket task",
+                Some(&e),
+            );
         }
     }
 
@@ -217,6 +278,7 @@ impl Asgi {
         asgi.set_item("spec_version", "2.4")?;
         let extensions = PyDict::new(py);
         extensions.set_item("http.response.pathsend", PyDict::new(py))?;
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
         let lp = event_loop.bind(py);
         let bridge = Arc::new(Bridge {
             queue: Mutex::new(Vec::new()),
@@ -228,6 +290,10 @@ impl Asgi {
             py: PyParts {
                 app,
                 run_http: py.import("gristmill._asgi")?.getattr("run_http")?.unbind(),
+                run_websocket: py
+                    .import("gristmill._asgi")?
+                    .getattr("run_websocket")?
+                    .unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
                 create_task: lp.getattr("create_task")?.unbind(),
                 scope: scope::ScopeBase {
@@ -262,17 +328,19 @@ impl Asgi {
     }
 }
 
-/// Marks the request disconnected if the connection drops it before a response.
-struct ServiceGuard {
-    shared: Arc<HttpShared>,
-    bridge: Arc<Bridge>,
-    armed: bool,
+/// Runs its callback if the connection drops the request before it was answered.
+struct ServiceGuard(Option<Box<dyn FnOnce() + Send>>);
+
+impl ServiceGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl Drop for ServiceGuard {
     fn drop(&mut self) {
-        if self.armed {
-            self.shared.client_gone(&self.bridge);
+        if let Some(on_drop) = self.0.take() {
+            on_drop();
         }
     }
 }
@@ -292,6 +360,67 @@ async fn prefetch(body: &mut Incoming) -> Result<Bytes, String> {
     Ok(buf.freeze())
 }
 
+impl Asgi {
+    async fn handle_websocket(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnCtx,
+        guard: ActiveGuard,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let upgrade = hyper::upgrade::on(&mut req);
+        let (parts, _body) = req.into_parts();
+        let key = parts
+            .headers
+            .get(::http::header::SEC_WEBSOCKET_KEY)
+            .and_then(|k| k.to_str().ok())
+            .map(str::to_owned);
+        let version_ok = parts
+            .headers
+            .get(::http::header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+        let Some(key) = key.filter(|_| version_ok) else {
+            // RFC 6455 §4.4: tell the client which version we speak.
+            let mut resp = plain_response(
+                StatusCode::BAD_REQUEST,
+                "invalid WebSocket handshake (Sec-WebSocket-Key and Version 13 required)",
+                true,
+                self.bridge.config.server_header,
+            );
+            resp.headers_mut().insert(
+                ::http::header::SEC_WEBSOCKET_VERSION,
+                ::http::HeaderValue::from_static("13"),
+            );
+            let (p, b) = resp.into_parts();
+            return Response::from_parts(p, b.with_guard(guard));
+        };
+        let (reply, rx) = oneshot::channel();
+        let shared = Arc::new(ws::WsShared::new(reply, guard, upgrade, key));
+        let mut watch = ServiceGuard(Some(Box::new({
+            let (shared, bridge) = (shared.clone(), self.bridge.clone());
+            move || shared.client_gone(&bridge, &shared)
+        })));
+        self.bridge.push(Event::WsOpen(Box::new(NewSocket {
+            shared,
+            parts,
+            addrs: conn.addrs.clone(),
+            started,
+            slots: conn.slots.clone(),
+            shutdown: conn.shutdown.clone(),
+        })));
+        let resp = rx.await;
+        watch.disarm();
+        resp.unwrap_or_else(|_| {
+            plain_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                true,
+                self.bridge.config.server_header,
+            )
+        })
+    }
+}
+
 impl Handler for Asgi {
     async fn handle(
         &self,
@@ -300,6 +429,9 @@ impl Handler for Asgi {
         guard: ActiveGuard,
         started: Instant,
     ) -> Response<ResponseBody> {
+        if self.bridge.config.ws && ws::is_upgrade_request(&req) {
+            return self.handle_websocket(req, conn, guard, started).await;
+        }
         let (parts, mut body) = req.into_parts();
         let small = body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
             && !parts.headers.contains_key(::http::header::EXPECT);
@@ -318,11 +450,10 @@ impl Handler for Asgi {
         };
         let (reply, rx) = oneshot::channel();
         let shared = Arc::new(HttpShared::new(source, reply, guard));
-        let mut watch = ServiceGuard {
-            shared: shared.clone(),
-            bridge: self.bridge.clone(),
-            armed: true,
-        };
+        let mut watch = ServiceGuard(Some(Box::new({
+            let (shared, bridge) = (shared.clone(), self.bridge.clone());
+            move || shared.client_gone(&bridge)
+        })));
         self.bridge.push(Event::Request(Box::new(NewRequest {
             shared,
             parts,
@@ -330,7 +461,7 @@ impl Handler for Asgi {
             started,
         })));
         let resp = rx.await;
-        watch.armed = false;
+        watch.disarm();
         resp.unwrap_or_else(|_| {
             plain_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -43,6 +43,33 @@ pub struct ScopeBase {
     pub state: Option<Py<PyDict>>,
 }
 
+/// Build the scope of a WebSocket connection: the HTTP scope's keys (less `method`),
+/// `type` `websocket`, and the requested `subprotocols`.
+pub fn websocket_scope<'py>(
+    py: Python<'py>,
+    base: &ScopeBase,
+    parts: &Parts,
+    addrs: &Addrs,
+    scheme: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = http_scope(py, base, parts, addrs, scheme)?;
+    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    scope.del_item(intern!(py, "method"))?;
+    let subprotocols = PyList::empty(py);
+    for value in parts
+        .headers
+        .get_all(::http::header::SEC_WEBSOCKET_PROTOCOL)
+    {
+        if let Ok(s) = value.to_str() {
+            for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                subprotocols.append(p)?;
+            }
+        }
+    }
+    scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
+    Ok(scope)
+}
+
 /// Build the scope of one HTTP request.
 pub fn http_scope<'py>(
     py: Python<'py>,
