@@ -40,7 +40,8 @@ fn signal_ready(fd: i32) {
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
 #[pyfunction]
-#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None))]
+#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None))]
+#[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
     app: Py<PyAny>,
@@ -49,6 +50,7 @@ fn serve(
     ready_fd: i32,
     event_loop: Option<Py<PyAny>>,
     state: Option<Py<pyo3::types::PyDict>>,
+    context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let config = Arc::new(Config::try_from(settings.extract::<RawSettings>()?)?);
     log::init(py)?;
@@ -111,6 +113,7 @@ fn serve(
                 access,
                 event_loop,
                 state,
+                context,
             )?);
             let stop = py.detach(|| {
                 runtime.block_on(server::run(

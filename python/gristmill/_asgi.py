@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,7 @@ class Lifespan:
         self.mode = mode
         self.runner = runner
         self.state: dict[str, Any] = {}
+        self.context: contextvars.Context | None = None
         self.supported = mode != "off"
         self._receive: asyncio.Queue[dict] | None = None
         self._sent: asyncio.Queue[dict] | None = None
@@ -150,6 +152,10 @@ class Lifespan:
                 f"'lifespan.startup.failed', 'lifespan.shutdown.complete' or "
                 f"'lifespan.shutdown.failed', but got {kind!r}."
             )
+        if kind == "lifespan.startup.complete":
+            # Context variables the application set while starting up are seen by every
+            # request: each request task starts in a copy of this context.
+            self.context = contextvars.copy_context()
         await self._sent.put(message)
 
     async def _start(self) -> dict:

@@ -89,8 +89,11 @@ def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], rea
     lifespan = _asgi.Lifespan(app, settings.lifespan, runner)
     lifespan.startup()  # raises LifespanFailed (an AppLoadError): exit 3
     state = lifespan.state if lifespan.supported else None
+    context = lifespan.context if lifespan.context is not None and len(lifespan.context) else None
     try:
-        _core.serve(app, settings, fds, ready_fd, event_loop=runner.loop, state=state)
+        _core.serve(
+            app, settings, fds, ready_fd, event_loop=runner.loop, state=state, context=context
+        )
     finally:
         lifespan.shutdown(settings.graceful_timeout)
         runner.stop()

@@ -107,6 +107,8 @@ struct PyParts {
     run_websocket: Py<PyAny>,
     create_future: Py<PyAny>,
     create_task: Py<PyAny>,
+    /// The context lifespan startup left behind; request tasks start in copies of it.
+    context_run: Option<Py<PyAny>>,
     scope: scope::ScopeBase,
 }
 
@@ -177,7 +179,7 @@ impl Bridge {
                 .py
                 .run_http
                 .call1(py, (self.py.app.bind(py), scope, proto))?;
-            self.py.create_task.call1(py, (coro,))?;
+            self.spawn(py, coro)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -218,7 +220,7 @@ impl Bridge {
                 .py
                 .run_websocket
                 .call1(py, (self.py.app.bind(py), scope, proto.clone()))?;
-            self.py.create_task.call1(py, (coro,))?;
+            self.spawn(py, coro)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -229,6 +231,16 @@ impl Bridge {
                 Some(&e),
             );
         }
+    }
+
+    /// Start `coro` as a task: inside the lifespan context when there is one (a task
+    /// copies the context it is created in, so each request gets its own copy).
+    fn spawn(&self, py: Python<'_>, coro: Py<PyAny>) -> PyResult<()> {
+        match &self.py.context_run {
+            Some(run) => run.call1(py, (self.py.create_task.bind(py), coro))?,
+            None => self.py.create_task.call1(py, (coro,))?,
+        };
+        Ok(())
     }
 
     fn create_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -265,6 +277,7 @@ impl Asgi {
         access: Option<AccessLog>,
         event_loop: Py<PyAny>,
         state: Option<Py<PyDict>>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         // SAFETY: eventfd returns a new descriptor or -1 (checked).
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -296,6 +309,9 @@ impl Asgi {
                     .unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
                 create_task: lp.getattr("create_task")?.unbind(),
+                context_run: context
+                    .map(|c| c.bind(py).getattr("run").map(Bound::unbind))
+                    .transpose()?,
                 scope: scope::ScopeBase {
                     asgi: asgi.unbind(),
                     extensions: extensions.unbind(),
