@@ -111,9 +111,11 @@ fn serve(
                 config.clone(),
                 runtime.handle().clone(),
                 access,
-                event_loop,
-                state,
-                context,
+                asgi::LoopSide {
+                    event_loop,
+                    state,
+                    context,
+                },
             )?);
             let stop = py.detach(|| {
                 runtime.block_on(server::run(

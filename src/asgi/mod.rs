@@ -261,6 +261,13 @@ impl Drainer {
     }
 }
 
+/// What the worker's Python side prepared: the running loop and what lifespan left.
+pub struct LoopSide {
+    pub event_loop: Py<PyAny>,
+    pub state: Option<Py<PyDict>>,
+    pub context: Option<Py<PyAny>>,
+}
+
 /// The ASGI [`Handler`].
 pub struct Asgi {
     bridge: Arc<Bridge>,
@@ -275,10 +282,13 @@ impl Asgi {
         config: Arc<Config>,
         runtime: Handle,
         access: Option<AccessLog>,
-        event_loop: Py<PyAny>,
-        state: Option<Py<PyDict>>,
-        context: Option<Py<PyAny>>,
+        lp: LoopSide,
     ) -> PyResult<Self> {
+        let LoopSide {
+            event_loop,
+            state,
+            context,
+        } = lp;
         // SAFETY: eventfd returns a new descriptor or -1 (checked).
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
