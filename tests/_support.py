@@ -569,3 +569,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    """Wait for a marker file an application writes (atomically) and return its text."""
+    wait_until(path.exists, timeout, message=f"{path.name} to be written")
+    return path.read_text()

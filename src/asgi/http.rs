@@ -8,6 +8,7 @@
 //! (backpressure). Every protocol violation raises from `send()` with what was
 //! expected and what came, and the request ends with a 500 if nothing was sent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -134,13 +135,20 @@ fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
 }
 
 /// Wakes a waiting `receive()` when the response body is finished or abandoned.
+///
+/// Disarmed when the connection no longer wanted the response: it is then dropped on the
+/// loop thread while the request's state is locked, and must not lock it again.
 struct BodyDropNotifier {
     shared: Arc<HttpShared>,
     bridge: Arc<Bridge>,
+    armed: Arc<AtomicBool>,
 }
 
 impl Drop for BodyDropNotifier {
     fn drop(&mut self) {
+        if !self.armed.load(Ordering::Acquire) {
+            return;
+        }
         let streaming = matches!(self.shared.state.lock().phase, Phase::Streaming(_));
         if streaming {
             self.shared.client_gone(&self.bridge);
@@ -396,15 +404,23 @@ impl HttpProtocol {
         };
         let head = st.head.take().ok_or(())?;
         st.status = head.status.as_u16();
+        let armed = Arc::new(AtomicBool::new(true));
         let body = body
             .with_guard(guard)
             .with_notifier(Box::new(BodyDropNotifier {
                 shared: self.shared.clone(),
                 bridge: self.bridge.clone(),
+                armed: armed.clone(),
             }));
-        reply
-            .send(head.into_response(body, self.bridge.config.server_header))
-            .map_err(|_| ())
+        match reply.send(head.into_response(body, self.bridge.config.server_header)) {
+            Ok(()) => Ok(()),
+            Err(unwanted) => {
+                // Ours again, and dropped here while our caller holds the state lock.
+                armed.store(false, Ordering::Release);
+                drop(unwanted);
+                Err(())
+            }
+        }
     }
 
     fn gone(st: &mut State) -> PyErr {

@@ -53,6 +53,8 @@ async def app(scope, receive, send):
         if not more_body[-1]:
             break
     report = {key: scope[key] for key in KEYS if key in scope}
+    if "state" in scope:
+        report["state"] = dict(scope["state"])  # as it came, before any change below
     report["missing"] = [key for key in KEYS if key not in scope]
     report["headers"] = [tuple(pair) for pair in scope["headers"]]
     report["header_types"] = sorted({type(x).__name__ for pair in scope["headers"] for x in pair})
