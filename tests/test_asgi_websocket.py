@@ -241,3 +241,20 @@ def test_autobahn_sections_1_to_10(server, tmp_path):
         if {r["behavior"], r["behaviorClose"]} - {"OK", "NON-STRICT", "INFORMATIONAL"}
     }
     assert bad == {}, bad
+
+
+def test_starlette_websocket_route(server):
+    srv = server("starlette_ws_app:app")
+    assert srv.get("/").text == "starlette says hi"
+
+    async def go():
+        async with connect(ws_url(srv, "/ws/shout"), subprotocols=["shout"]) as ws:
+            assert ws.subprotocol == "shout"
+            await ws.send("hello")
+            assert json.loads(await ws.recv()) == {"upper": "HELLO", "path": "/ws/shout"}
+            await ws.send("bye")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye")
+
+    run(go())
