@@ -628,19 +628,23 @@ impl HttpProtocol {
     /// Called by `gristmill._asgi.run_http` when the application returns or raises.
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
-        let what = self.what();
         let mut st = self.shared.state.lock();
         let server_header = self.bridge.config.server_header;
         match exc {
             Some(e) if st.disconnected || e.is_instance_of::<ClientDisconnected>() => {
-                log::log(log::DEBUG, &format!("client went away during {what}"));
+                if log::debug_enabled() {
+                    log::log(
+                        log::DEBUG,
+                        &format!("client went away during {}", self.what()),
+                    );
+                }
             }
             Some(e) => {
                 let err = PyErr::from_value(e);
                 log_with(
                     py,
                     log::ERROR,
-                    &format!("Exception in ASGI application for {what}"),
+                    &format!("Exception in ASGI application for {}", self.what()),
                     Some(&err),
                 );
             }
@@ -649,19 +653,23 @@ impl HttpProtocol {
                     py,
                     log::ERROR,
                     &format!(
-                        "ASGI callable returned without {} for {what}; sending 500",
+                        "ASGI callable returned without {} for {}; sending 500",
                         if st.head.is_some() {
                             "sending the response body"
                         } else {
                             "starting a response"
-                        }
+                        },
+                        self.what()
                     ),
                     None,
                 ),
                 Phase::Streaming(_) if !st.disconnected => log_with(
                     py,
                     log::ERROR,
-                    &format!("ASGI callable returned without completing the response for {what}"),
+                    &format!(
+                        "ASGI callable returned without completing the response for {}",
+                        self.what()
+                    ),
                     None,
                 ),
                 _ => {}

@@ -511,13 +511,12 @@ impl WsProtocol {
     /// Called by `gristmill._asgi.run_websocket` when the application returns or raises.
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
-        let what = self.what();
         let failed = exc.is_some();
         if let Some(e) = exc {
             log_with(
                 py,
                 log::ERROR,
-                &format!("Exception in ASGI application for {what}"),
+                &format!("Exception in ASGI application for {}", self.what()),
                 Some(&PyErr::from_value(e)),
             );
         }
