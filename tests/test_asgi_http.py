@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from _support import (
+    ConnectionClosed,
     Server,
     chunked,
     http_request,
@@ -514,24 +515,45 @@ def test_contract_violation_is_a_500_and_logged(hsrv, path, what):
     assert hsrv.get("/ok").text == "ok"
 
 
-@pytest.mark.parametrize(
-    ("path", "what"),
-    [
-        ("/v/raise-midstream", r"Traceback(.|\n)*RuntimeError: gm-asgi-midstream-boom"),
-        ("/v/return-midstream", r"returned without completing the response"),
-    ],
-)
-def test_failure_after_streaming_started_aborts_the_connection(hsrv, path, what):
+MIDSTREAM = [
+    ("/v/raise-midstream", r"Traceback(.|\n)*RuntimeError: gm-asgi-midstream-boom"),
+    ("/v/return-midstream", r"returned without completing the response"),
+]
+
+
+@pytest.mark.parametrize(("path", "what"), MIDSTREAM)
+def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, path, what):
+    gate = markers / f"{path.rsplit('/', 1)[-1]}.gate"
     mark = hsrv.mark()
     with hsrv.raw() as conn:
-        conn.send(http_request("GET", path))
+        conn.send(http_request("GET", f"{path}?gate={gate}"))
         head = conn.read_head()
         assert head.status == 200
         assert head.header("transfer-encoding") == "chunked"
-        rest = conn.read_to_eof(5.0)
+        got = b""
+        while b"partial-" not in got:
+            data = conn.recv_some()
+            assert data, f"closed before the first chunk; got {got!r}"
+            got += data
+        gate.write_text("open")  # now the app fails
+        got += conn.read_to_eof(5.0)
     # what was sent arrived, but the chunked body never ends: the client can tell
-    assert b"partial-" in rest
-    assert not rest.endswith(b"0\r\n\r\n"), rest
+    assert not got.endswith(b"0\r\n\r\n"), got
+    hsrv.wait_for_output(what, start=mark, stream="stderr", flags=0)
+    assert hsrv.get("/ok").text == "ok"
+
+
+@pytest.mark.parametrize(("path", "what"), MIDSTREAM)
+def test_failure_right_after_the_first_chunk_is_not_a_complete_response(hsrv, path, what):
+    mark = hsrv.mark()
+    with hsrv.raw() as conn:
+        conn.send(http_request("GET", path))
+        try:
+            resp = conn.final_response()
+        except ConnectionClosed:
+            pass  # the head had not left yet: the client sees no response at all
+        else:
+            raise AssertionError(f"a complete response: {resp.head!r} {resp.body!r}")
     hsrv.wait_for_output(what, start=mark, stream="stderr", flags=0)
     assert hsrv.get("/ok").text == "ok"
 
@@ -572,9 +594,25 @@ def test_loop_uvloop_without_uvloop_is_a_clear_error(gristmill_exit, tmp_path):
     assert "Listening on" not in out
 
 
-def test_sigterm_lets_an_in_flight_request_finish(server, tmp_path):
-    srv = server("--graceful-timeout", "10", APP, env={"GM_TEST_DIR": str(tmp_path)})
-    gate = tmp_path / "slow.gate"
+def _listening_fds(pid: int, port: int) -> int:
+    """How many descriptors of process ``pid`` refer to the socket listening on ``port``."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def _stop_with_request_in_flight(srv, gate) -> tuple[threading.Thread, dict[str, object]]:
+    """Start /slow, SIGTERM the server, return once the worker stopped accepting."""
     result: dict[str, object] = {}
 
     def slow_request():
@@ -584,26 +622,46 @@ def test_sigterm_lets_an_in_flight_request_finish(server, tmp_path):
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             result["error"] = repr(e)
 
+    (worker,) = srv.worker_pids()
+    listening = _listening_fds(worker, srv.port)
+    assert listening > 0
     mark = srv.mark()
     t = threading.Thread(target=slow_request)
     t.start()
     srv.wait_for_line(r"GM-SLOW-START", start=mark)
     srv.send_signal(signal.SIGTERM)
     srv.wait_for_line(r"Shutting down \(SIGTERM\)", start=mark)
+    # The worker closes its listener when it starts the graceful stop.
+    wait_until(
+        lambda: _listening_fds(worker, srv.port) < listening, 10, message="the worker to stop"
+    )
+    assert t.is_alive() and not result, (result, srv.output())
+    return t, result
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
 
-    # the worker has stopped accepting: it is shutting down, with the request in flight
-    wait_until(refused, 10, message="the listener to close")
-    assert t.is_alive() and not result, result
+def test_sigterm_lets_an_in_flight_request_finish(server, tmp_path):
+    srv = server("--graceful-timeout", "10", APP, env={"GM_TEST_DIR": str(tmp_path)})
+    gate = tmp_path / "slow.gate"
+    t, result = _stop_with_request_in_flight(srv, gate)
     gate.write_text("open")
     t.join(15)
     assert result == {"status": 200, "body": b"slow done"}
     assert srv.proc.wait(15) == 0, srv.output()
     srv.join_output(5)
     assert "Shutdown complete" in srv.output()
+
+
+def test_new_connections_are_refused_during_a_graceful_stop(server, tmp_path):
+    """While the in-flight request finishes, the port must not take new connections that
+    nobody will ever serve (they would hang, then be reset when the worker exits)."""
+    srv = server("--graceful-timeout", "10", APP, env={"GM_TEST_DIR": str(tmp_path)})
+    gate = tmp_path / "slow.gate"
+    t, result = _stop_with_request_in_flight(srv, gate)
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+    finally:
+        gate.write_text("open")
+        t.join(15)
+    assert result == {"status": 200, "body": b"slow done"}
+    assert srv.proc.wait(15) == 0, srv.output()

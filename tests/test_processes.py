@@ -217,3 +217,19 @@ def test_fixed_port_and_host(server):
     srv = server("--host", "127.0.0.1", "--port", str(port), APP)
     assert srv.port == port
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"), [("/exit", r"exit code 7"), ("/segfault", r"killed by SIGSEGV")]
+)
+def test_worker_dying_inside_the_app_is_respawned(server, path, reason):
+    srv = server(APP)
+    victim = pid_of(srv)
+    mark = srv.mark()
+    with pytest.raises(httpx.TransportError):
+        srv.get(path)
+    srv.wait_for_line(
+        rf"Worker {victim} exited unexpectedly \({reason}\); starting a new one", start=mark
+    )
+    replacement = pid_of(srv)  # the next request is served, by a new worker
+    assert replacement != victim

@@ -139,7 +139,8 @@ async def declared_length(scope, receive, send):
 
 async def defaults(scope, receive, send):
     """Every optional key left out: no headers, no body, no more_body."""
-    await send({"type": "http.response.start", "status": 204 if "nc" in _query(scope) else 200})
+    status = 204 if scope["query_string"] == b"nc" else 200
+    await send({"type": "http.response.start", "status": status})
     await send({"type": "http.response.body"})
 
 
@@ -304,15 +305,22 @@ async def v_raise(scope, receive, send):
     raise RuntimeError("gm-asgi-boom")
 
 
-async def v_raise_midstream(scope, receive, send):
+async def _start_streaming(scope, send):
+    """Start a streamed response; with ``gate``, wait until the client let us go on."""
     await send(START)
     await send({"type": "http.response.body", "body": b"partial-", "more_body": True})
+    q = _query(scope)
+    if "gate" in q:
+        await _wait_for_file(q["gate"])
+
+
+async def v_raise_midstream(scope, receive, send):
+    await _start_streaming(scope, send)
     raise RuntimeError("gm-asgi-midstream-boom")
 
 
 async def v_return_midstream(scope, receive, send):
-    await send(START)
-    await send({"type": "http.response.body", "body": b"partial-", "more_body": True})
+    await _start_streaming(scope, send)
 
 
 ROUTES = {
