@@ -61,7 +61,9 @@ def test_every_worker_runs_lifespan(server, tmp_path):
 
 @pytest.mark.parametrize("lifespan", ["auto", "on"])
 def test_startup_failed_stops_the_server(gristmill_exit, tmp_path, lifespan):
-    code, out = gristmill_exit(["--lifespan", lifespan, APP], env=env(tmp_path, "fail"))
+    code, out = gristmill_exit(
+        ["--port", "0", "--lifespan", lifespan, APP], env=env(tmp_path, "fail")
+    )
     assert code == 3, out
     assert "gm-startup-failed" in out
     assert "startup failed" in out
@@ -69,7 +71,7 @@ def test_startup_failed_stops_the_server(gristmill_exit, tmp_path, lifespan):
 
 
 def test_lifespan_on_with_an_app_that_raises_on_lifespan(gristmill_exit, tmp_path):
-    code, out = gristmill_exit(["--lifespan", "on", APP], env=env(tmp_path, "raise"))
+    code, out = gristmill_exit(["--port", "0", "--lifespan", "on", APP], env=env(tmp_path, "raise"))
     assert code == 3, out
     assert "gm-no-lifespan-here" in out
     assert "RuntimeError" in out

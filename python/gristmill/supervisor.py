@@ -310,7 +310,9 @@ class Supervisor:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        worker.run(self.settings, [s.fileno() for s in self.listeners], ready_w, self.app)
+        # The core takes the listening fds over (detached: Python will not close them), so
+        # when the worker stops accepting the socket is really closed in this process.
+        worker.run(self.settings, [s.detach() for s in self.listeners], ready_w, self.app)
 
     def _close_ready(self, w: _Worker) -> None:
         if w.ready_fd < 0:

@@ -203,6 +203,7 @@ async def disconnect_before_response(scope, receive, send):
     """
     q = _query(scope)
     await _read_body(receive)
+    _marker(q["tag"] + "-waiting", "")
     message = await receive()
     _marker(q["tag"], message["type"])
     try:
