@@ -293,7 +293,14 @@ def run_to_exit(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[int, str]:
-    """Run gristmill expecting it to exit by itself; return (exit code, stderr+stdout)."""
+    """Run gristmill expecting it to exit by itself; return (exit code, stderr+stdout).
+
+    A free port is used unless ``args`` bind one, so that a failure that happens only
+    after binding never meets another test's (or ``make run``'s) port 8000.
+    """
+    binds = ("--port", "--uds")
+    if not any(a in binds or a.startswith(tuple(b + "=" for b in binds)) for a in args):
+        args = ["--port", "0", *args]
     proc = subprocess.Popen(
         gristmill_cmd(args),
         stdin=subprocess.DEVNULL,
