@@ -12,7 +12,7 @@ PYO3_ENV := PYO3_PYTHON=$(abspath $(BIN)/python) \
 	LD_LIBRARY_PATH=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}
 
 .DEFAULT_GOAL := help
-.PHONY: help install build run test test-python test-rust lint fmt docs bench clean
+.PHONY: run-asgi help install build run test test-python test-rust lint fmt docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,13 +35,17 @@ build: $(BIN)/python ## Rebuild the Rust extension (debug) into .venv
 run: install ## Serve examples/hello.py on http://127.0.0.1:8000
 	$(BIN)/gristmill examples/hello.py --host 127.0.0.1 --port 8000
 
-test: test-python test-rust ## Run the Python end-to-end tests and the Rust unit tests
+run-asgi: install ## Serve the ASGI chat example (WebSocket at /ws) on http://127.0.0.1:8000
+	$(BIN)/gristmill examples/chat.py:app --host 127.0.0.1 --port 8000
+
+# Rust first, pytest last: CI reads the closing line of the last test runner.
+test: test-rust test-python ## Run the Rust unit tests and the Python end-to-end tests
 
 test-python: install
 	$(BIN)/pytest
 
 test-rust: install
-	$(PYO3_ENV) cargo test
+	$(PYO3_ENV) cargo test --lib
 
 lint: install ## cargo fmt --check, clippy -D warnings, ruff check, ruff format --check, docs current
 	cargo fmt --check

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, Method, Uri, Version};
+use pyo3::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Atom {
@@ -211,6 +212,25 @@ fn clf_time(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The access logger, when access logging is on and `gristmill.access` is enabled.
+pub struct AccessLog {
+    format: AccessFormat,
+    info: Py<PyAny>,
+}
+
+impl AccessLog {
+    pub fn new(format: AccessFormat, info: Py<PyAny>) -> Self {
+        AccessLog { format, info }
+    }
+
+    pub fn emit(&self, py: Python<'_>, rec: &Record<'_>) {
+        let line = self.format.render(rec);
+        if let Err(e) = self.info.call1(py, (line,)) {
+            crate::log::log_with(py, crate::log::ERROR, "access log call failed", Some(&e));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interface {
     Wsgi,
+    Asgi,
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Interface {
@@ -22,8 +23,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Interface {
         let s: String = obj.extract()?;
         match s.as_str() {
             "wsgi" => Ok(Interface::Wsgi),
+            "asgi" => Ok(Interface::Asgi),
             other => Err(PyValueError::new_err(format!(
-                "the Rust core serves interface 'wsgi', got {other:?} (resolve 'auto' first)"
+                "the Rust core serves 'wsgi' or 'asgi', got {other:?} (resolve 'auto' first)"
             ))),
         }
     }
@@ -47,6 +49,8 @@ pub struct RawSettings {
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,
+    pub ws: bool,
+    pub ws_max_size: usize,
     pub http: HttpMode,
     pub http2_max_concurrent_streams: u32,
     pub http2_initial_stream_window_size: u32,
@@ -89,6 +93,9 @@ pub struct Config {
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,
+    /// Serve WebSocket upgrades (ASGI).
+    pub ws: bool,
+    pub ws_max_size: usize,
     pub http: HttpMode,
     pub http2: Http2Config,
     /// `None` serves cleartext.
@@ -223,6 +230,8 @@ impl TryFrom<(RawSettings, RawTls)> for Config {
             server_header: r.server_header,
             access_log: r.access_log,
             access_log_format: r.access_log_format,
+            ws: r.ws,
+            ws_max_size: r.ws_max_size,
             http: r.http,
             http2: Http2Config {
                 max_concurrent_streams: r.http2_max_concurrent_streams,

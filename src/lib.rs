@@ -5,6 +5,7 @@
 //! sockets the supervisor bound, calling the application on a pool of Python threads.
 
 mod access_log;
+mod asgi;
 mod config;
 mod errors;
 mod http;
@@ -40,12 +41,17 @@ fn signal_ready(fd: i32) {
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
 #[pyfunction]
+#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None))]
+#[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
     app: Py<PyAny>,
     settings: &Bound<'_, PyAny>,
     fds: Vec<i32>,
     ready_fd: i32,
+    event_loop: Option<Py<PyAny>>,
+    state: Option<Py<pyo3::types::PyDict>>,
+    context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let config = Arc::new(Config::try_from((
         settings.extract::<RawSettings>()?,
@@ -63,7 +69,7 @@ fn serve(
             .extract()?;
         enabled
             .then(|| -> PyResult<_> {
-                Ok(wsgi::AccessLog::new(
+                Ok(access_log::AccessLog::new(
                     format,
                     logger.getattr("info")?.unbind(),
                 ))
@@ -83,20 +89,50 @@ fn serve(
             .map(|&fd| net::Listener::from_inherited_fd(fd))
             .collect::<std::io::Result<Vec<_>>>()?
     };
-    let handler = match config.interface {
-        Interface::Wsgi => Arc::new(wsgi::Wsgi::new(
-            py,
-            app,
-            config.clone(),
-            runtime.handle().clone(),
-            access,
-        )?),
+    let run = |stop: std::io::Result<Stop>| -> PyResult<Stop> { Ok(stop?) };
+    let stop = match config.interface {
+        Interface::Wsgi => {
+            let handler = Arc::new(wsgi::Wsgi::new(
+                py,
+                app,
+                config.clone(),
+                runtime.handle().clone(),
+                access,
+            )?);
+            run(py.detach(|| {
+                runtime.block_on(server::run(config.clone(), handler, listeners, || {
+                    signal_ready(ready_fd)
+                }))
+            }))?
+        }
+        Interface::Asgi => {
+            let event_loop = event_loop.ok_or_else(|| {
+                PyValueError::new_err("serving ASGI needs the running event loop (event_loop=)")
+            })?;
+            let handler = Arc::new(asgi::Asgi::new(
+                py,
+                app,
+                config.clone(),
+                runtime.handle().clone(),
+                access,
+                asgi::LoopSide {
+                    event_loop,
+                    state,
+                    context,
+                },
+            )?);
+            let stop = py.detach(|| {
+                runtime.block_on(server::run(
+                    config.clone(),
+                    handler.clone(),
+                    listeners,
+                    || signal_ready(ready_fd),
+                ))
+            });
+            handler.detach(py)?;
+            run(stop)?
+        }
     };
-    let stop = py.detach(|| {
-        runtime.block_on(server::run(config.clone(), handler, listeners, || {
-            signal_ready(ready_fd)
-        }))
-    })?;
     // In-flight Python calls may still hold pool threads; the worker exits right after.
     let wait = match stop {
         Stop::Graceful => std::time::Duration::from_millis(500),
@@ -126,6 +162,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::StartResponse>()?;
+    m.add_class::<asgi::HttpProtocol>()?;
+    m.add_class::<asgi::Ready>()?;
+    m.add_class::<asgi::WsProtocol>()?;
     m.add(
         "RequestBodyError",
         py.get_type::<errors::RequestBodyError>(),

@@ -39,16 +39,18 @@ pub struct Addrs {
 }
 
 impl Listener {
-    /// Adopt a duplicate of `fd`, which must be a listening TCP or Unix stream socket.
+    /// Take over `fd`, which must be a listening TCP or Unix stream socket that nothing
+    /// else in this process will close: it is closed when the listener is dropped (the
+    /// worker stops accepting), so a stopping worker does not keep the socket listening.
     /// Must be called inside the tokio runtime.
     pub fn from_inherited_fd(fd: RawFd) -> io::Result<Listener> {
-        // SAFETY: dup returns a new descriptor we own, or -1 (checked).
-        let dup = unsafe { libc::dup(fd) };
-        if dup < 0 {
+        // SAFETY: fstat on a caller-provided descriptor; failure is reported, not assumed.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `dup` is a fresh descriptor owned by nobody else.
-        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        // SAFETY: the caller hands this descriptor over (see above).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let sock = socket2::Socket::from(owned);
         sock.set_nonblocking(true)?;
         sock.set_cloexec(true)?;

@@ -53,6 +53,11 @@ pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
     /// Set on TLS connections.
     pub tls: Option<Arc<TlsInfo>>,
+    /// Connection slots: an upgraded connection (WebSocket) takes one of its own, so it
+    /// counts against `max_connections` and the graceful drain waits for it.
+    pub slots: Arc<Semaphore>,
+    /// Flips to true when the worker starts draining.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// An application interface (WSGI now; ASGI later) as the server sees it.
@@ -305,6 +310,7 @@ async fn accept_loop<H: Handler>(
                     handler.clone(),
                     config.clone(),
                     builder.clone(),
+                    slots.clone(),
                     Ctl {
                         shutdown: ctl.shutdown.clone(),
                         pressure: ctl.pressure.clone(),
@@ -339,6 +345,7 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     config: Arc<Config>,
     builder: Arc<Builders>,
+    slots: Arc<Semaphore>,
     ctl: Ctl,
 ) {
     let (stream, tls, alpn) = match &builder.tls {
@@ -398,6 +405,8 @@ async fn serve_connection<H: Handler>(
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
         tls,
+        slots,
+        shutdown: ctl.shutdown.clone(),
     });
     let service = {
         let activity = activity.clone();

@@ -298,7 +298,14 @@ def run_to_exit(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[int, str]:
-    """Run gristmill expecting it to exit by itself; return (exit code, stderr+stdout)."""
+    """Run gristmill expecting it to exit by itself; return (exit code, stderr+stdout).
+
+    A free port is used unless ``args`` bind one, so that a failure that happens only
+    after binding never meets another test's (or ``make run``'s) port 8000.
+    """
+    binds = ("--port", "--uds")
+    if not any(a in binds or a.startswith(tuple(b + "=" for b in binds)) for a in args):
+        args = ["--port", "0", *args]
     proc = subprocess.Popen(
         gristmill_cmd(args),
         stdin=subprocess.DEVNULL,
@@ -574,3 +581,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    """Wait for a marker file an application writes (atomically) and return its text."""
+    wait_until(path.exists, timeout, message=f"{path.name} to be written")
+    return path.read_text()

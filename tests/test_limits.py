@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import socket
 import time
 
 import pytest
@@ -155,3 +156,19 @@ def test_connections_up_to_the_limit_are_served(server):
         for i, conn in enumerate((a, b, a, b)):
             conn.send(http_request("GET", f"/path?c{i}"))
             assert conn.final_response().body == f"/path?c{i}".encode()
+
+
+def test_accept_loop_backs_off_on_emfile_and_recovers(server):
+    """Out of file descriptors, the worker logs once, backs off instead of spinning, and
+    serves again as soon as descriptors are free; it never dies."""
+    srv = server("low_fd_app:application")
+    pid = srv.get("/").text
+    clients = []
+    try:
+        for _ in range(100):  # more than the worker's 64 descriptors
+            clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+        srv.wait_for_line(r"accept failed: .*Too many open files.*backing off", timeout=10)
+    finally:
+        for c in clients:
+            c.close()
+    assert srv.get("/").text == pid

@@ -252,10 +252,16 @@ def test_missing_file(gristmill_exit, tmp_path):
     _assert_load_error(code, out, "gm_missing_app.py")
 
 
-@pytest.mark.parametrize("target", ["asgi_app:app", "asgi_app:instance"])
-def test_asgi_app_not_supported_yet(gristmill_exit, target):
-    code, out = gristmill_exit([target])
-    _assert_load_error(code, out, "ASGI support is not available yet")
+@pytest.mark.parametrize("target", ["asgi_app:app", "asgi_app:instance", "asgi_app:Asgi2"])
+def test_asgi_app_detected_and_served(server, target):
+    resp = server(target).get("/")
+    assert resp.status_code == 200
+    assert resp.text == "asgi"
+
+
+def test_wsgi_app_forced_to_asgi_is_a_load_error(gristmill_exit):
+    code, out = gristmill_exit(["--interface", "asgi", "targets:application"])
+    _assert_load_error(code, out, "targets:application", "neither an ASGI 3 application")
 
 
 def test_load_error_with_several_workers_does_not_loop(gristmill_exit):

@@ -98,6 +98,25 @@ def test_sigint_stops_with_exit_0(server):
     assert srv.stop(signal.SIGINT) == 0
 
 
+def test_second_sigint_forces_the_stop(server):
+    srv = server("--graceful-timeout", "30", APP)
+    mark = srv.mark()
+    t = threading.Thread(
+        target=lambda: _swallow(lambda: httpx.get(f"{srv.url}/slow?s=20", timeout=25))
+    )
+    t.start()
+    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    srv.send_signal(signal.SIGINT)
+    srv.wait_for_line(r"Shutting down \(SIGINT\)", start=mark)
+    start = time.monotonic()
+    srv.send_signal(signal.SIGINT)  # impatient: do not wait for the slow request
+    assert srv.proc.wait(timeout=10) == 1
+    assert time.monotonic() - start < 5
+    assert any("Forcing shutdown (SIGINT)" in line for line in srv.lines(mark))
+    t.join(timeout=25)
+    wait_until(lambda: not srv.group_alive(), 10, message="no process left")
+
+
 def test_graceful_timeout_bounds_shutdown(server):
     srv = server("--graceful-timeout", "1", APP)
     mark = srv.mark()
@@ -217,3 +236,19 @@ def test_fixed_port_and_host(server):
     srv = server("--host", "127.0.0.1", "--port", str(port), APP)
     assert srv.port == port
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"), [("/exit", r"exit code 7"), ("/segfault", r"killed by SIGSEGV")]
+)
+def test_worker_dying_inside_the_app_is_respawned(server, path, reason):
+    srv = server(APP)
+    victim = pid_of(srv)
+    mark = srv.mark()
+    with pytest.raises(httpx.TransportError):
+        srv.get(path)
+    srv.wait_for_line(
+        rf"Worker {victim} exited unexpectedly \({reason}\); starting a new one", start=mark
+    )
+    replacement = pid_of(srv)  # the next request is served, by a new worker
+    assert replacement != victim

@@ -7,11 +7,21 @@ from .settings import Settings
 
 __version__: str
 
-def serve(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> None:
+def serve(
+    app: Callable[..., Any],
+    settings: Settings,
+    fds: list[int],
+    ready_fd: int,
+    event_loop: Any = None,
+    state: dict[str, Any] | None = None,
+    context: Any = None,
+) -> None:
     """Serve ``app`` on the inherited listening sockets ``fds`` until told to stop.
 
-    ``settings.interface`` must already be resolved (``"wsgi"``). The sockets are
-    duplicated, so the caller keeps its own fds. Once every listener accepts, one byte is
+    ``settings.interface`` must already be resolved (``"wsgi"`` or ``"asgi"``; ASGI also
+    needs ``event_loop``, running in another thread, and takes lifespan's ``state`` and
+    ``context``). The core takes the listening ``fds`` over and closes them when it stops
+    accepting, so the caller must not close or reuse them. Once every listener accepts, one byte is
     written to ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL
     released. SIGTERM starts a graceful shutdown (stop accepting, finish in-flight
     requests within ``settings.graceful_timeout``); SIGQUIT stops at once; the worker

@@ -37,6 +37,7 @@ __all__ = [
     "parse_target",
     "load_app",
     "resolve_interface",
+    "as_asgi3",
     "apply_env_files",
     "parse_dotenv",
     "enter_working_dir",
@@ -126,16 +127,34 @@ def resolve_interface(app: Callable[..., Any], setting: str, target: str = "") -
     """Decide ``"wsgi"`` or ``"asgi"`` for ``app`` from the ``interface`` setting.
 
     ``auto`` treats a coroutine function, or an object whose ``__call__`` is one, as ASGI
-    (``async def app(scope, receive, send)``); anything else is WSGI.
+    (``async def app(scope, receive, send)``), and so an ASGI 2 application (see
+    :func:`as_asgi3`); anything else is WSGI.
     """
+    if setting != "auto":
+        return setting
+    return "asgi" if _looks_asgi(app) or _looks_asgi2(app) else "wsgi"
+
+
+def as_asgi3(app: Callable[..., Any], target: str = "") -> Callable[..., Any]:
+    """The ASGI 3 form of ``app``.
+
+    An ASGI 2 application (``app(scope)`` returning ``async def (receive, send)``, usually
+    a class) is wrapped; anything that is neither form is an :class:`AppLoadError`.
+    """
+    if _looks_asgi(app):
+        return app
+    if _looks_asgi2(app):
+
+        async def asgi2_adapter(scope: Any, receive: Any, send: Any) -> None:
+            await app(scope)(receive, send)
+
+        return asgi2_adapter
     what = target or getattr(app, "__qualname__", None) or type(app).__qualname__
-    if setting == "asgi" or (setting == "auto" and _looks_asgi(app)):
-        how = " (--interface asgi)" if setting == "asgi" else ""
-        raise AppLoadError(
-            f"{what} is an ASGI application{how}; ASGI support is not available yet "
-            "(coming in the ASGI issue); serve a WSGI application"
-        )
-    return "wsgi"
+    raise AppLoadError(
+        f"{what} is served as ASGI but is neither an ASGI 3 application "
+        "(`async def app(scope, receive, send)`) nor an ASGI 2 one (`app(scope)` returning "
+        "`async def (receive, send)`); is it a WSGI application? (--interface wsgi)"
+    )
 
 
 def _looks_asgi(app: Any) -> bool:
@@ -147,6 +166,24 @@ def _looks_asgi(app: Any) -> bool:
         return False
     # Python looks special methods up on the type, so that is where the server would call.
     return callable(app) and inspect.iscoroutinefunction(type(app).__call__)
+
+
+def _looks_asgi2(app: Any) -> bool:
+    """A class whose instances are coroutine callables, or a one-argument callable."""
+    if inspect.isclass(app):
+        # The __call__ its instances would use: the first one along the MRO.
+        call = next((vars(c)["__call__"] for c in app.__mro__ if "__call__" in vars(c)), None)
+        return inspect.iscoroutinefunction(call)
+    try:
+        params = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 1 and not any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 # --- importing ----------------------------------------------------------------------

@@ -110,10 +110,44 @@ class Settings:
     root_path: str = _setting(
         "",
         "The path prefix the application is mounted at behind a proxy: it becomes "
-        "`SCRIPT_NAME` (WSGI) or `root_path` (ASGI) and is split off `PATH_INFO` when the "
-        "request path starts with it. Default is empty.",
+        "`SCRIPT_NAME` (WSGI) or `root_path` (ASGI). WSGI: it is split off `PATH_INFO` "
+        "when the request path starts with it. ASGI: `path` is the full path, so it is "
+        "prepended when a proxy stripped it. Default is empty.",
         group="Application",
         metavar="PATH",
+    )
+
+    # --- ASGI ------------------------------------------------------------------------
+    loop: str = _setting(
+        "auto",
+        "The event loop that runs ASGI applications: `uvloop` (must be installed), "
+        "`asyncio`, or `auto` (uvloop when installed, else asyncio). Default is `auto`.",
+        choices=("auto", "asyncio", "uvloop"),
+        group="ASGI",
+    )
+    lifespan: str = _setting(
+        "auto",
+        "ASGI lifespan events: `on` runs startup/shutdown and stops the worker if the "
+        "application does not support them; `off` never sends them; `auto` sends them and "
+        "carries on without when the application raises on the lifespan scope. "
+        "Default is `auto`.",
+        choices=("auto", "on", "off"),
+        group="ASGI",
+    )
+    ws: bool = _setting(
+        True,
+        "Serve WebSocket upgrade requests to ASGI applications (`websocket` scope). With "
+        "`--no-ws` they reach the application as plain HTTP requests. Default is on.",
+        group="ASGI",
+        negatable=True,
+    )
+    ws_max_size: int = _setting(
+        16 * MIB,
+        "Maximum size in bytes of one incoming WebSocket message (after reassembling "
+        "fragments); a larger one closes the connection with code 1009. "
+        "Default is 16777216 (16 MiB).",
+        group="ASGI",
+        metavar="BYTES",
     )
 
     # --- Binding and processes -------------------------------------------------------

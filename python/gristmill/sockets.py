@@ -114,14 +114,13 @@ def remove_uds_files(bound: list[Bound]) -> None:
 
 
 def worker_fds(bound: list[Bound], s: Settings) -> list[int]:
-    """In a new worker: the fds to serve. Binds its own socket for each reserved address.
-
-    The worker's own sockets stay open for the life of the process (it exits when done).
+    """In a new worker: the fds to serve, detached from their Python socket objects (the
+    Rust core owns and closes them). Binds its own socket for each reserved address.
     """
     fds = []
     for b in bound:
         if not b.reserved:
-            fds.append(b.sock.fileno())
+            fds.append(b.sock.detach())
             continue
         own = socket.socket(b.sock.family, socket.SOCK_STREAM)
         own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -130,12 +129,8 @@ def worker_fds(bound: list[Bound], s: Settings) -> list[int]:
             own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         own.bind(b.sock.getsockname()[:2])
         own.listen(s.backlog)
-        _keep.append(own)
-        fds.append(own.fileno())
+        fds.append(own.detach())
     return fds
-
-
-_keep: list[socket.socket] = []  # a worker's own --reuse-port sockets
 
 
 def _scheme(s: Settings) -> str:

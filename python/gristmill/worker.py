@@ -70,8 +70,31 @@ def _serve(
     if app is None:
         app = loader.load_app(settings)
     iface = loader.resolve_interface(app, settings.interface, settings.target)
+    settings = settings.replace(interface=iface)
 
     from . import _core
 
-    _core.serve(app, settings.replace(interface=iface), fds, ready_fd)
+    if iface == "wsgi":
+        _core.serve(app, settings, fds, ready_fd)
+        return EXIT_OK
+    return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd)
+
+
+def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> int:
+    """Run the event loop in its own thread, bracket serving with lifespan."""
+    from . import _asgi, _core
+
+    runner = _asgi.LoopThread(_asgi.new_event_loop(settings.loop))
+    runner.start()
+    lifespan = _asgi.Lifespan(app, settings.lifespan, runner)
+    lifespan.startup()  # raises LifespanFailed (an AppLoadError): exit 3
+    state = lifespan.state if lifespan.supported else None
+    context = lifespan.context if lifespan.context is not None and len(lifespan.context) else None
+    try:
+        _core.serve(
+            app, settings, fds, ready_fd, event_loop=runner.loop, state=state, context=context
+        )
+    finally:
+        lifespan.shutdown(settings.graceful_timeout)
+        runner.stop()
     return EXIT_OK

@@ -41,6 +41,8 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     _guard: Option<ActiveGuard>,
+    /// Dropped with the body: lets an interface learn the response is over.
+    _notifier: Option<Box<dyn Send>>,
 }
 
 impl ResponseBody {
@@ -57,6 +59,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Chunks(chunks, len),
             _guard: None,
+            _notifier: None,
         }
     }
 
@@ -64,7 +67,14 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Stream(rx),
             _guard: None,
+            _notifier: None,
         }
+    }
+
+    /// Drop `notifier` when the body is finished or abandoned.
+    pub fn with_notifier(mut self, notifier: Box<dyn Send>) -> Self {
+        self._notifier = Some(notifier);
+        self
     }
 
     /// Keep the connection marked busy until this body is done.

@@ -2,7 +2,9 @@
 //! responses the server writes itself (400, 413, 500, 503).
 
 pub mod body;
+pub mod file;
 pub mod framing;
+pub mod head;
 pub mod validate;
 
 use bytes::Bytes;

@@ -12,12 +12,9 @@ mod input;
 mod response;
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -30,7 +27,7 @@ pub use file_wrapper::FileWrapper;
 pub use input::Input;
 pub use response::StartResponse;
 
-use crate::access_log::{AccessFormat, Record};
+use crate::access_log::{AccessLog, Record};
 use crate::config::Config;
 use crate::errors::{ClientDisconnected, RequestBodyError, RequestBodyTooLarge};
 use crate::http::{plain_response, ResponseBody};
@@ -39,28 +36,6 @@ use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task};
 use crate::server::{ConnCtx, Handler};
 use crate::tls::TlsInfo;
-
-/// Bytes read from a file per chunk when sending `wsgi.file_wrapper` bodies.
-const FILE_CHUNK: usize = 256 * 1024;
-
-/// The access logger, when access logging is on and `gristmill.access` is enabled.
-pub struct AccessLog {
-    format: AccessFormat,
-    info: Py<PyAny>,
-}
-
-impl AccessLog {
-    pub fn new(format: AccessFormat, info: Py<PyAny>) -> Self {
-        AccessLog { format, info }
-    }
-
-    fn emit(&self, py: Python<'_>, rec: &Record<'_>) {
-        let line = self.format.render(rec);
-        if let Err(e) = self.info.call1(py, (line,)) {
-            log_with(py, log::ERROR, "access log call failed", Some(&e));
-        }
-    }
-}
 
 /// What every request of this worker shares.
 pub struct Shared {
@@ -385,7 +360,7 @@ fn drive(
                 shared.runtime.spawn_blocking({
                     let shared = shared.clone();
                     move || {
-                        let res = send_file(file.fd, file.offset, len, &tx);
+                        let res = crate::http::file::send_file(file.fd, file.offset, len, &tx);
                         drop(tx);
                         Python::attach(|py| {
                             if let Err(e) = wrapper.bind(py).call_method0("close") {
@@ -456,33 +431,4 @@ fn drive(
 
 fn no_head() -> Failure {
     Failure::Invalid("the application returned a body without calling start_response()".into())
-}
-
-/// Feed `len` bytes of `fd` from `offset` into the response channel.
-fn send_file(
-    fd: std::os::fd::OwnedFd,
-    mut offset: u64,
-    len: u64,
-    tx: &tokio::sync::mpsc::Sender<crate::http::body::Chunk>,
-) -> io::Result<()> {
-    let file = std::fs::File::from(fd);
-    let mut left = len;
-    while left > 0 {
-        let want = (left as usize).min(FILE_CHUNK);
-        let mut buf = BytesMut::zeroed(want);
-        let n = file.read_at(&mut buf, offset)?;
-        if n == 0 {
-            let _ = tx.blocking_send(Err(crate::http::body::BodyAborted(
-                "file shorter than expected".into(),
-            )));
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
-        }
-        buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return Ok(()); // client went away
-        }
-        offset += n as u64;
-        left -= n as u64;
-    }
-    Ok(())
 }

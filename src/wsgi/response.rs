@@ -11,7 +11,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, SERVER};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{HeaderMap, Response, StatusCode};
 use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -22,21 +22,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::ClientDisconnected;
 use crate::http::body::{BodyAborted, Chunk};
-use crate::http::{plain_response, validate::parse_content_length, ResponseBody, SERVER_NAME};
+use crate::http::head::Head;
+use crate::http::{plain_response, validate::parse_content_length, ResponseBody};
 use crate::net::ActiveGuard;
 
 /// Chunks in flight between the application thread and the connection.
 const STREAM_DEPTH: usize = 4;
 /// Below this size a chunk is copied rather than kept alive as a Python object.
 const COPY_BELOW: usize = 4096;
-
-/// A validated response head from `start_response`.
-pub struct Head {
-    status: StatusCode,
-    reason: Option<ReasonPhrase>,
-    headers: HeaderMap,
-    content_length: Option<u64>,
-}
 
 enum Phase {
     /// Nothing sent yet: the connection waits on `reply`.
@@ -241,19 +234,6 @@ impl StartResponse {
         }
     }
 
-    fn build(&self, head: Head, body: ResponseBody) -> Response<ResponseBody> {
-        let mut resp = Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.headers_mut() = head.headers;
-        if let Some(reason) = head.reason {
-            resp.extensions_mut().insert(reason);
-        }
-        if self.server_header && !resp.headers().contains_key(SERVER) {
-            resp.headers_mut().insert(SERVER, SERVER_NAME);
-        }
-        resp
-    }
-
     /// Send the head with a body built from `make_body` (which gets the guard).
     fn send_head(
         &self,
@@ -269,7 +249,7 @@ impl StartResponse {
         let head = st.head.take().expect("send_head requires a head");
         st.status = head.status.as_u16();
         reply
-            .send(self.build(head, make_body(guard)))
+            .send(head.into_response(make_body(guard), self.server_header))
             .map_err(|_| Gone)
     }
 
@@ -317,10 +297,7 @@ impl StartResponse {
     pub fn stream_from(&self, py: Python<'_>, length: u64) -> Result<mpsc::Sender<Chunk>, Gone> {
         let mut st = self.lock(py);
         if let Some(head) = st.head.as_mut() {
-            if head.content_length.is_none() {
-                head.headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
-            }
+            head.set_length_if_missing(length);
         }
         st.bytes += length;
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);

@@ -1,4 +1,4 @@
-"""Loader fixture: ASGI applications (not servable until ASGI support lands)."""
+"""Loader fixture: ASGI applications in the forms auto-detection must recognise."""
 
 
 async def app(scope, receive, send):
@@ -12,3 +12,13 @@ class AsgiObject:
 
 
 instance = AsgiObject()
+
+
+class Asgi2:
+    """ASGI 2: constructed with the scope, then called with receive and send."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        await app(self.scope, receive, send)

@@ -1,0 +1,695 @@
+//! One HTTP request's `receive` and `send`, and the checks that hold the application
+//! to the ASGI HTTP protocol.
+//!
+//! The head from `http.response.start` is held until the first `http.response.body`:
+//! a single body message without `more_body` becomes a response with a known length
+//! sent in one go; otherwise the body streams through a bounded channel, and a full
+//! channel makes `send()` return a future that completes when there is room
+//! (backpressure). Every protocol violation raises from `send()` with what was
+//! expected and what came, and the request ends with a 500 if nothing was sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use ::http::request::Parts;
+use ::http::{HeaderMap, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ready::Ready;
+use super::{BodyRead, Bridge, Event, Outcome};
+use crate::access_log::Record;
+use crate::errors::ClientDisconnected;
+use crate::http::body::{BodyAborted, Chunk};
+use crate::http::head::Head;
+use crate::http::validate::parse_content_length;
+use crate::http::{plain_response, ResponseBody};
+use crate::log::{self, log_with};
+use crate::net::{ActiveGuard, Addrs};
+
+/// Chunks in flight between the application and the connection.
+const STREAM_DEPTH: usize = 4;
+
+/// Where the request body is.
+pub enum BodySource {
+    /// The whole body, read before the application started.
+    Buffered(Bytes),
+    /// Still on the connection.
+    Stream(Incoming),
+    /// A read is in progress on the I/O threads.
+    Reading,
+    /// Fully delivered.
+    Done,
+    /// Reading it failed before the application started (client went away).
+    Failed,
+}
+
+enum Phase {
+    Pending(oneshot::Sender<Response<ResponseBody>>, ActiveGuard),
+    Streaming(mpsc::Sender<Chunk>),
+    Done,
+}
+
+struct State {
+    body: BodySource,
+    head: Option<Head>,
+    phase: Phase,
+    trailers: bool,
+    disconnected: bool,
+    /// A `receive()` waiting for `http.disconnect`.
+    waiter: Option<Py<PyAny>>,
+    status: u16,
+    bytes: u64,
+    /// Request body bytes handed to the application (for `max_body_size`).
+    received: u64,
+}
+
+/// The state of one request, shared by the loop thread and the I/O threads.
+pub struct HttpShared {
+    state: Mutex<State>,
+}
+
+impl HttpShared {
+    pub fn new(
+        body: BodySource,
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        guard: ActiveGuard,
+    ) -> Self {
+        let disconnected = matches!(body, BodySource::Failed);
+        HttpShared {
+            state: Mutex::new(State {
+                body,
+                head: None,
+                phase: Phase::Pending(reply, guard),
+                trailers: false,
+                disconnected,
+                waiter: None,
+                status: 0,
+                bytes: 0,
+                received: 0,
+            }),
+        }
+    }
+
+    /// The client went away (from any thread): wake a `receive()` waiting for it.
+    pub fn client_gone(&self, bridge: &Bridge) {
+        let mut st = self.state.lock();
+        st.disconnected = true;
+        if let Some(fut) = st.waiter.take() {
+            bridge.push(Event::Resolve {
+                fut,
+                outcome: Outcome::Disconnect,
+            });
+        }
+    }
+
+    /// End the request with a plain error if nothing was sent, else abort the body.
+    pub fn fail(&self, status: StatusCode, server_header: bool) {
+        let mut st = self.state.lock();
+        fail_locked(&mut st, status, server_header);
+    }
+}
+
+fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
+    match std::mem::replace(&mut st.phase, Phase::Done) {
+        Phase::Pending(reply, guard) => {
+            st.status = status.as_u16();
+            let msg = status.canonical_reason().unwrap_or("Error");
+            let (p, b) = plain_response(status, msg, true, server_header).into_parts();
+            let _ = reply.send(Response::from_parts(p, b.with_guard(guard)));
+        }
+        Phase::Streaming(tx) => {
+            let _ = tx.try_send(Err(BodyAborted("the application failed".into())));
+        }
+        Phase::Done => {}
+    }
+}
+
+/// Wakes a waiting `receive()` when the response body is finished or abandoned.
+///
+/// Disarmed when the connection no longer wanted the response: it is then dropped on the
+/// loop thread while the request's state is locked, and must not lock it again.
+struct BodyDropNotifier {
+    shared: Arc<HttpShared>,
+    bridge: Arc<Bridge>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Drop for BodyDropNotifier {
+    fn drop(&mut self) {
+        if !self.armed.load(Ordering::Acquire) {
+            return;
+        }
+        let streaming = matches!(self.shared.state.lock().phase, Phase::Streaming(_));
+        if streaming {
+            self.shared.client_gone(&self.bridge);
+        } else {
+            let mut st = self.shared.state.lock();
+            if let Some(fut) = st.waiter.take() {
+                self.bridge.push(Event::Resolve {
+                    fut,
+                    outcome: Outcome::Disconnect,
+                });
+            }
+        }
+    }
+}
+
+fn disconnect_message(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+    Ok(d.into_any().unbind())
+}
+
+fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+    d.set_item(intern!(py, "body"), PyBytes::new(py, body))?;
+    d.set_item(intern!(py, "more_body"), PyBool::new(py, more))?;
+    Ok(d.into_any().unbind())
+}
+
+pub(super) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    Bound::new(py, Ready::new(value)).map(|r| r.into_any().unbind())
+}
+
+/// Set a future's result unless the application cancelled it meanwhile.
+pub(super) fn set_result(fut: &Bound<'_, PyAny>, value: Py<PyAny>) {
+    if !fut
+        .call_method0("done")
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
+        let _ = fut.call_method1("set_result", (value,));
+    }
+}
+
+/// Complete a future with an [`Outcome`].
+pub fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) {
+    match outcome {
+        Outcome::Disconnect => match disconnect_message(py) {
+            Ok(m) => set_result(fut, m),
+            Err(e) => log_with(py, log::ERROR, "building http.disconnect failed", Some(&e)),
+        },
+        Outcome::Sent => set_result(fut, py.None()),
+        Outcome::SendFailed => {
+            if !fut
+                .call_method0("done")
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true)
+            {
+                let err = ClientDisconnected::new_err("client disconnected");
+                let _ = fut.call_method1("set_exception", (err.value(py),));
+            }
+        }
+    }
+}
+
+/// A body read finished on the I/O threads (see [`Event::Body`]).
+pub fn body_read(
+    py: Python<'_>,
+    bridge: &Bridge,
+    shared: &HttpShared,
+    fut: Py<PyAny>,
+    body: Option<Incoming>,
+    read: BodyRead,
+) {
+    let mut st = shared.state.lock();
+    st.body = match body {
+        Some(b) => BodySource::Stream(b),
+        None => BodySource::Done,
+    };
+    let msg = match read {
+        BodyRead::Data(data, more) => {
+            st.received += data.len() as u64;
+            request_message(py, &data, more)
+        }
+        BodyRead::End => request_message(py, b"", false),
+        BodyRead::TooLarge => {
+            log::log(
+                log::INFO,
+                "request body larger than max_body_size; answering 413",
+            );
+            fail_locked(
+                &mut st,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                bridge.config.server_header,
+            );
+            st.disconnected = true;
+            disconnect_message(py)
+        }
+        BodyRead::Failed(e) => {
+            log::log(log::DEBUG, &format!("request body read failed: {e}"));
+            fail_locked(
+                &mut st,
+                StatusCode::BAD_REQUEST,
+                bridge.config.server_header,
+            );
+            st.disconnected = true;
+            disconnect_message(py)
+        }
+    };
+    drop(st);
+    match msg {
+        Ok(m) => set_result(fut.bind(py), m),
+        Err(e) => log_with(py, log::ERROR, "building http.request failed", Some(&e)),
+    }
+}
+
+async fn read_chunk(body: &mut Incoming, limit: Option<u64>, received: u64) -> BodyRead {
+    loop {
+        match body.frame().await {
+            None => return BodyRead::End,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if limit.is_some_and(|max| received + data.len() as u64 > max) {
+                    return BodyRead::TooLarge;
+                }
+                return BodyRead::Data(data, !body.is_end_stream());
+            }
+            Some(Err(e)) => return BodyRead::Failed(e.to_string()),
+        }
+    }
+}
+
+fn unexpected(expected: &str, got: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "Expected ASGI message {expected}, but got '{got}'."
+    ))
+}
+
+/// An ASGI header list (`[[name, value], ...]`, bytes) to a `HeaderMap`, with the
+/// declared Content-Length.
+pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+    let mut headers = HeaderMap::new();
+    let mut content_length = None;
+    for item in list.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "each header must be a [name, value] pair, got {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (Ok(name), Ok(value)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "header names and values must be bytes, got {}",
+                item.repr()?
+            )));
+        };
+        let hname = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid header name {:?}", name)))?;
+        let hvalue = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid value for header {:?} (CR, LF or other control characters?)",
+                String::from_utf8_lossy(name.as_bytes())
+            ))
+        })?;
+        if hname == CONTENT_LENGTH {
+            content_length = Some(
+                parse_content_length(hvalue.as_bytes())
+                    .ok_or_else(|| PyValueError::new_err("content-length must be digits"))?,
+            );
+        }
+        headers.append(hname, hvalue);
+    }
+    Ok((headers, content_length))
+}
+
+/// `http.response.start` fields to a [`Head`].
+pub(super) fn parse_start(msg: &Bound<'_, PyDict>) -> PyResult<(Head, bool)> {
+    let py = msg.py();
+    let status = msg
+        .get_item(intern!(py, "status"))?
+        .ok_or_else(|| PyValueError::new_err("http.response.start without 'status'"))?;
+    let code: u16 = status.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "http.response.start 'status' must be an int, got {}",
+            status.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| PyValueError::new_err(format!("invalid HTTP status code {code}")))?;
+    let (headers, content_length) = match msg.get_item(intern!(py, "headers"))? {
+        Some(list) => parse_headers(&list)?,
+        None => (HeaderMap::new(), None),
+    };
+    let trailers = match msg.get_item(intern!(py, "trailers"))? {
+        Some(t) => t.is_truthy()?,
+        None => false,
+    };
+    Ok((
+        Head {
+            status,
+            reason: None,
+            headers,
+            content_length,
+        },
+        trailers,
+    ))
+}
+
+/// The `receive`/`send` pair of one request (methods of this object).
+#[pyclass(module = "gristmill._core", frozen)]
+pub struct HttpProtocol {
+    shared: Arc<HttpShared>,
+    bridge: Arc<Bridge>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+}
+
+impl HttpProtocol {
+    pub fn new(
+        shared: Arc<HttpShared>,
+        bridge: Arc<Bridge>,
+        parts: Parts,
+        addrs: Arc<Addrs>,
+        started: Instant,
+    ) -> Self {
+        HttpProtocol {
+            shared,
+            bridge,
+            parts,
+            addrs,
+            started,
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("{} {}", self.parts.method, self.parts.uri.path())
+    }
+
+    /// Send the held head with `body`; the body keeps a notifier for `receive()`.
+    fn send_head(&self, st: &mut State, body: ResponseBody) -> Result<(), ()> {
+        let Phase::Pending(..) = st.phase else {
+            return Err(());
+        };
+        let Phase::Pending(reply, guard) = std::mem::replace(&mut st.phase, Phase::Done) else {
+            unreachable!()
+        };
+        let head = st.head.take().ok_or(())?;
+        st.status = head.status.as_u16();
+        let armed = Arc::new(AtomicBool::new(true));
+        let body = body
+            .with_guard(guard)
+            .with_notifier(Box::new(BodyDropNotifier {
+                shared: self.shared.clone(),
+                bridge: self.bridge.clone(),
+                armed: armed.clone(),
+            }));
+        match reply.send(head.into_response(body, self.bridge.config.server_header)) {
+            Ok(()) => Ok(()),
+            Err(unwanted) => {
+                // Ours again, and dropped here while our caller holds the state lock.
+                armed.store(false, Ordering::Release);
+                drop(unwanted);
+                Err(())
+            }
+        }
+    }
+
+    fn gone(st: &mut State) -> PyErr {
+        st.disconnected = true;
+        st.phase = Phase::Done;
+        ClientDisconnected::new_err("client disconnected")
+    }
+
+    fn response_finished(&self, st: &mut State) {
+        st.phase = Phase::Done;
+        if let Some(fut) = st.waiter.take() {
+            self.bridge.push(Event::Resolve {
+                fut,
+                outcome: Outcome::Disconnect,
+            });
+        }
+    }
+
+    fn body(&self, py: Python<'_>, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let body = match msg.get_item(intern!(py, "body"))? {
+            None => Bytes::new(),
+            Some(b) => match b.cast::<PyBytes>() {
+                Ok(b) => Bytes::copy_from_slice(b.as_bytes()),
+                Err(_) => b
+                    .extract::<Vec<u8>>()
+                    .map(Bytes::from)
+                    .map_err(|_| PyTypeError::new_err("http.response.body 'body' must be bytes"))?,
+            },
+        };
+        let more = match msg.get_item(intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        let none = || ready(py, py.None());
+        if let Phase::Pending(..) = st.phase {
+            st.bytes += body.len() as u64;
+            if !more {
+                self.send_head(st, ResponseBody::full(body))
+                    .map_err(|_| Self::gone(st))?;
+                self.response_finished(st);
+                return none();
+            }
+            let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            self.send_head(st, ResponseBody::stream(rx))
+                .map_err(|_| Self::gone(st))?;
+            if !body.is_empty() {
+                let _ = tx.try_send(Ok(body));
+            }
+            st.phase = Phase::Streaming(tx);
+            return none();
+        }
+        let Phase::Streaming(tx) = &st.phase else {
+            if st.disconnected {
+                return Err(ClientDisconnected::new_err("client disconnected"));
+            }
+            return Err(PyRuntimeError::new_err(
+                "Unexpected ASGI message 'http.response.body' sent, after response already completed.",
+            ));
+        };
+        let tx = tx.clone();
+        st.bytes += body.len() as u64;
+        if !more {
+            self.response_finished(st);
+        }
+        if body.is_empty() {
+            return none();
+        }
+        match tx.try_send(Ok(body)) {
+            Ok(()) => none(),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Self::gone(st)),
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                // Backpressure: complete the future once the connection took the chunk.
+                let fut = self.bridge.create_future(py)?;
+                let done = fut.clone_ref(py);
+                let bridge = self.bridge.clone();
+                self.bridge.runtime.spawn(async move {
+                    let outcome = match tx.send(chunk).await {
+                        Ok(()) => Outcome::Sent,
+                        Err(_) => Outcome::SendFailed,
+                    };
+                    bridge.push(Event::Resolve { fut: done, outcome });
+                });
+                Ok(fut)
+            }
+        }
+    }
+
+    fn pathsend(
+        &self,
+        py: Python<'_>,
+        st: &mut State,
+        msg: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let path: String = msg
+            .get_item(intern!(py, "path"))?
+            .ok_or_else(|| PyValueError::new_err("http.response.pathsend without 'path'"))?
+            .extract()?;
+        let file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        if let Some(head) = st.head.as_mut() {
+            head.set_length_if_missing(len);
+        }
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        self.send_head(st, ResponseBody::stream(rx))
+            .map_err(|_| Self::gone(st))?;
+        st.bytes += len;
+        self.response_finished(st);
+        self.bridge.runtime.spawn_blocking(move || {
+            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
+                log::log(log::ERROR, &format!("sending {path} failed: {e}"));
+            }
+        });
+        ready(py, py.None())
+    }
+}
+
+#[pymethods]
+impl HttpProtocol {
+    /// ASGI `receive()`.
+    fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut st = self.shared.state.lock();
+        match std::mem::replace(&mut st.body, BodySource::Reading) {
+            BodySource::Buffered(b) => {
+                st.body = BodySource::Done;
+                ready(py, request_message(py, &b, false)?)
+            }
+            BodySource::Stream(mut body) => {
+                let fut = self.bridge.create_future(py)?;
+                let done = fut.clone_ref(py);
+                let (shared, bridge) = (self.shared.clone(), self.bridge.clone());
+                let (limit, received) = (self.bridge.config.max_body_size, st.received);
+                self.bridge.runtime.spawn(async move {
+                    let read = read_chunk(&mut body, limit, received).await;
+                    let body = match read {
+                        BodyRead::Data(..) => Some(body),
+                        _ => None,
+                    };
+                    bridge.push(Event::Body {
+                        shared,
+                        fut: done,
+                        body,
+                        read,
+                    });
+                });
+                Ok(fut)
+            }
+            BodySource::Reading => Err(PyRuntimeError::new_err(
+                "receive() called again before the previous receive() completed",
+            )),
+            other @ (BodySource::Done | BodySource::Failed) => {
+                st.body = other;
+                if st.disconnected || matches!(st.phase, Phase::Done) {
+                    return ready(py, disconnect_message(py)?);
+                }
+                let fut = self.bridge.create_future(py)?;
+                st.waiter = Some(fut.clone_ref(py));
+                Ok(fut)
+            }
+        }
+    }
+
+    /// ASGI `send(message)`.
+    fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let msg = message.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "ASGI messages must be dicts, got {}",
+                message
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let typ = msg
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("ASGI message without 'type'"))?;
+        let typ = typ.cast::<PyString>()?.to_str()?.to_owned();
+        let mut st = self.shared.state.lock();
+        let pending = matches!(st.phase, Phase::Pending(..));
+        match typ.as_str() {
+            "http.response.start" if pending && st.head.is_none() => {
+                let (head, trailers) = parse_start(msg)?;
+                st.head = Some(head);
+                st.trailers = trailers;
+                ready(py, py.None())
+            }
+            "http.response.start" => Err(unexpected("'http.response.body'", &typ)),
+            "http.response.body" if pending && st.head.is_none() => {
+                Err(unexpected("'http.response.start'", &typ))
+            }
+            "http.response.body" => self.body(py, &mut st, msg),
+            "http.response.pathsend" if pending && st.head.is_some() => {
+                self.pathsend(py, &mut st, msg)
+            }
+            "http.response.trailers" if st.trailers => {
+                // Trailers are accepted and not sent (HTTP/1.1 clients rarely read them).
+                ready(py, py.None())
+            }
+            _ if pending && st.head.is_none() => Err(unexpected("'http.response.start'", &typ)),
+            _ if st.disconnected => Err(ClientDisconnected::new_err("client disconnected")),
+            _ => Err(unexpected("'http.response.body'", &typ)),
+        }
+    }
+
+    /// Called by `gristmill._asgi.run_http` when the application returns or raises.
+    #[pyo3(signature = (exc=None))]
+    fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
+        let mut st = self.shared.state.lock();
+        let server_header = self.bridge.config.server_header;
+        match exc {
+            Some(e) if st.disconnected || e.is_instance_of::<ClientDisconnected>() => {
+                if log::debug_enabled() {
+                    log::log(
+                        log::DEBUG,
+                        &format!("client went away during {}", self.what()),
+                    );
+                }
+            }
+            Some(e) => {
+                let err = PyErr::from_value(e);
+                log_with(
+                    py,
+                    log::ERROR,
+                    &format!("Exception in ASGI application for {}", self.what()),
+                    Some(&err),
+                );
+            }
+            None => match st.phase {
+                Phase::Pending(..) if !st.disconnected => log_with(
+                    py,
+                    log::ERROR,
+                    &format!(
+                        "ASGI callable returned without {} for {}; sending 500",
+                        if st.head.is_some() {
+                            "sending the response body"
+                        } else {
+                            "starting a response"
+                        },
+                        self.what()
+                    ),
+                    None,
+                ),
+                Phase::Streaming(_) if !st.disconnected => log_with(
+                    py,
+                    log::ERROR,
+                    &format!(
+                        "ASGI callable returned without completing the response for {}",
+                        self.what()
+                    ),
+                    None,
+                ),
+                _ => {}
+            },
+        }
+        fail_locked(&mut st, StatusCode::INTERNAL_SERVER_ERROR, server_header);
+        if let Some(access) = &self.bridge.access {
+            access.emit(
+                py,
+                &Record {
+                    peer: self.addrs.peer,
+                    method: &self.parts.method,
+                    uri: &self.parts.uri,
+                    version: self.parts.version,
+                    headers: &self.parts.headers,
+                    status: st.status,
+                    body_bytes: st.bytes,
+                    duration: self.started.elapsed(),
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The ASGI bridge: requests from the I/O threads run as tasks on the worker's asyncio
+//! event loop (uvloop when installed), which runs in its own Python thread.
+//!
+//! The I/O threads never take the GIL to talk to the loop. They push [`Event`]s onto a
+//! queue and, only when the queue was idle, write to an eventfd the loop watches
+//! (`loop.add_reader`); the loop drains everything queued in one go. Awaitables that
+//! can complete at once (a buffered body, room in the response channel) are returned
+//! already complete ([`ready::Ready`]), so the common request costs one loop wake-up.
+
+mod http;
+mod ready;
+mod scope;
+mod ws;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::request::Parts;
+use ::http::{Request, Response, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+pub use self::http::HttpProtocol;
+pub use ready::Ready;
+pub use ws::WsProtocol;
+
+use self::http::{BodySource, HttpShared};
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::http::{plain_response, ResponseBody};
+use crate::log::{self, log_with};
+use crate::net::{ActiveGuard, Addrs};
+use crate::server::{ConnCtx, Handler};
+
+/// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
+/// read before the application starts, so its first `receive()` completes at once.
+const PREFETCH_MAX: u64 = 64 * 1024;
+
+/// Work for the event loop thread.
+pub enum Event {
+    Request(Box<NewRequest>),
+    /// A body read finished: hand the body back and answer the waiting `receive()`.
+    Body {
+        shared: Arc<HttpShared>,
+        fut: Py<PyAny>,
+        body: Option<Incoming>,
+        read: BodyRead,
+    },
+    /// Complete a future the application awaits.
+    Resolve {
+        fut: Py<PyAny>,
+        outcome: Outcome,
+    },
+    /// A WebSocket message arrived for a waiting `receive()`.
+    WsDeliver {
+        shared: Arc<ws::WsShared>,
+        fut: Py<PyAny>,
+    },
+    WsOpen(Box<NewSocket>),
+}
+
+/// A WebSocket handshake on its way to the loop.
+pub struct NewSocket {
+    shared: Arc<ws::WsShared>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+    slots: Arc<tokio::sync::Semaphore>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a body read produced.
+pub enum BodyRead {
+    Data(Bytes, bool),
+    End,
+    TooLarge,
+    Failed(String),
+}
+
+/// How to complete a future.
+pub enum Outcome {
+    Disconnect,
+    Sent,
+    SendFailed,
+}
+
+/// A request on its way to the loop.
+pub struct NewRequest {
+    shared: Arc<HttpShared>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+}
+
+/// Python objects the loop thread uses.
+struct PyParts {
+    app: Py<PyAny>,
+    run_http: Py<PyAny>,
+    run_websocket: Py<PyAny>,
+    create_future: Py<PyAny>,
+    create_task: Py<PyAny>,
+    /// The context lifespan startup left behind; request tasks start in copies of it.
+    context_run: Option<Py<PyAny>>,
+    scope: scope::ScopeBase,
+}
+
+/// Shared by the I/O threads (which push) and the loop thread (which drains).
+pub struct Bridge {
+    queue: Mutex<Vec<Event>>,
+    wake_pending: AtomicBool,
+    efd: OwnedFd,
+    runtime: Handle,
+    config: Arc<Config>,
+    access: Option<AccessLog>,
+    py: PyParts,
+}
+
+impl Bridge {
+    /// Queue an event; wake the loop only if it is not already due to drain.
+    pub fn push(&self, ev: Event) {
+        self.queue.lock().push(ev);
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
+            unsafe {
+                libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8);
+            }
+        }
+    }
+
+    fn drain(self: &Arc<Self>, py: Python<'_>) {
+        let mut buf: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64 from our own nonblocking eventfd.
+        unsafe {
+            libc::read(self.efd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8);
+        }
+        // Clear the flag before taking the queue: a push racing with us either lands in
+        // this batch or sees the flag clear and wakes us again.
+        self.wake_pending.store(false, Ordering::Release);
+        let events = std::mem::take(&mut *self.queue.lock());
+        for ev in events {
+            match ev {
+                Event::Request(req) => self.start(py, *req),
+                Event::Body {
+                    shared,
+                    fut,
+                    body,
+                    read,
+                } => http::body_read(py, self, &shared, fut, body, read),
+                Event::Resolve { fut, outcome } => http::resolve(py, fut.bind(py), outcome),
+                Event::WsDeliver { shared, fut } => ws::deliver_to_waiter(py, &shared, fut),
+                Event::WsOpen(sock) => self.start_socket(py, *sock),
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, py: Python<'_>, req: NewRequest) {
+        let NewRequest {
+            shared,
+            parts,
+            addrs,
+            started,
+        } = req;
+        let result = (|| -> PyResult<()> {
+            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, "http")?;
+            let proto = Bound::new(
+                py,
+                HttpProtocol::new(shared.clone(), self.clone(), parts, addrs, started),
+            )?;
+            let coro = self
+                .py
+                .run_http
+                .call1(py, (self.py.app.bind(py), scope, proto))?;
+            self.spawn(py, coro)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log_with(
+                py,
+                log::ERROR,
+                "could not start the ASGI request task",
+                Some(&e),
+            );
+            shared.fail(StatusCode::INTERNAL_SERVER_ERROR, self.config.server_header);
+        }
+    }
+
+    fn start_socket(self: &Arc<Self>, py: Python<'_>, sock: NewSocket) {
+        let NewSocket {
+            shared,
+            parts,
+            addrs,
+            started,
+            slots,
+            shutdown,
+        } = sock;
+        let result = (|| -> PyResult<()> {
+            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, "ws")?;
+            let proto = Bound::new(
+                py,
+                WsProtocol::new(
+                    shared.clone(),
+                    self.clone(),
+                    parts,
+                    addrs,
+                    started,
+                    slots,
+                    shutdown,
+                ),
+            )?;
+            let coro = self
+                .py
+                .run_websocket
+                .call1(py, (self.py.app.bind(py), scope, proto.clone()))?;
+            self.spawn(py, coro)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log_with(
+                py,
+                log::ERROR,
+                "could not start the ASGI websocket task",
+                Some(&e),
+            );
+        }
+    }
+
+    /// Start `coro` as a task: inside the lifespan context when there is one (a task
+    /// copies the context it is created in, so each request gets its own copy).
+    fn spawn(&self, py: Python<'_>, coro: Py<PyAny>) -> PyResult<()> {
+        match &self.py.context_run {
+            Some(run) => run.call1(py, (self.py.create_task.bind(py), coro))?,
+            None => self.py.create_task.call1(py, (coro,))?,
+        };
+        Ok(())
+    }
+
+    fn create_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.py.create_future.call0(py)
+    }
+}
+
+/// The loop's reader callback: drains the bridge.
+#[pyclass(module = "gristmill._core", frozen)]
+pub struct Drainer {
+    bridge: Arc<Bridge>,
+}
+
+#[pymethods]
+impl Drainer {
+    fn __call__(&self, py: Python<'_>) {
+        self.bridge.drain(py);
+    }
+}
+
+/// What the worker's Python side prepared: the running loop and what lifespan left.
+pub struct LoopSide {
+    pub event_loop: Py<PyAny>,
+    pub state: Option<Py<PyDict>>,
+    pub context: Option<Py<PyAny>>,
+}
+
+/// The ASGI [`Handler`].
+pub struct Asgi {
+    bridge: Arc<Bridge>,
+    event_loop: Py<PyAny>,
+}
+
+impl Asgi {
+    /// Set up the bridge and register it with `event_loop` (running in another thread).
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: Handle,
+        access: Option<AccessLog>,
+        lp: LoopSide,
+    ) -> PyResult<Self> {
+        let LoopSide {
+            event_loop,
+            state,
+            context,
+        } = lp;
+        // SAFETY: eventfd returns a new descriptor or -1 (checked).
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: `fd` is fresh and owned by nobody else.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let asgi = PyDict::new(py);
+        asgi.set_item("version", "3.0")?;
+        asgi.set_item("spec_version", "2.4")?;
+        let extensions = PyDict::new(py);
+        extensions.set_item("http.response.pathsend", PyDict::new(py))?;
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+        let lp = event_loop.bind(py);
+        let bridge = Arc::new(Bridge {
+            queue: Mutex::new(Vec::new()),
+            wake_pending: AtomicBool::new(false),
+            efd,
+            runtime,
+            config: config.clone(),
+            access,
+            py: PyParts {
+                app,
+                run_http: py.import("gristmill._asgi")?.getattr("run_http")?.unbind(),
+                run_websocket: py
+                    .import("gristmill._asgi")?
+                    .getattr("run_websocket")?
+                    .unbind(),
+                create_future: lp.getattr("create_future")?.unbind(),
+                create_task: lp.getattr("create_task")?.unbind(),
+                context_run: context
+                    .map(|c| c.bind(py).getattr("run").map(Bound::unbind))
+                    .transpose()?,
+                scope: scope::ScopeBase {
+                    asgi: asgi.unbind(),
+                    extensions: extensions.unbind(),
+                    root_path: config.root_path.clone(),
+                    state,
+                },
+            },
+        });
+        let drainer = Bound::new(
+            py,
+            Drainer {
+                bridge: bridge.clone(),
+            },
+        )?;
+        lp.call_method1(
+            "call_soon_threadsafe",
+            (lp.getattr("add_reader")?, bridge.efd.as_raw_fd(), drainer),
+        )?;
+        Ok(Asgi { bridge, event_loop })
+    }
+
+    /// Unregister from the loop (the worker is stopping).
+    pub fn detach(&self, py: Python<'_>) -> PyResult<()> {
+        let lp = self.event_loop.bind(py);
+        lp.call_method1(
+            "call_soon_threadsafe",
+            (lp.getattr("remove_reader")?, self.bridge.efd.as_raw_fd()),
+        )?;
+        Ok(())
+    }
+}
+
+/// Runs its callback if the connection drops the request before it was answered.
+struct ServiceGuard(Option<Box<dyn FnOnce() + Send>>);
+
+impl ServiceGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.0.take() {
+            on_drop();
+        }
+    }
+}
+
+async fn prefetch(body: &mut Incoming) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    buf.extend_from_slice(&d);
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(buf.freeze())
+}
+
+impl Asgi {
+    async fn handle_websocket(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnCtx,
+        guard: ActiveGuard,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let upgrade = hyper::upgrade::on(&mut req);
+        let (parts, _body) = req.into_parts();
+        let key = parts
+            .headers
+            .get(::http::header::SEC_WEBSOCKET_KEY)
+            .and_then(|k| k.to_str().ok())
+            .map(str::to_owned);
+        let version_ok = parts
+            .headers
+            .get(::http::header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+        let Some(key) = key.filter(|_| version_ok) else {
+            // RFC 6455 §4.4: tell the client which version we speak.
+            let mut resp = plain_response(
+                StatusCode::BAD_REQUEST,
+                "invalid WebSocket handshake (Sec-WebSocket-Key and Version 13 required)",
+                true,
+                self.bridge.config.server_header,
+            );
+            resp.headers_mut().insert(
+                ::http::header::SEC_WEBSOCKET_VERSION,
+                ::http::HeaderValue::from_static("13"),
+            );
+            let (p, b) = resp.into_parts();
+            return Response::from_parts(p, b.with_guard(guard));
+        };
+        let (reply, rx) = oneshot::channel();
+        let shared = Arc::new(ws::WsShared::new(reply, guard, upgrade, key));
+        let mut watch = ServiceGuard(Some(Box::new({
+            let (shared, bridge) = (shared.clone(), self.bridge.clone());
+            move || shared.client_gone(&bridge, &shared)
+        })));
+        self.bridge.push(Event::WsOpen(Box::new(NewSocket {
+            shared,
+            parts,
+            addrs: conn.addrs.clone(),
+            started,
+            slots: conn.slots.clone(),
+            shutdown: conn.shutdown.clone(),
+        })));
+        let resp = rx.await;
+        watch.disarm();
+        resp.unwrap_or_else(|_| {
+            plain_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                true,
+                self.bridge.config.server_header,
+            )
+        })
+    }
+}
+
+impl Handler for Asgi {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnCtx,
+        guard: ActiveGuard,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        if self.bridge.config.ws && ws::is_upgrade_request(&req) {
+            return self.handle_websocket(req, conn, guard, started).await;
+        }
+        let (parts, mut body) = req.into_parts();
+        let small = body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
+            && !parts.headers.contains_key(::http::header::EXPECT);
+        let source = if body.is_end_stream() {
+            BodySource::Buffered(Bytes::new())
+        } else if small {
+            match prefetch(&mut body).await {
+                Ok(b) => BodySource::Buffered(b),
+                Err(e) => {
+                    log::log(log::DEBUG, &format!("request body read failed: {e}"));
+                    BodySource::Failed
+                }
+            }
+        } else {
+            BodySource::Stream(body)
+        };
+        let (reply, rx) = oneshot::channel();
+        let shared = Arc::new(HttpShared::new(source, reply, guard));
+        let mut watch = ServiceGuard(Some(Box::new({
+            let (shared, bridge) = (shared.clone(), self.bridge.clone());
+            move || shared.client_gone(&bridge)
+        })));
+        self.bridge.push(Event::Request(Box::new(NewRequest {
+            shared,
+            parts,
+            addrs: conn.addrs.clone(),
+            started,
+        })));
+        let resp = rx.await;
+        watch.disarm();
+        resp.unwrap_or_else(|_| {
+            plain_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                true,
+                self.bridge.config.server_header,
+            )
+        })
+    }
+
+    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
+        if let Some(access) = &self.bridge.access {
+            Python::attach(|py| {
+                access.emit(
+                    py,
+                    &crate::access_log::Record {
+                        peer: conn.addrs.peer,
+                        method: &parts.method,
+                        uri: &parts.uri,
+                        version: parts.version,
+                        headers: &parts.headers,
+                        status,
+                        body_bytes: 0,
+                        duration: started.elapsed(),
+                    },
+                )
+            });
+        }
+    }
+}

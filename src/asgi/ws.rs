@@ -1,0 +1,667 @@
+//! ASGI `websocket` connections over HTTP/1.1 (RFC 6455), with tokio-tungstenite doing
+//! the framing, masking, fragment reassembly, ping/pong and the close handshake.
+//!
+//! Until the application accepts, the request is an ordinary HTTP request waiting for
+//! its answer: `websocket.accept` sends the 101 (with the chosen subprotocol and extra
+//! headers), `websocket.close` a 403, and `websocket.http.response.*` any denial
+//! response. After the upgrade, one task per socket reads messages into a short queue
+//! (reading stops while the application is behind) and writes what the application
+//! sends. `websocket.disconnect` is delivered exactly once, with the code the peer sent
+//! (1005 when it sent none, 1006 when the connection dropped, 1009 for a message over
+//! `--ws-max-size`). `send()` after the connection closed is a no-op (logged at debug),
+//! so an application racing a disconnect never sees an exception from it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::http::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use ::http::request::Parts;
+use ::http::{HeaderMap, Response, StatusCode};
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::http::{parse_headers, parse_start, ready, set_result};
+use super::{Bridge, Event, Outcome};
+use crate::access_log::Record;
+use crate::http::head::Head;
+use crate::http::{plain_response, ResponseBody};
+use crate::log::{self, log_with};
+use crate::net::{ActiveGuard, Addrs};
+
+/// Messages read ahead of the application before reading pauses.
+const READ_AHEAD: usize = 16;
+/// Messages the application may have in flight to the socket before `send()` waits.
+const WRITE_DEPTH: usize = 16;
+/// How long to wait for the peer to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Is this request a WebSocket opening handshake (RFC 6455 §4.2.1)?
+pub fn is_upgrade_request<B>(req: &::http::Request<B>) -> bool {
+    let h = req.headers();
+    let has_token = |name, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    req.method() == ::http::Method::GET
+        && req.version() == ::http::Version::HTTP_11
+        && has_token(UPGRADE, "websocket")
+        && has_token(CONNECTION, "upgrade")
+}
+
+/// What the reader delivers to `receive()`.
+enum Inbound {
+    Text(String),
+    Binary(Bytes),
+    Disconnect(u16, String),
+}
+
+// One per connection, replaced once or twice in its life: boxing the big variant would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// Waiting for the application to accept or deny.
+    Handshake {
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        guard: ActiveGuard,
+        upgrade: OnUpgrade,
+        key: String,
+        /// A denial response being assembled from `websocket.http.response.*`.
+        denial: Option<(Head, BytesMut)>,
+    },
+    Open(mpsc::Sender<Message>),
+    Closed,
+}
+
+struct State {
+    phase: Phase,
+    connect_delivered: bool,
+    inbound: VecDeque<Inbound>,
+    waiter: Option<Py<PyAny>>,
+    /// The disconnect, once delivered (repeated if the application asks again).
+    disconnected: Option<Close>,
+    close_sent: bool,
+    status: u16,
+}
+
+/// One WebSocket's state, shared by the loop thread and its socket task.
+pub struct WsShared {
+    state: Mutex<State>,
+    room: Notify,
+}
+
+impl WsShared {
+    pub fn new(
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        guard: ActiveGuard,
+        upgrade: OnUpgrade,
+        key: String,
+    ) -> Self {
+        WsShared {
+            state: Mutex::new(State {
+                phase: Phase::Handshake {
+                    reply,
+                    guard,
+                    upgrade,
+                    key,
+                    denial: None,
+                },
+                connect_delivered: false,
+                inbound: VecDeque::new(),
+                waiter: None,
+                disconnected: None,
+                close_sent: false,
+                status: 0,
+            }),
+            room: Notify::new(),
+        }
+    }
+
+    /// Queue an inbound message (socket task); wake a waiting `receive()`.
+    fn deliver(&self, bridge: &Bridge, msg: Inbound, shared: &Arc<WsShared>) {
+        let mut st = self.state.lock();
+        st.inbound.push_back(msg);
+        if let Some(fut) = st.waiter.take() {
+            bridge.push(Event::WsDeliver {
+                shared: shared.clone(),
+                fut,
+            });
+        }
+    }
+
+    /// The connection went away before a response (the service was dropped).
+    pub fn client_gone(&self, bridge: &Bridge, shared: &Arc<WsShared>) {
+        let pending = matches!(self.state.lock().phase, Phase::Handshake { .. });
+        if pending {
+            self.state.lock().phase = Phase::Closed;
+            self.deliver(bridge, Inbound::Disconnect(1006, String::new()), shared);
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.state.lock().inbound.len()
+    }
+}
+
+/// A close code and reason.
+type Close = (u16, String);
+
+fn message_dict(py: Python<'_>, msg: Inbound) -> PyResult<(Py<PyAny>, Option<Close>)> {
+    let d = PyDict::new(py);
+    let mut disconnect = None;
+    match msg {
+        Inbound::Text(t) => {
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+            d.set_item(intern!(py, "text"), PyString::new(py, &t))?;
+        }
+        Inbound::Binary(b) => {
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+            d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?;
+        }
+        Inbound::Disconnect(code, reason) => {
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+            d.set_item(intern!(py, "code"), code)?;
+            d.set_item(intern!(py, "reason"), reason.as_str())?;
+            disconnect = Some((code, reason));
+        }
+    }
+    Ok((d.into_any().unbind(), disconnect))
+}
+
+/// Take the next inbound message for `receive()` (loop thread, state locked).
+fn pop(py: Python<'_>, shared: &WsShared, st: &mut State) -> PyResult<Option<Py<PyAny>>> {
+    if let Some((code, reason)) = &st.disconnected {
+        return message_dict(py, Inbound::Disconnect(*code, reason.clone())).map(|m| Some(m.0));
+    }
+    let Some(msg) = st.inbound.pop_front() else {
+        return Ok(None);
+    };
+    shared.room.notify_one();
+    let (dict, disconnect) = message_dict(py, msg)?;
+    if disconnect.is_some() {
+        st.disconnected = disconnect;
+        st.phase = Phase::Closed;
+    }
+    Ok(Some(dict))
+}
+
+/// Answer a waiting `receive()` (see [`Event::WsDeliver`]).
+pub fn deliver_to_waiter(py: Python<'_>, shared: &WsShared, fut: Py<PyAny>) {
+    let mut st = shared.state.lock();
+    match pop(py, shared, &mut st) {
+        Ok(Some(msg)) => {
+            drop(st);
+            set_result(fut.bind(py), msg);
+        }
+        Ok(None) => st.waiter = Some(fut),
+        Err(e) => log_with(
+            py,
+            log::ERROR,
+            "building a websocket message failed",
+            Some(&e),
+        ),
+    }
+}
+
+fn unexpected(expected: &str, got: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "Expected ASGI message {expected}, but got '{got}'."
+    ))
+}
+
+/// The `receive`/`send` pair of one WebSocket connection.
+#[pyclass(module = "gristmill._core", frozen)]
+pub struct WsProtocol {
+    shared: Arc<WsShared>,
+    bridge: Arc<Bridge>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+    slots: Arc<tokio::sync::Semaphore>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl WsProtocol {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<WsShared>,
+        bridge: Arc<Bridge>,
+        parts: Parts,
+        addrs: Arc<Addrs>,
+        started: Instant,
+        slots: Arc<tokio::sync::Semaphore>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        WsProtocol {
+            shared,
+            bridge,
+            parts,
+            addrs,
+            started,
+            slots,
+            shutdown,
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("WebSocket {}", self.parts.uri.path())
+    }
+
+    /// Answer the handshake with a plain HTTP response (403, 500, or a denial).
+    fn deny(&self, st: &mut State, resp: Response<ResponseBody>) {
+        if let Phase::Handshake { reply, guard, .. } =
+            std::mem::replace(&mut st.phase, Phase::Closed)
+        {
+            st.status = resp.status().as_u16();
+            let (p, b) = resp.into_parts();
+            let _ = reply.send(Response::from_parts(p, b.with_guard(guard)));
+        }
+        st.disconnected.get_or_insert((1006, String::new()));
+    }
+
+    fn accept(&self, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = msg.py();
+        let subprotocol: Option<String> = match msg.get_item(intern!(py, "subprotocol"))? {
+            Some(s) if !s.is_none() => Some(s.extract()?),
+            _ => None,
+        };
+        let extra = match msg.get_item(intern!(py, "headers"))? {
+            Some(list) => parse_headers(&list)?.0,
+            None => HeaderMap::new(),
+        };
+        let Phase::Handshake {
+            reply,
+            guard,
+            upgrade,
+            key,
+            ..
+        } = std::mem::replace(&mut st.phase, Phase::Closed)
+        else {
+            unreachable!("accept outside the handshake")
+        };
+        let mut resp = Response::new(ResponseBody::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        for (name, value) in &extra {
+            h.append(name, value.clone());
+        }
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(
+            SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+                .expect("base64 is a valid header value"),
+        );
+        if let Some(p) = &subprotocol {
+            h.insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(p)
+                    .map_err(|_| PyValueError::new_err(format!("invalid subprotocol {p:?}")))?,
+            );
+        }
+        st.status = 101;
+        let (tx, rx) = mpsc::channel(WRITE_DEPTH);
+        st.phase = Phase::Open(tx);
+        if reply.send(resp).is_err() {
+            st.phase = Phase::Closed;
+            st.disconnected = Some((1006, String::new()));
+            return Ok(());
+        }
+        let task = SocketTask {
+            shared: self.shared.clone(),
+            bridge: self.bridge.clone(),
+            outbound: rx,
+            shutdown: self.shutdown.clone(),
+            slot: self.slots.clone().try_acquire_owned().ok(),
+            _guard: guard,
+            max_size: self.bridge.config.ws_max_size,
+        };
+        self.bridge.runtime.spawn(task.run(upgrade));
+        Ok(())
+    }
+
+    fn outbound(&self, py: Python<'_>, st: &mut State, msg: Message) -> PyResult<Py<PyAny>> {
+        let Phase::Open(tx) = &st.phase else {
+            log::log(
+                log::DEBUG,
+                &format!("{}: send after the connection closed ignored", self.what()),
+            );
+            return ready(py, py.None());
+        };
+        if st.close_sent {
+            return ready(py, py.None());
+        }
+        if matches!(msg, Message::Close(_)) {
+            st.close_sent = true;
+        }
+        let tx = tx.clone();
+        match tx.try_send(msg) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let fut = self.bridge.create_future(py)?;
+                let done = fut.clone_ref(py);
+                let bridge = self.bridge.clone();
+                self.bridge.runtime.spawn(async move {
+                    let _ = tx.send(msg).await; // closed: the no-op promised above
+                    bridge.push(Event::Resolve {
+                        fut: done,
+                        outcome: Outcome::Sent,
+                    });
+                });
+                Ok(fut)
+            }
+        }
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }))
+}
+
+#[pymethods]
+impl WsProtocol {
+    /// ASGI `receive()`.
+    fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut st = self.shared.state.lock();
+        if !st.connect_delivered {
+            st.connect_delivered = true;
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+            return ready(py, d.into_any().unbind());
+        }
+        if st.waiter.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "receive() called again before the previous receive() completed",
+            ));
+        }
+        match pop(py, &self.shared, &mut st)? {
+            Some(msg) => ready(py, msg),
+            None => {
+                let fut = self.bridge.create_future(py)?;
+                st.waiter = Some(fut.clone_ref(py));
+                Ok(fut)
+            }
+        }
+    }
+
+    /// ASGI `send(message)`.
+    fn send(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let msg = message
+            .cast::<PyDict>()
+            .map_err(|_| PyTypeError::new_err("ASGI messages must be dicts"))?;
+        let typ = msg
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("ASGI message without 'type'"))?;
+        let typ = typ.cast::<PyString>()?.to_str()?.to_owned();
+        let mut st = self.shared.state.lock();
+        let handshake = matches!(st.phase, Phase::Handshake { .. });
+        let denying = matches!(
+            st.phase,
+            Phase::Handshake {
+                denial: Some(_),
+                ..
+            }
+        );
+        match typ.as_str() {
+            "websocket.accept" if handshake && !denying => {
+                self.accept(&mut st, msg)?;
+                ready(py, py.None())
+            }
+            "websocket.close" if handshake && !denying => {
+                // Closing before accepting denies the handshake with 403 (ASGI spec).
+                let resp = plain_response(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    true,
+                    self.bridge.config.server_header,
+                );
+                self.deny(&mut st, resp);
+                ready(py, py.None())
+            }
+            "websocket.http.response.start" if handshake && !denying => {
+                let (head, _) = parse_start(msg)?;
+                if let Phase::Handshake { denial, .. } = &mut st.phase {
+                    *denial = Some((head, BytesMut::new()));
+                }
+                ready(py, py.None())
+            }
+            "websocket.http.response.body" if denying => {
+                let body: Option<Vec<u8>> = match msg.get_item(intern!(py, "body"))? {
+                    Some(b) => Some(b.extract()?),
+                    None => None,
+                };
+                let more = match msg.get_item(intern!(py, "more_body"))? {
+                    Some(m) => m.is_truthy()?,
+                    None => false,
+                };
+                if let Phase::Handshake {
+                    denial: Some((_, buf)),
+                    ..
+                } = &mut st.phase
+                {
+                    buf.extend_from_slice(body.as_deref().unwrap_or_default());
+                }
+                if !more {
+                    if let Phase::Handshake { denial, .. } = &mut st.phase {
+                        let (head, buf) = denial.take().expect("denying");
+                        let resp = head.into_response(
+                            ResponseBody::full(buf.freeze()),
+                            self.bridge.config.server_header,
+                        );
+                        self.deny(&mut st, resp);
+                    }
+                }
+                ready(py, py.None())
+            }
+            _ if denying => Err(unexpected("'websocket.http.response.body'", &typ)),
+            _ if handshake => Err(unexpected(
+                "'websocket.accept', 'websocket.close' or 'websocket.http.response.start'",
+                &typ,
+            )),
+            "websocket.send" => {
+                let bytes = msg.get_item(intern!(py, "bytes"))?.filter(|b| !b.is_none());
+                let text = msg.get_item(intern!(py, "text"))?.filter(|t| !t.is_none());
+                let out = match (bytes, text) {
+                    (Some(b), None) => Message::Binary(Bytes::from(b.extract::<Vec<u8>>()?)),
+                    (None, Some(t)) => Message::text(t.extract::<String>()?),
+                    _ => {
+                        return Err(PyValueError::new_err(
+                            "websocket.send needs exactly one of 'bytes' and 'text'",
+                        ))
+                    }
+                };
+                self.outbound(py, &mut st, out)
+            }
+            "websocket.close" => {
+                let code: u16 = match msg.get_item(intern!(py, "code"))? {
+                    Some(c) if !c.is_none() => c.extract()?,
+                    _ => 1000,
+                };
+                let reason: String = match msg.get_item(intern!(py, "reason"))? {
+                    Some(r) if !r.is_none() => r.extract()?,
+                    _ => String::new(),
+                };
+                self.outbound(py, &mut st, close_message(code, &reason))
+            }
+            _ if matches!(st.phase, Phase::Closed) => ready(py, py.None()),
+            _ => Err(unexpected("'websocket.send' or 'websocket.close'", &typ)),
+        }
+    }
+
+    /// Called by `gristmill._asgi.run_websocket` when the application returns or raises.
+    #[pyo3(signature = (exc=None))]
+    fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
+        let failed = exc.is_some();
+        if let Some(e) = exc {
+            log_with(
+                py,
+                log::ERROR,
+                &format!("Exception in ASGI application for {}", self.what()),
+                Some(&PyErr::from_value(e)),
+            );
+        }
+        let mut st = self.shared.state.lock();
+        match &st.phase {
+            Phase::Handshake { .. } => {
+                // Returning without accepting denies the connection (403); failing, 500.
+                let status = if failed {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                let msg = status.canonical_reason().unwrap_or("Error");
+                let resp = plain_response(status, msg, true, self.bridge.config.server_header);
+                self.deny(&mut st, resp);
+            }
+            Phase::Open(tx) if !st.close_sent => {
+                // Spec: the server closes a socket the application left open.
+                let (code, reason) = if failed {
+                    (1011, "internal error")
+                } else {
+                    (1000, "")
+                };
+                let _ = tx.try_send(close_message(code, reason));
+                st.close_sent = true;
+            }
+            _ => {}
+        }
+        if let Some(access) = &self.bridge.access {
+            access.emit(
+                py,
+                &Record {
+                    peer: self.addrs.peer,
+                    method: &self.parts.method,
+                    uri: &self.parts.uri,
+                    version: self.parts.version,
+                    headers: &self.parts.headers,
+                    status: st.status,
+                    body_bytes: 0,
+                    duration: self.started.elapsed(),
+                },
+            );
+        }
+        // The application is gone: nothing will read what is queued.
+        if let Phase::Open(_) = st.phase {
+            st.phase = Phase::Closed;
+        }
+    }
+}
+
+/// The upgraded socket: reads into the queue, writes what the application sends.
+struct SocketTask {
+    shared: Arc<WsShared>,
+    bridge: Arc<Bridge>,
+    outbound: mpsc::Receiver<Message>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    slot: Option<OwnedSemaphorePermit>,
+    _guard: ActiveGuard,
+    max_size: usize,
+}
+
+impl SocketTask {
+    async fn run(mut self, upgrade: OnUpgrade) {
+        let io = match upgrade.await {
+            Ok(io) => io,
+            Err(e) => {
+                log::log(log::DEBUG, &format!("websocket upgrade failed: {e}"));
+                self.shared.deliver(
+                    &self.bridge,
+                    Inbound::Disconnect(1006, String::new()),
+                    &self.shared,
+                );
+                return;
+            }
+        };
+        let config = WebSocketConfig::default().max_message_size(Some(self.max_size));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
+        let (mut sink, mut stream) = ws.split();
+        let shared = self.shared.clone();
+        let bridge = self.bridge.clone();
+        let deliver = |msg| shared.deliver(&bridge, msg, &shared);
+        let mut closing: Option<tokio::time::Instant> = None;
+        let mut outbound_open = true;
+        let mut shutdown_live = true;
+        let disconnect = loop {
+            // While closing, keep reading whatever the queue holds: the peer's close
+            // frame must get through.
+            let room = closing.is_some() || shared.queued() < READ_AHEAD;
+            let close_deadline =
+                closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            tokio::select! {
+                out = self.outbound.recv(), if outbound_open => match out {
+                    Some(msg) => {
+                        let is_close = matches!(msg, Message::Close(_));
+                        if sink.send(msg).await.is_err() {
+                            break (1006, String::new());
+                        }
+                        if is_close {
+                            closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                        }
+                    }
+                    None => outbound_open = false,
+                },
+                inbound = stream.next(), if room => match inbound {
+                    Some(Ok(Message::Text(t))) => deliver(Inbound::Text(t.as_str().to_owned())),
+                    Some(Ok(Message::Binary(b))) => deliver(Inbound::Binary(b)),
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite queued the close reply; flush it out.
+                        let _ = sink.close().await;
+                        break match frame {
+                            Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
+                            None => (1005, String::new()),
+                        };
+                    }
+                    Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                    Some(Err(WsError::Capacity(e))) => {
+                        log::log(log::DEBUG, &format!("websocket message too big: {e}"));
+                        let _ = sink.send(close_message(1009, "message too big")).await;
+                        let _ = sink.close().await;
+                        break (1009, "message too big".to_owned());
+                    }
+                    Some(Err(e)) => {
+                        log::log(log::DEBUG, &format!("websocket read failed: {e}"));
+                        break (1006, String::new());
+                    }
+                    None => break (1006, String::new()),
+                },
+                _ = shared.room.notified(), if !room => {}
+                r = self.shutdown.changed(), if closing.is_none() && shutdown_live => {
+                    if r.is_err() || *self.shutdown.borrow() {
+                        shutdown_live = r.is_ok();
+                        // The worker is stopping: 1001, "going away" (RFC 6455 §7.4.1).
+                        if sink.send(close_message(1001, "server shutting down")).await.is_err() {
+                            break (1006, String::new());
+                        }
+                        closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    }
+                }
+                _ = tokio::time::sleep_until(close_deadline), if closing.is_some() => {
+                    break (1006, String::new());
+                }
+            }
+        };
+        deliver(Inbound::Disconnect(disconnect.0, disconnect.1));
+        drop(self.slot.take());
+    }
+}

@@ -1,0 +1,81 @@
+"""WebSocket fixture app: echo, subprotocols, close codes, denial and disconnect records.
+
+Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 4000),
+``/close`` accepts and closes at once with 4321, ``/deny`` closes before accepting,
+``/denial`` answers 418 through ``websocket.http.response.*``, ``/send-after`` keeps
+sending after the client left, ``/raise`` accepts then raises. Every disconnect the app
+sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code>
+<reason> <count>`` so tests can wait for it; ``/send-after`` logs ``ws-send-after ok``
+when its sends after the disconnect returned without raising.
+"""
+
+import logging
+
+log = logging.getLogger("gristmill.error")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            await send({"type": m["type"] + ".complete"})
+            if m["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"plain http"})
+        return
+    path = scope["path"]
+    first = await receive()
+    assert first["type"] == "websocket.connect", first
+    if path == "/deny":
+        await send({"type": "websocket.close"})
+        return
+    if path == "/denial":
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 418,
+                "headers": [(b"x-why", b"teapot")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": b"no sockets here"})
+        return
+    sub = scope["subprotocols"][-1] if scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": sub, "headers": [(b"x-extra", b"1")]})
+    if path == "/close":
+        await send({"type": "websocket.close", "code": 4321, "reason": "bye now"})
+    if path == "/raise":
+        raise RuntimeError("ws-app-failed")
+    disconnects = 0
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            disconnects += 1
+            log.warning("ws-disconnect %s %s %s %d", path, m["code"], m["reason"], disconnects)
+            if path == "/send-after":
+                await send({"type": "websocket.send", "text": "into the void"})
+                await send({"type": "websocket.send", "bytes": b"still nothing"})
+                log.warning("ws-send-after ok")
+            return
+        if m.get("text") == "close-me":
+            await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
+            continue
+        if m.get("text") == "scope":
+            keys = sorted(k for k in scope if k != "state")
+            await send({"type": "websocket.send", "text": repr((keys, scope["subprotocols"]))})
+            continue
+        await send({"type": "websocket.send", "bytes": m.get("bytes"), "text": m.get("text")})
+
+
+async def echo(scope, receive, send):
+    """A bare echo endpoint for the Autobahn suite."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "bytes": m.get("bytes"), "text": m.get("text")})

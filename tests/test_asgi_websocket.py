@@ -1,0 +1,260 @@
+"""ASGI WebSocket over HTTP/1.1, driven by the `websockets` client library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+APP = "asgi_ws_app:app"
+
+
+def ws_url(srv, path: str) -> str:
+    return f"ws://127.0.0.1:{srv.port}{path}"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_echo_text_bytes_subprotocol_and_accept_headers(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/echo"), subprotocols=["chat", "superchat"]) as ws:
+            assert ws.subprotocol == "superchat"
+            assert ws.response.headers["x-extra"] == "1"
+            await ws.send("héllo")
+            assert await ws.recv() == "héllo"
+            await ws.send(b"\x00\xffbin")
+            assert await ws.recv() == b"\x00\xffbin"
+            await ws.send("scope")
+            keys, subprotocols = eval(await ws.recv())  # noqa: S307 - our own repr
+            assert "method" not in keys and "subprotocols" in keys and "headers" in keys
+            assert subprotocols == ["chat", "superchat"]
+
+    run(go())
+
+
+def test_large_and_fragmented_messages(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/echo"), max_size=None) as ws:
+            big = bytes(range(256)) * 8192  # 2 MiB
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.send(["frag-one ", "frag-two ", "frag-three"])
+            assert await ws.recv() == "frag-one frag-two frag-three"
+            await ws.send([b"a" * 70000, b"b" * 70000])
+            assert await ws.recv() == b"a" * 70000 + b"b" * 70000
+            await ws.ping(b"are you there")  # answered by the server
+            await asyncio.wait_for(await ws.ping(), 5)
+
+    run(go())
+
+
+def test_client_close_code_and_reason_reach_app_exactly_once(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("x")
+            await ws.recv()
+            await ws.close(code=4100, reason="client bye")
+
+    run(go())
+    srv.wait_for_line(r"ws-disconnect /echo 4100 client bye 1$")
+    assert not [line for line in srv.lines() if "ws-disconnect /echo" in line and " 2" in line]
+
+
+def test_server_close_code_and_reason_reach_client(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/close")) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 4321
+            assert info.value.rcvd.reason == "bye now"
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("close-me")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "asked")
+
+    run(go())
+    # The app hears the client's answer to its close: the same code, once.
+    srv.wait_for_line(r"ws-disconnect /close 4321 bye now 1$")
+    srv.wait_for_line(r"ws-disconnect /echo 4000 asked 1$")
+
+
+def test_dropped_connection_is_1006(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("x")
+            await ws.recv()
+            ws.transport.abort()
+
+    run(go())
+    srv.wait_for_line(r"ws-disconnect /echo 1006  1$")
+
+
+def test_close_before_accept_is_403_and_denial_response(server):
+    srv = server(APP)
+
+    async def go():
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url(srv, "/deny")):
+                pass
+        assert info.value.response.status_code == 403
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url(srv, "/denial")):
+                pass
+        assert info.value.response.status_code == 418
+        assert info.value.response.headers["x-why"] == "teapot"
+        assert bytes(info.value.response.body) == b"no sockets here"
+
+    run(go())
+
+
+def test_max_size_closes_with_1009(server):
+    srv = server(APP, "--ws-max-size", "1024")
+
+    async def go():
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("a" * 1000)
+            assert await ws.recv() == "a" * 1000
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.send("b" * 2000)
+                await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+    run(go())
+    srv.wait_for_line(r"ws-disconnect /echo 1009 message too big 1$")
+
+
+def test_send_after_disconnect_is_a_no_op(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/send-after")) as ws:
+            await ws.close()
+
+    run(go())
+    srv.wait_for_line(r"ws-send-after ok")
+    assert "Exception in ASGI application" not in srv.output()
+
+
+def test_app_exception_closes_with_1011_and_logs(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/raise")) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1011
+
+    run(go())
+    srv.wait_for_output(r"Exception in ASGI application for WebSocket /raise(.|\n)*ws-app-failed")
+
+
+def test_no_ws_serves_upgrade_requests_as_http(server):
+    srv = server(APP, "--no-ws")
+    with srv.raw() as conn:
+        conn.send(
+            "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        resp = conn.response()
+    assert resp.status == 200 and resp.body == b"plain http"
+
+
+def test_bad_handshake_version_is_400(server):
+    srv = server(APP)
+    with srv.raw() as conn:
+        conn.send(
+            "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        )
+        resp = conn.response()
+    assert resp.status == 400
+    assert resp.header("sec-websocket-version") == "13"
+
+
+def test_sigterm_closes_open_websocket_with_1001(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/echo")) as ws:
+            await ws.send("x")
+            await ws.recv()
+            srv.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1001
+
+    run(go())
+    assert srv.stop(timeout=15) == 0
+
+
+def test_autobahn_sections_1_to_10(server, tmp_path):
+    """Every Autobahn case of sections 1-10: OK, NON-STRICT or INFORMATIONAL, none FAILED."""
+    srv = server("asgi_ws_app:echo", "--no-access-log", "--lifespan", "off")
+    # Installed with the test extra, next to this interpreter.
+    kosoku = str(Path(sys.executable).parent / "kosoku")
+    out = tmp_path / "reports"
+    proc = subprocess.run(
+        [
+            kosoku,
+            "-m",
+            "fuzzingclient",
+            "-p",
+            "4",
+            "-o",
+            str(out),
+            "-x",
+            "12.*",
+            "-x",
+            "13.*",
+            f"127.0.0.1:{srv.port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    index = json.loads((out / "index.json").read_text())
+    (results,) = index.values()
+    assert len(results) >= 300, proc.stdout + proc.stderr
+    bad = {
+        case: (r["behavior"], r["behaviorClose"])
+        for case, r in results.items()
+        if {r["behavior"], r["behaviorClose"]} - {"OK", "NON-STRICT", "INFORMATIONAL"}
+    }
+    assert bad == {}, bad
+
+
+def test_starlette_websocket_route(server):
+    srv = server("starlette_ws_app:app")
+    assert srv.get("/").text == "starlette says hi"
+
+    async def go():
+        async with connect(ws_url(srv, "/ws/shout"), subprotocols=["shout"]) as ws:
+            assert ws.subprotocol == "shout"
+            await ws.send("hello")
+            assert json.loads(await ws.recv()) == {"upper": "HELLO", "path": "/ws/shout"}
+            await ws.send("bye")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye")
+
+    run(go())
