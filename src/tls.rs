@@ -162,6 +162,10 @@ fn load_key(path: &str, password: Option<&str>) -> Result<PrivateKeyDer<'static>
 pub struct TlsInfo {
     /// `TLSv1.2` or `TLSv1.3`.
     pub protocol: &'static str,
+    /// The protocol version's number on the wire (0x0303, 0x0304), for ASGI's `tls`.
+    pub version_id: u16,
+    /// The IANA number of the cipher suite, for ASGI's `tls`.
+    pub cipher_id: u16,
     /// The IANA name of the negotiated cipher suite.
     pub cipher: String,
     /// The client's end-entity certificate, verified against `ssl_ca_certs`.
@@ -184,17 +188,18 @@ impl TlsInfo {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "",
         };
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .and_then(|s| s.suite().as_str())
-            .unwrap_or("")
-            .to_string();
+        let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+        let cipher = suite.and_then(|s| s.as_str()).unwrap_or("").to_string();
+        let cipher_id = suite.map(u16::from).unwrap_or(0);
+        let version_id = conn.protocol_version().map(u16::from).unwrap_or(0);
         let client_cert = conn
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|der| client_cert(der.as_ref()));
         TlsInfo {
             protocol,
+            version_id,
+            cipher_id,
             cipher,
             client_cert,
         }

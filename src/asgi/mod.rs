@@ -39,6 +39,7 @@ use crate::http::{plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::server::{ConnCtx, Handler};
+use crate::tls::TlsInfo;
 
 /// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
 /// read before the application starts, so its first `receive()` completes at once.
@@ -75,6 +76,7 @@ pub struct NewSocket {
     started: Instant,
     slots: Arc<tokio::sync::Semaphore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<TlsInfo>>,
 }
 
 /// What a body read produced.
@@ -98,6 +100,7 @@ pub struct NewRequest {
     parts: Parts,
     addrs: Arc<Addrs>,
     started: Instant,
+    tls: Option<Arc<TlsInfo>>,
 }
 
 /// Python objects the loop thread uses.
@@ -168,9 +171,14 @@ impl Bridge {
             parts,
             addrs,
             started,
+            tls,
         } = req;
         let result = (|| -> PyResult<()> {
-            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, "http")?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, scheme)?;
+            if let Some(tls) = &tls {
+                scope::add_tls(py, &scope, tls)?;
+            }
             let proto = Bound::new(
                 py,
                 HttpProtocol::new(shared.clone(), self.clone(), parts, addrs, started),
@@ -201,9 +209,14 @@ impl Bridge {
             started,
             slots,
             shutdown,
+            tls,
         } = sock;
         let result = (|| -> PyResult<()> {
-            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, "ws")?;
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, scheme)?;
+            if let Some(tls) = &tls {
+                scope::add_tls(py, &scope, tls)?;
+            }
             let proto = Bound::new(
                 py,
                 WsProtocol::new(
@@ -433,6 +446,7 @@ impl Asgi {
             started,
             slots: conn.slots.clone(),
             shutdown: conn.shutdown.clone(),
+            tls: conn.tls.clone(),
         })));
         let resp = rx.await;
         watch.disarm();
@@ -485,6 +499,7 @@ impl Handler for Asgi {
             parts,
             addrs: conn.addrs.clone(),
             started,
+            tls: conn.tls.clone(),
         })));
         let resp = rx.await;
         watch.disarm();

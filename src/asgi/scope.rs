@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::net::Addrs;
+use crate::tls::TlsInfo;
 
 /// `http_version` as the scope spells it.
 pub fn http_version(v: Version) -> &'static str {
@@ -102,6 +103,19 @@ pub fn http_scope<'py>(
     )?;
     scope.set_item(intern!(py, "root_path"), base.root_path.as_str())?;
     let headers = PyList::empty(py);
+    if !parts.headers.contains_key(::http::header::HOST) {
+        // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications look
+        // for a `host` header, as an HTTP/1.1 request always has one.
+        if let Some(authority) = parts.uri.authority() {
+            headers.append(PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, b"host"),
+                    PyBytes::new(py, authority.as_str().as_bytes()),
+                ],
+            )?)?;
+        }
+    }
     for (name, value) in &parts.headers {
         headers.append(PyTuple::new(
             py,
@@ -130,6 +144,36 @@ pub fn http_scope<'py>(
     }
     scope.set_item(intern!(py, "extensions"), base.extensions.bind(py))?;
     Ok(scope)
+}
+
+/// On a TLS connection: the `tls` extension (ASGI TLS extension spec), in a copy of the
+/// shared `extensions` dict. `client_cert_chain` holds the verified client certificate
+/// (rustls keeps the chain it verified against `--ssl-ca-certs`, not the client's own
+/// intermediates); `server_cert` is not given.
+pub fn add_tls(py: Python<'_>, scope: &Bound<'_, PyDict>, tls: &TlsInfo) -> PyResult<()> {
+    let ext = PyDict::new(py);
+    ext.set_item("server_cert", py.None())?;
+    let chain = PyList::empty(py);
+    let mut name = py.None();
+    if let Some(cert) = &tls.client_cert {
+        chain.append(cert.pem.as_str())?;
+        name = cert.subject.as_str().into_py_any(py)?;
+    }
+    ext.set_item("client_cert_chain", chain)?;
+    ext.set_item("client_cert_name", name)?;
+    ext.set_item("client_cert_error", py.None())?;
+    ext.set_item("tls_version", tls.version_id)?;
+    ext.set_item("cipher_suite", tls.cipher_id)?;
+    let extensions = scope
+        .get_item(intern!(py, "extensions"))?
+        .map(|e| e.cast_into::<PyDict>().map_err(PyErr::from))
+        .transpose()?
+        .map(|e| e.copy())
+        .transpose()?
+        .unwrap_or_else(|| PyDict::new(py));
+    extensions.set_item("tls", ext)?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,94 @@
+"""ASGI over HTTP/2 and TLS: `http_version` "2", `scheme` https/wss, the `tls` scope
+extension with the client certificate, `host` from `:authority`, WebSocket over TLS."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import ssl
+
+import httpx
+from websockets.asyncio.client import connect
+
+from _h2 import H2Raw, h2_tls_context
+
+SCOPE_APP = "asgi_scope_app:app"
+
+
+def scope_over(client: httpx.Client, url: str) -> tuple[str, dict]:
+    r = client.get(url)
+    assert r.status_code == 200, r.text
+    return r.http_version, ast.literal_eval(r.text)
+
+
+def test_asgi_h2c_scope(server):
+    srv = server(SCOPE_APP, "--interface", "asgi")
+    with httpx.Client(http1=False, http2=True, timeout=10) as c:
+        version, scope = scope_over(c, srv.url + "/p?q=1")
+    assert version == "HTTP/2"
+    assert scope["http_version"] == "2"
+    assert scope["scheme"] == "http"
+    assert (b"host", f"127.0.0.1:{srv.port}".encode()) in scope["headers"]
+    assert "tls" not in scope["extensions"]
+
+
+def test_asgi_many_streams_on_one_connection(server):
+    srv = server(SCOPE_APP, "--interface", "asgi")
+    with H2Raw(srv.port) as conn:
+        sids = [conn.request(f"/s{i}") for i in range(100)]
+        for i, sid in enumerate(sids):
+            r = conn.response(sid)
+            assert r.status == 200
+            assert ast.literal_eval(r.body.decode())["path"] == f"/s{i}"
+
+
+def test_asgi_https_h2_scope_and_tls_extension(server, certs):
+    srv = server(
+        SCOPE_APP,
+        "--interface",
+        "asgi",
+        *certs.server_args(
+            "--ssl-ca-certs", str(certs.client_ca), "--ssl-client-verify", "optional"
+        ),
+    )
+    ctx = ssl.create_default_context()
+    certs.ca.configure_trust(ctx)
+    with httpx.Client(verify=ctx, http2=True, timeout=10) as c:
+        version, scope = scope_over(c, f"https://localhost:{srv.port}/t")
+    assert version == "HTTP/2" and scope["http_version"] == "2"
+    assert scope["scheme"] == "https"
+    tls = scope["extensions"]["tls"]
+    assert tls["tls_version"] == 0x0304
+    assert tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)
+    assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
+    # The shared extensions are not changed for everyone.
+    assert "http.response.pathsend" in scope["extensions"]
+
+    certs.client.configure_cert(ctx)
+    with httpx.Client(verify=ctx, http1=True, http2=False, timeout=10) as c:
+        version, scope = scope_over(c, f"https://localhost:{srv.port}/t")
+    assert version == "HTTP/1.1" and scope["http_version"] == "1.1"
+    tls = scope["extensions"]["tls"]
+    assert tls["client_cert_chain"] == [certs.client.cert_chain_pems[0].bytes().decode()]
+    assert "CN=gm-test-client" in tls["client_cert_name"]
+    assert tls["client_cert_error"] is None
+
+
+def test_asgi_h2_invalid_preface_gets_goaway(server, certs):
+    srv = server(SCOPE_APP, "--interface", "asgi", *certs.server_args())
+    with H2Raw(srv.port, tls=h2_tls_context(certs.ca, ["h2"]), handshake=False) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.expect_goaway(0x1).error_code == 0x1
+
+
+def test_websocket_over_tls(server, certs):
+    srv = server("asgi_ws_app:app", "--interface", "asgi", *certs.server_args())
+    ctx = ssl.create_default_context()
+    certs.ca.configure_trust(ctx)
+
+    async def go():
+        async with connect(f"wss://localhost:{srv.port}/echo", ssl=ctx) as ws:
+            await ws.send("over tls")
+            return await ws.recv()
+
+    assert asyncio.run(asyncio.wait_for(go(), 20)) == "over tls"
