@@ -8,9 +8,11 @@ import asyncio
 import ssl
 
 import httpx
+from hyperframe.frame import RstStreamFrame
 from websockets.asyncio.client import connect
 
 from _h2 import H2Raw, h2_tls_context
+from _support import wait_for_file
 
 SCOPE_APP = "asgi_scope_app:app"
 
@@ -92,3 +94,16 @@ def test_websocket_over_tls(server, certs):
             return await ws.recv()
 
     assert asyncio.run(asyncio.wait_for(go(), 20)) == "over tls"
+
+
+def test_asgi_stream_reset_gives_http_disconnect(server, tmp_path):
+    """RST_STREAM from the client: the app waiting in receive() gets http.disconnect,
+    and the connection's other streams carry on."""
+    srv = server("asgi_http_app:app", "--interface", "asgi", env={"GM_TEST_DIR": str(tmp_path)})
+    with H2Raw(srv.port) as conn:
+        sid = conn.request("/disconnect-before-response?tag=h2-rst")
+        wait_for_file(tmp_path / "h2-rst-waiting")
+        conn.send(RstStreamFrame(sid, error_code=0x8))  # CANCEL
+        assert wait_for_file(tmp_path / "h2-rst") == "http.disconnect"
+        other = conn.request("/ok")
+        assert conn.response(other).body == b"ok"
