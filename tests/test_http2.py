@@ -34,21 +34,47 @@ from _h2 import (
     PROTOCOL_ERROR,
     STREAM_CLOSED,
     H2Raw,
+    h2_tls_context,
 )
 from _support import RawConn, http_request
 
 APP = "h2_app:application"
 
 
-@pytest.fixture(scope="module", params=["auto", "2"])
+@pytest.fixture(scope="module", params=["auto", "2", "tls"])
 def h2srv(request):
-    """A cleartext server in `--http auto` (h2c by prior knowledge) and `--http 2`."""
+    """The same server three ways: cleartext `--http auto` (h2c by prior knowledge),
+    cleartext `--http 2`, and TLS with ALPN `h2` (``h2srv.h2_tls`` is then the client's
+    context). The frame-level tests run against each."""
     from _support import Server
 
-    s = Server([APP, "--threads", "4", "--http", request.param])
+    args = [APP, "--threads", "4"]
+    tls = None
+    if request.param == "tls":
+        certs = request.getfixturevalue("certs")
+        args += certs.server_args()
+        tls = h2_tls_context(certs.ca, ["h2"])
+    else:
+        args += ["--http", request.param]
+    s = Server(args)
     s.wait_ready()
+    s.h2_tls = tls
     yield s
     s.kill()
+
+
+def h2conn(srv, **kw) -> H2Raw:
+    """A raw HTTP/2 connection to ``srv``, over TLS when it serves TLS."""
+    return H2Raw(srv.port, tls=getattr(srv, "h2_tls", None), **kw)
+
+
+cleartext_only = pytest.mark.usefixtures("_cleartext")
+
+
+@pytest.fixture
+def _cleartext(h2srv):
+    if h2srv.h2_tls is not None:
+        pytest.skip("a cleartext client (TLS clients are in test_tls.py)")
 
 
 def h2c_client(**kw) -> httpx.Client:
@@ -56,6 +82,7 @@ def h2c_client(**kw) -> httpx.Client:
 
 
 # --- real clients ----------------------------------------------------------------------
+@cleartext_only
 def test_curl_prior_knowledge(h2srv):
     out = subprocess.run(
         ["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}", h2srv.url + "/env"],
@@ -72,6 +99,7 @@ def test_curl_prior_knowledge(h2srv):
     assert env["wsgi.url_scheme"] == "http"
 
 
+@cleartext_only
 def test_httpx_h2c_large_bodies_both_ways(h2srv):
     """5 MiB up and 8 MiB down: several flow-control windows each way."""
     payload = bytes(range(256)) * (5 * 4096)
@@ -88,7 +116,7 @@ def test_httpx_h2c_large_bodies_both_ways(h2srv):
 
 def test_many_streams_one_connection(h2srv):
     """100 requests multiplexed on one connection all get their own answer."""
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sids = [conn.request(f"/n{i}") for i in range(100)]
         got = {}
         while len(got) < 100:
@@ -103,19 +131,20 @@ def test_many_streams_one_connection(h2srv):
             assert got[sid] == f"HTTP/2 /n{i}".encode()
 
 
-def test_streams_are_served_concurrently(server):
-    """With --threads 10, ten requests that each wait for the others all finish: they
-    run at the same time (served one by one, the barrier would time out → 500)."""
-    srv = server(APP, "--threads", "10")
+@pytest.mark.parametrize("streams", [10, 100])
+def test_streams_are_served_concurrently(server, streams):
+    """With --threads N, N requests on one connection that each wait for all the others
+    finish: they run at the same time (one by one, the barrier would time out → 500)."""
+    srv = server(APP, "--threads", str(streams))
     with H2Raw(srv.port) as conn:
-        sids = [conn.request("/barrier") for _ in range(10)]
+        sids = [conn.request(f"/barrier?{streams}") for _ in range(streams)]
         for sid in sids:
             r = conn.response(sid)
             assert (r.status, r.body) == (200, b"met")
 
 
 def test_client_reset_closes_the_iterable(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         mark = h2srv.mark()
         sid = conn.request("/stream?rst-1")
         f = conn.frames_until(DataFrame)[-1]
@@ -128,6 +157,7 @@ def test_client_reset_closes_the_iterable(h2srv):
 
 
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+@cleartext_only
 def test_h2load(h2srv):
     out = subprocess.run(
         ["h2load", "-n", "400", "-c", "2", "-m", "100", h2srv.url + "/"],
@@ -170,14 +200,14 @@ def test_http1_only_mode_does_not_speak_http2(server):
 # --- frame level (RFC 9113) ------------------------------------------------------------
 def test_invalid_preface_gets_goaway(h2srv):
     """RFC 9113 §3.4; also in auto mode, where sniffing must not answer HTTP/1.1 400."""
-    with H2Raw(h2srv.port, handshake=False) as conn:
+    with h2conn(h2srv, handshake=False) as conn:
         conn.send(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
         frames = conn.frames_until(GoAwayFrame)
         assert frames[-1].error_code == PROTOCOL_ERROR
 
 
 def test_settings_are_acknowledged(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         assert conn.server_settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 200
         assert conn.server_settings[SettingsFrame.INITIAL_WINDOW_SIZE] == 1048576
         conn.send(SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 1024}))
@@ -211,39 +241,39 @@ def goaway_code(conn: H2Raw) -> int:
 
 
 def test_settings_ack_with_payload_is_connection_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SETTINGS_ACK_WITH_PAYLOAD)
         assert goaway_code(conn) in (FRAME_SIZE_ERROR, PROTOCOL_ERROR)
 
 
 @H2_CODE_DEVIATION
 def test_settings_ack_with_payload_is_frame_size_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SETTINGS_ACK_WITH_PAYLOAD)
         assert goaway_code(conn) == FRAME_SIZE_ERROR
 
 
 def test_invalid_settings_values_are_connection_errors(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}))
         conn.expect_goaway(PROTOCOL_ERROR)
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31}))
         assert goaway_code(conn) in (FLOW_CONTROL_ERROR, PROTOCOL_ERROR)
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 16383}))
         conn.expect_goaway(PROTOCOL_ERROR)
 
 
 @H2_CODE_DEVIATION
 def test_initial_window_size_too_large_is_flow_control_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31}))
         assert goaway_code(conn) == FLOW_CONTROL_ERROR
 
 
 def test_frame_larger_than_max_frame_size(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
         conn.send(DataFrame(sid, data=b"x" * (16384 + 1)))
@@ -251,13 +281,13 @@ def test_frame_larger_than_max_frame_size(h2srv):
 
 
 def test_even_stream_id_is_protocol_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(conn.headers_frame(2, conn.request_headers()))
         conn.expect_goaway(PROTOCOL_ERROR)
 
 
 def test_decreasing_stream_id_is_protocol_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(conn.headers_frame(5, conn.request_headers()))
         assert conn.response(5).status == 200
         conn.send(conn.headers_frame(3, conn.request_headers()))
@@ -265,13 +295,13 @@ def test_decreasing_stream_id_is_protocol_error(h2srv):
 
 
 def test_data_on_idle_stream_is_protocol_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(DataFrame(1, data=b"x"))
         conn.expect_goaway(PROTOCOL_ERROR)
 
 
 def test_data_on_closed_stream(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.request("/")
         assert conn.response(sid).status == 200
         conn.send(DataFrame(sid, data=b"x", flags=["END_STREAM"]))
@@ -281,24 +311,24 @@ def test_data_on_closed_stream(h2srv):
 
 
 def test_headers_on_stream_zero_and_priority_self_dependency(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         block = conn.encoder.encode(conn.request_headers())
         # HEADERS (type 1), END_STREAM|END_HEADERS, stream 0: hyperframe refuses to build it.
         conn.send(len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x00" + block)
         conn.expect_goaway(PROTOCOL_ERROR)
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(PriorityFrame(1, depends_on=1, stream_weight=16))
         f = conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
         assert f.error_code == PROTOCOL_ERROR
 
 
 def test_continuation_interleaved_is_protocol_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         block = conn.encoder.encode(conn.request_headers())
         conn.send(HeadersFrame(1, data=block[:5], flags=["END_STREAM"]))
         conn.send(DataFrame(3, data=b"x"))
         conn.expect_goaway(PROTOCOL_ERROR)
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         block = conn.encoder.encode(conn.request_headers())
         conn.send(HeadersFrame(1, data=block[:5], flags=["END_STREAM"]))
         conn.send(ContinuationFrame(1, data=block[5:], flags=["END_HEADERS"]))
@@ -306,13 +336,13 @@ def test_continuation_interleaved_is_protocol_error(h2srv):
 
 
 def test_connection_window_overflow(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(WindowUpdateFrame(0, window_increment=2**31 - 1))
         conn.expect_goaway(FLOW_CONTROL_ERROR)
 
 
 def test_stream_window_overflow(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
         conn.send(WindowUpdateFrame(sid, window_increment=2**31 - 1))
@@ -320,7 +350,7 @@ def test_stream_window_overflow(h2srv):
 
 
 def test_zero_window_increment(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00")
         conn.expect_goaway(PROTOCOL_ERROR)
 
@@ -346,14 +376,14 @@ BAD_HPACK = HeadersFrame(1, data=b"\xc6", flags=["END_HEADERS", "END_STREAM"])
 
 
 def test_hpack_decoding_error_is_connection_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(BAD_HPACK)
         assert goaway_code(conn) in (COMPRESSION_ERROR, PROTOCOL_ERROR)
 
 
 @H2_CODE_DEVIATION
 def test_hpack_decoding_error_is_compression_error(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         conn.send(BAD_HPACK)
         assert goaway_code(conn) == COMPRESSION_ERROR
 
@@ -389,7 +419,7 @@ def test_hpack_decoding_error_is_compression_error(h2srv):
 )
 def test_malformed_request_headers_reset_the_stream(h2srv, headers):
     """§8.1.1, §8.2.2, §8.3: a malformed request is a stream error PROTOCOL_ERROR."""
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, headers))
         f = conn.frames_until(RstStreamFrame, GoAwayFrame, HeadersFrame)[-1]
@@ -405,14 +435,14 @@ def test_malformed_request_headers_reset_the_stream(h2srv, headers):
 
 
 def test_te_trailers_is_allowed(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.request("/x", extra=[("te", "trailers")])
         assert conn.response(sid).status == 200
 
 
 @pytest.mark.parametrize("sent", [3, 7], ids=["shorter", "longer"])
 def test_content_length_mismatch_resets_the_stream(h2srv, sent):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         hdrs = conn.request_headers("/sha", "POST", [("content-length", "5")])
         conn.send(conn.headers_frame(sid, hdrs, False))
@@ -421,7 +451,7 @@ def test_content_length_mismatch_resets_the_stream(h2srv, sent):
 
 
 def test_request_trailers_are_accepted(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
         conn.send(DataFrame(sid, data=b"body-then-trailers"))
@@ -431,7 +461,7 @@ def test_request_trailers_are_accepted(h2srv):
 
 @pytest.mark.xfail(strict=True, reason="h2 0.4 drops pseudo-headers in trailers silently")
 def test_trailers_with_pseudo_header_are_rejected(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
         conn.send(DataFrame(sid, data=b"x"))
@@ -441,7 +471,7 @@ def test_trailers_with_pseudo_header_are_rejected(h2srv):
 
 
 def test_trailers_without_end_stream_are_rejected(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         sid = conn.new_stream()
         conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
         conn.send(DataFrame(sid, data=b"x"))
@@ -512,7 +542,7 @@ def test_idle_h2_connection_is_closed_after_keepalive_timeout(server):
 
 
 def test_connection_specific_response_headers_are_dropped(h2srv):
-    with H2Raw(h2srv.port) as conn:
+    with h2conn(h2srv) as conn:
         r = conn.response(conn.request("/hop"))
     assert r.status == 200 and r.body == b"hop"
     names = {k for k, _ in r.headers}

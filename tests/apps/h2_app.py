@@ -6,9 +6,15 @@ import sys
 import threading
 import time
 
-# Requests to /barrier wait here until BARRIER_PARTIES of them are running at once.
-BARRIER_PARTIES = 10
-_barrier = threading.Barrier(BARRIER_PARTIES)
+# Requests to /barrier?N wait until N of them are running at once (one barrier per N).
+_barriers: dict[int, threading.Barrier] = {}
+_barriers_lock = threading.Lock()
+
+
+def _barrier(parties: int) -> threading.Barrier:
+    with _barriers_lock:
+        return _barriers.setdefault(parties, threading.Barrier(parties))
+
 
 ENVIRON_KEYS = (
     "SERVER_PROTOCOL",
@@ -69,7 +75,7 @@ def application(environ, start_response):
         body = json.dumps({k: environ.get(k) for k in ENVIRON_KEYS}).encode()
         return _respond(start_response, body, "application/json")
     if path == "/barrier":
-        _barrier.wait(timeout=10)
+        _barrier(int(environ["QUERY_STRING"] or "10")).wait(timeout=10)
         return _respond(start_response, b"met")
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
