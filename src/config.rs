@@ -51,6 +51,27 @@ pub struct RawSettings {
     pub access_log_format: String,
     pub ws: bool,
     pub ws_max_size: usize,
+    pub http: HttpMode,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_initial_stream_window_size: u32,
+    pub http2_initial_connection_window_size: u32,
+    pub http2_adaptive_window: bool,
+    pub http2_max_frame_size: u32,
+    pub http2_keep_alive_interval: f64,
+    pub http2_keep_alive_timeout: f64,
+}
+
+/// The TLS settings alone, extracted by attribute name (also checked by the supervisor
+/// before it forks, see `check_tls`).
+#[derive(FromPyObject, Clone, Debug)]
+pub struct RawTls {
+    pub http: HttpMode,
+    pub ssl_certfile: Option<String>,
+    pub ssl_keyfile: Option<String>,
+    pub ssl_keyfile_password: Option<String>,
+    pub ssl_ca_certs: Option<String>,
+    pub ssl_client_verify: ClientVerify,
+    pub ssl_min_version: TlsVersion,
 }
 
 /// Frozen, typed configuration of one worker's server.
@@ -75,6 +96,105 @@ pub struct Config {
     /// Serve WebSocket upgrades (ASGI).
     pub ws: bool,
     pub ws_max_size: usize,
+    pub http: HttpMode,
+    pub http2: Http2Config,
+    /// `None` serves cleartext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Which HTTP versions a connection may speak (`--http`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMode {
+    /// HTTP/1.1, and HTTP/2 by ALPN over TLS or by prior knowledge in cleartext.
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// HTTP/2 settings (RFC 9113 §6.5.2) and keep-alive pings.
+#[derive(Clone, Debug)]
+pub struct Http2Config {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub adaptive_window: bool,
+    pub max_frame_size: u32,
+    /// `None`: no pings.
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Duration,
+}
+
+/// Whether and how clients present a certificate (`--ssl-client-verify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientVerify {
+    None,
+    Optional,
+    Required,
+}
+
+/// The lowest TLS version accepted (`--ssl-min-version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Where the TLS material is; loaded by `crate::tls`.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub certfile: String,
+    pub keyfile: String,
+    pub keyfile_password: Option<String>,
+    pub ca_certs: Option<String>,
+    pub client_verify: ClientVerify,
+    pub min_version: TlsVersion,
+}
+
+/// Extract an enum from one of its documented names.
+macro_rules! str_enum {
+    ($ty:ident, $what:literal, { $($name:literal => $variant:expr),+ $(,)? }) => {
+        impl<'a, 'py> FromPyObject<'a, 'py> for $ty {
+            type Error = PyErr;
+
+            fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+                let s: String = obj.extract()?;
+                match s.as_str() {
+                    $($name => Ok($variant),)+
+                    other => Err(PyValueError::new_err(format!(
+                        concat!("invalid ", $what, ": {:?}"), other
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(HttpMode, "http mode", { "auto" => HttpMode::Auto, "1" => HttpMode::Http1, "2" => HttpMode::Http2 });
+str_enum!(ClientVerify, "ssl_client_verify", {
+    "none" => ClientVerify::None,
+    "optional" => ClientVerify::Optional,
+    "required" => ClientVerify::Required,
+});
+str_enum!(TlsVersion, "ssl_min_version", { "1.2" => TlsVersion::Tls12, "1.3" => TlsVersion::Tls13 });
+
+impl RawTls {
+    /// `None` when serving cleartext.
+    pub fn tls(&self) -> PyResult<Option<TlsSettings>> {
+        match (&self.ssl_certfile, &self.ssl_keyfile) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+                certfile: cert.clone(),
+                keyfile: key.clone(),
+                keyfile_password: self.ssl_keyfile_password.clone(),
+                ca_certs: self.ssl_ca_certs.clone(),
+                client_verify: self.ssl_client_verify,
+                min_version: self.ssl_min_version,
+            })),
+            _ => Err(PyValueError::new_err(
+                "ssl_certfile and ssl_keyfile must be given together",
+            )),
+        }
+    }
 }
 
 fn seconds(name: &str, v: f64) -> PyResult<Duration> {
@@ -84,15 +204,16 @@ fn seconds(name: &str, v: f64) -> PyResult<Duration> {
         .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive number")))
 }
 
-impl TryFrom<RawSettings> for Config {
+impl TryFrom<(RawSettings, RawTls)> for Config {
     type Error = PyErr;
 
-    fn try_from(r: RawSettings) -> PyResult<Config> {
+    fn try_from((r, raw_tls): (RawSettings, RawTls)) -> PyResult<Config> {
         if r.threads == 0 || r.runtime_threads == 0 || r.max_connections == 0 {
             return Err(PyValueError::new_err(
                 "threads, runtime_threads and max_connections must be at least 1",
             ));
         }
+        let tls = raw_tls.tls()?;
         Ok(Config {
             interface: r.interface,
             threads: r.threads,
@@ -111,6 +232,22 @@ impl TryFrom<RawSettings> for Config {
             access_log_format: r.access_log_format,
             ws: r.ws,
             ws_max_size: r.ws_max_size,
+            http: r.http,
+            http2: Http2Config {
+                max_concurrent_streams: r.http2_max_concurrent_streams,
+                initial_stream_window_size: r.http2_initial_stream_window_size,
+                initial_connection_window_size: r.http2_initial_connection_window_size,
+                adaptive_window: r.http2_adaptive_window,
+                max_frame_size: r.http2_max_frame_size,
+                keep_alive_interval: (r.http2_keep_alive_interval > 0.0)
+                    .then(|| seconds("http2_keep_alive_interval", r.http2_keep_alive_interval))
+                    .transpose()?,
+                keep_alive_timeout: seconds(
+                    "http2_keep_alive_timeout",
+                    r.http2_keep_alive_timeout,
+                )?,
+            },
+            tls,
         })
     }
 }

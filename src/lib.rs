@@ -13,6 +13,7 @@ mod log;
 mod net;
 mod pool;
 mod server;
+mod tls;
 mod wsgi;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::access_log::AccessFormat;
-use crate::config::{Config, Interface, RawSettings};
+use crate::config::{Config, Interface, RawSettings, RawTls};
 use crate::server::Stop;
 
 #[global_allocator]
@@ -52,7 +53,10 @@ fn serve(
     state: Option<Py<pyo3::types::PyDict>>,
     context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
-    let config = Arc::new(Config::try_from(settings.extract::<RawSettings>()?)?);
+    let config = Arc::new(Config::try_from((
+        settings.extract::<RawSettings>()?,
+        settings.extract::<RawTls>()?,
+    ))?);
     log::init(py)?;
     let access = if config.access_log {
         let format =
@@ -138,11 +142,23 @@ fn serve(
     Ok(())
 }
 
+/// Check the TLS settings of `settings` (no-op without TLS); raises ValueError with a
+/// message naming the file and the problem. The supervisor calls it before forking.
+#[pyfunction]
+fn check_tls(settings: &Bound<'_, PyAny>) -> PyResult<()> {
+    let raw = settings.extract::<RawTls>()?;
+    if let Some(t) = raw.tls()? {
+        tls::check(&t, raw.http)?;
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(check_tls, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::StartResponse>()?;

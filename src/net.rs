@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -73,14 +74,14 @@ impl Listener {
     }
 
     /// Accept one connection.
-    pub async fn accept(&self) -> io::Result<(Stream, Addrs)> {
+    pub async fn accept(&self) -> io::Result<(Plain, Addrs)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr()?;
                 Ok((
-                    Stream::Tcp(s),
+                    Plain::Tcp(s),
                     Addrs {
                         peer: Some(peer),
                         server_host: local.ip().to_string(),
@@ -91,7 +92,7 @@ impl Listener {
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
                 Ok((
-                    Stream::Unix(s),
+                    Plain::Unix(s),
                     Addrs {
                         peer: None,
                         server_host: path.clone(),
@@ -196,18 +197,87 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// An accepted connection: TCP or Unix, recording read activity for idle detection.
-pub enum Stream {
+/// An accepted connection before TLS: TCP or Unix.
+pub enum Plain {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
+/// An accepted connection: plain, or TLS over a plain one (after the handshake).
+pub enum Stream {
+    Plain(Plain),
+    Tls(Box<tokio_rustls::server::TlsStream<Plain>>),
+}
+
+/// Forward the tokio I/O traits of an enum to its variants.
+macro_rules! forward_io {
+    ($ty:ident { $($variant:ident),+ }) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_write(cx, data),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_write_vectored(cx, bufs),)+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
+forward_io!(Plain { Tcp, Unix });
+forward_io!(Stream { Plain, Tls });
+
 /// A [`Stream`] that notes every successful read in its [`ConnActivity`] and follows
-/// the request framing with a [`FramingScanner`] (dropped once it switches off).
+/// the HTTP/1 request framing with a [`FramingScanner`] (dropped once it switches off,
+/// or when the connection turns out to speak HTTP/2).
+///
+/// Bytes read to tell HTTP/1 from HTTP/2 (see `server::sniff`) are handed back with
+/// [`TrackedStream::replay`] and read again first; the scanner saw them already.
 pub struct TrackedStream {
     inner: Stream,
     activity: Arc<ConnActivity>,
     scanner: Option<Box<FramingScanner>>,
+    replay: Bytes,
 }
 
 impl TrackedStream {
@@ -216,7 +286,26 @@ impl TrackedStream {
             inner,
             activity,
             scanner: Some(Box::new(FramingScanner::new(max_head))),
+            replay: Bytes::new(),
         }
+    }
+
+    /// Read these bytes again before anything else from the socket.
+    pub fn replay(&mut self, bytes: Bytes) {
+        debug_assert!(self.replay.is_empty());
+        self.replay = bytes;
+    }
+
+    /// Stop following HTTP/1 framing: the connection speaks HTTP/2.
+    pub fn framing_off(&mut self) {
+        self.scanner = None;
+    }
+
+    /// Write straight to the socket (for the few bytes sent before hyper takes over).
+    pub async fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.inner.write_all(data).await?;
+        self.inner.flush().await
     }
 }
 
@@ -227,11 +316,13 @@ impl AsyncRead for TrackedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let res = match &mut this.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        };
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
             if let Some(scanner) = this.scanner.as_mut() {
@@ -257,10 +348,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -268,10 +356,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -279,16 +364,10 @@ impl AsyncWrite for TrackedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

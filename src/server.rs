@@ -5,6 +5,17 @@
 //! The interface plugs in through [`Handler`], chosen once at start-up; connection
 //! handling is generic over it, so there is no per-interface copy of this loop.
 //!
+//! Each connection: an optional TLS handshake (rustls; ALPN picks `h2` or
+//! `http/1.1`), then the HTTP version (see [`choose_protocol`]), then hyper's HTTP/1.1
+//! connection (with upgrades, for WebSocket later) or its HTTP/2 connection, both
+//! driven by the same watcher loop. We choose the version ourselves rather than with
+//! hyper-util's `auto::Builder`: its sniffing falls back to HTTP/1.1 on the first byte
+//! that differs from the HTTP/2 preface, so a broken preface would get an HTTP/1.1
+//! `400` (also after ALPN chose `h2`), and with upgrades enabled it cannot be limited
+//! to one version. Here a connection that starts like the preface (`PRI`), or that must
+//! speak HTTP/2, and then breaks it gets SETTINGS + GOAWAY(PROTOCOL_ERROR) (RFC 9113
+//! §3.4); `h2` itself closes without a GOAWAY in that case.
+//!
 //! Limits enforced here: `max_connections` (a semaphore; at the limit the accept loop
 //! waits and asks idle keep-alive connections to close, so new clients are not starved
 //! behind idle ones), `keepalive_timeout` (a watcher per connection closes it when no
@@ -16,21 +27,26 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, HttpMode};
 use crate::http::{plain_response, validate, ResponseBody};
 use crate::log;
 use crate::net::{
-    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, Listener, Stream, TrackedStream,
+    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, Listener, Plain, Stream,
+    TrackedStream,
 };
+use crate::tls::TlsInfo;
 
 /// What a connection tells its requests.
 pub struct ConnCtx {
@@ -40,6 +56,8 @@ pub struct ConnCtx {
     pub slots: Arc<Semaphore>,
     /// Flips to true when the worker starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Set on TLS connections.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// An application interface (WSGI now; ASGI later) as the server sees it.
@@ -86,7 +104,7 @@ pub async fn run<H: Handler>(
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
     let pressure_tx = Arc::new(pressure_tx);
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let builder = Arc::new(http1_builder(&config));
+    let builder = Arc::new(Builders::new(&config)?);
 
     let mut accept_tasks = Vec::new();
     for listener in listeners {
@@ -140,22 +158,128 @@ pub async fn run<H: Handler>(
     Ok(stop)
 }
 
-fn http1_builder(config: &Config) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_header_size(config.max_header_size)
-        .max_headers(config.max_headers)
-        .keep_alive(true)
-        .half_close(false);
-    b
+/// How connections are set up, built once per worker.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Builders {
+    fn new(config: &Config) -> std::io::Result<Builders> {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_header_size(config.max_header_size)
+            .max_headers(config.max_headers)
+            .keep_alive(true)
+            .half_close(false);
+        let c = &config.http2;
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(c.max_concurrent_streams)
+            .initial_stream_window_size(c.initial_stream_window_size)
+            .initial_connection_window_size(c.initial_connection_window_size)
+            .adaptive_window(c.adaptive_window)
+            .max_frame_size(c.max_frame_size)
+            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+            .keep_alive_interval(c.keep_alive_interval)
+            .keep_alive_timeout(c.keep_alive_timeout);
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(t, config.http).map_err(std::io::Error::other)?,
+            )),
+        };
+        Ok(Builders { h1, h2, tls })
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the server writes to a client whose HTTP/2 preface is invalid: an empty
+/// SETTINGS frame (the server preface) and GOAWAY(last stream 0, PROTOCOL_ERROR).
+const BAD_PREFACE_REPLY: [u8; 26] = [
+    0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS, length 0, stream 0
+    0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY, length 8, stream 0
+    0, 0, 0, 0, // last stream id 0
+    0, 0, 0, 0x1, // PROTOCOL_ERROR
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+    /// Must be HTTP/2 but the preface is wrong.
+    BadPreface,
+    /// Closed (or timed out) before saying anything.
+    Gone,
+}
+
+/// What a connection speaks: by `--http`, by ALPN over TLS, or by the first bytes.
+///
+/// `--http 1` never looks. `--http 2` and ALPN `h2` need the exact preface. Otherwise
+/// (`auto`, cleartext or TLS without ALPN) bytes are read while they match the preface:
+/// all 24 means HTTP/2; a difference within the first three bytes means HTTP/1.1 (no
+/// method starts with `PRI`); a later one is a broken HTTP/2 preface. The bytes read
+/// are replayed to hyper.
+async fn choose_protocol(
+    io: &mut TrackedStream,
+    mode: HttpMode,
+    alpn: Option<&[u8]>,
+    timeout: Duration,
+) -> Proto {
+    let strict = match (mode, alpn) {
+        (HttpMode::Http1, _) | (HttpMode::Auto, Some(b"http/1.1")) => return Proto::Http1,
+        (HttpMode::Http2, _) | (HttpMode::Auto, Some(b"h2")) => true,
+        (HttpMode::Auto, _) => false,
+    };
+    let mut buf = [0u8; 24];
+    let mut filled = 0;
+    let read = async {
+        while filled < buf.len() {
+            let n = io.read(&mut buf[filled..]).await.unwrap_or(0);
+            if n == 0 {
+                return if filled == 0 {
+                    Proto::Gone
+                } else {
+                    Proto::BadPreface
+                };
+            }
+            let start = filled;
+            filled += n;
+            if let Some(i) = (start..filled).find(|&i| buf[i] != PREFACE[i]) {
+                return if strict || i >= 3 {
+                    Proto::BadPreface
+                } else {
+                    Proto::Http1
+                };
+            }
+        }
+        Proto::Http2
+    };
+    let proto = tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Proto::Gone);
+    match proto {
+        // A half-sent request line that closed: let hyper see (and log) it as HTTP/1.
+        Proto::BadPreface if !strict && filled < 3 => {
+            io.replay(Bytes::copy_from_slice(&buf[..filled]));
+            Proto::Http1
+        }
+        p => {
+            io.replay(Bytes::copy_from_slice(&buf[..filled]));
+            p
+        }
+    }
 }
 
 async fn accept_loop<H: Handler>(
     listener: Listener,
     handler: Arc<H>,
     config: Arc<Config>,
-    builder: Arc<http1::Builder>,
+    builder: Arc<Builders>,
     slots: Arc<Semaphore>,
     pressure: Arc<watch::Sender<u64>>,
     mut ctl: Ctl,
@@ -221,24 +345,73 @@ async fn accept_loop<H: Handler>(
 }
 
 async fn serve_connection<H: Handler>(
-    stream: Stream,
+    plain: Plain,
     addrs: Addrs,
     handler: Arc<H>,
     config: Arc<Config>,
-    builder: Arc<http1::Builder>,
+    builder: Arc<Builders>,
     slots: Arc<Semaphore>,
-    mut ctl: Ctl,
+    ctl: Ctl,
 ) {
+    let (stream, tls, alpn) = match &builder.tls {
+        None => (Stream::Plain(plain), None, None),
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(config.header_read_timeout, acceptor.accept(plain));
+            match handshake.await {
+                Ok(Ok(s)) => {
+                    let conn = s.get_ref().1;
+                    let info = TlsInfo::from_connection(conn);
+                    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+                    (Stream::Tls(Box::new(s)), Some(Arc::new(info)), alpn)
+                }
+                // Scanners, health checks and clients that distrust the certificate:
+                // routine on the internet, so not worth more than a debug line.
+                Ok(Err(e)) => {
+                    log::log(
+                        log::DEBUG,
+                        &format!("TLS handshake failed with {}: {e}", peer(&addrs)),
+                    );
+                    return;
+                }
+                Err(_) => {
+                    log::log(
+                        log::DEBUG,
+                        &format!("TLS handshake timed out with {}", peer(&addrs)),
+                    );
+                    return;
+                }
+            }
+        }
+    };
     let activity = ConnActivity::new();
-    let io = TokioIo::new(TrackedStream::new(
-        stream,
-        activity.clone(),
-        config.max_header_size,
-    ));
+    let mut io = TrackedStream::new(stream, activity.clone(), config.max_header_size);
+    let proto = choose_protocol(
+        &mut io,
+        config.http,
+        alpn.as_deref(),
+        config.header_read_timeout,
+    )
+    .await;
+    match proto {
+        Proto::Gone => return,
+        Proto::BadPreface => {
+            log::log(
+                log::DEBUG,
+                &format!("invalid HTTP/2 connection preface from {}", peer(&addrs)),
+            );
+            let _ = io.write_raw(&BAD_PREFACE_REPLY).await;
+            return;
+        }
+        Proto::Http2 => io.framing_off(),
+        Proto::Http1 => {}
+    }
+    let io = TokioIo::new(io);
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
         slots,
         shutdown: ctl.shutdown.clone(),
+        tls,
     });
     let service = {
         let activity = activity.clone();
@@ -281,9 +454,36 @@ async fn serve_connection<H: Handler>(
             }
         })
     };
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
     let keepalive = config.keepalive_timeout;
+    if proto == Proto::Http2 {
+        let conn = builder.h2.serve_connection(io, service);
+        watch(conn, |c| c.graceful_shutdown(), activity, keepalive, ctl).await;
+    } else {
+        let conn = builder.h1.serve_connection(io, service).with_upgrades();
+        watch(conn, |c| c.graceful_shutdown(), activity, keepalive, ctl).await;
+    }
+}
+
+fn peer(addrs: &Addrs) -> String {
+    match addrs.peer {
+        Some(p) => p.to_string(),
+        None => format!("unix:{}", addrs.server_host),
+    }
+}
+
+/// Drive a hyper connection to its end, closing it gracefully when it idles past the
+/// keep-alive timeout, when the worker drains, or when the worker needs its slot.
+async fn watch<C, E>(
+    conn: C,
+    shutdown: impl Fn(std::pin::Pin<&mut C>),
+    activity: Arc<ConnActivity>,
+    keepalive: Duration,
+    mut ctl: Ctl,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
     let idle_timer = tokio::time::sleep(keepalive);
     tokio::pin!(idle_timer);
     let mut closing = false;
@@ -301,7 +501,7 @@ async fn serve_connection<H: Handler>(
                 draining = true;
                 if activity.idle_for().is_none() {
                     // In flight: hyper answers with `Connection: close`, then closes.
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                     closing = true;
                 } else {
                     // Idle: linger briefly, so a request already on its way is answered
@@ -311,27 +511,27 @@ async fn serve_connection<H: Handler>(
                 }
             }
             _ = activity.request_arrived.notified(), if draining && !closing => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 closing = true;
             }
             r = ctl.pressure.changed(), if !closing && !draining && pressure_live => {
                 if r.is_err() {
                     pressure_live = false;
                 } else if activity.is_idle_keepalive() {
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                     closing = true;
                 }
             }
             _ = &mut idle_timer, if !closing => {
                 let now = tokio::time::Instant::now();
                 if draining {
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                     closing = true;
                     continue;
                 }
                 match activity.idle_for() {
                     Some(idle) if idle >= keepalive => {
-                        conn.as_mut().graceful_shutdown();
+                        shutdown(conn.as_mut());
                         closing = true;
                     }
                     Some(idle) => idle_timer.as_mut().reset(now + (keepalive - idle)),
@@ -339,5 +539,84 @@ async fn serve_connection<H: Handler>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Run `choose_protocol` on a connection whose client sent `sent` (then closed, if
+    /// `close`); return the choice and every byte the server side can read afterwards.
+    async fn choose(
+        sent: &[u8],
+        close: bool,
+        mode: HttpMode,
+        alpn: Option<&[u8]>,
+    ) -> (Proto, Vec<u8>) {
+        let (server, mut client) = tokio::net::UnixStream::pair().unwrap();
+        client.write_all(sent).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        let mut io = TrackedStream::new(
+            Stream::Plain(Plain::Unix(server)),
+            ConnActivity::new(),
+            8192,
+        );
+        let proto = choose_protocol(&mut io, mode, alpn, Duration::from_millis(300)).await;
+        drop(client);
+        let mut rest = Vec::new();
+        let _ = io.read_to_end(&mut rest).await;
+        (proto, rest)
+    }
+
+    #[tokio::test]
+    async fn sniffs_and_replays() {
+        let get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let pri_h2 = [&PREFACE[..], b"\0\0\0\x04\0\0\0\0\0"].concat();
+        let bad = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n";
+        let auto = HttpMode::Auto;
+        assert_eq!(
+            choose(get, true, auto, None).await,
+            (Proto::Http1, get.to_vec())
+        );
+        assert_eq!(
+            choose(&pri_h2, true, auto, None).await,
+            (Proto::Http2, pri_h2.clone())
+        );
+        assert_eq!(choose(bad, true, auto, None).await.0, Proto::BadPreface);
+        // PROPFIND and PUT share a prefix with the preface but are HTTP/1.1.
+        for m in [
+            &b"PROPFIND / HTTP/1.1\r\n\r\n"[..],
+            b"PUT / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                choose(m, true, auto, None).await,
+                (Proto::Http1, m.to_vec())
+            );
+        }
+        // Must be HTTP/2: anything else is a bad preface.
+        assert_eq!(
+            choose(get, true, HttpMode::Http2, None).await.0,
+            Proto::BadPreface
+        );
+        assert_eq!(
+            choose(get, true, auto, Some(b"h2")).await.0,
+            Proto::BadPreface
+        );
+        // HTTP/1.1 by mode or ALPN: nothing is read, even a preface goes to hyper.
+        assert_eq!(
+            choose(&pri_h2, true, HttpMode::Http1, None).await,
+            (Proto::Http1, pri_h2.clone())
+        );
+        assert_eq!(
+            choose(&pri_h2, true, auto, Some(b"http/1.1")).await.0,
+            Proto::Http1
+        );
+        // Closed before a byte, or silent until the timeout.
+        assert_eq!(choose(b"", true, auto, None).await.0, Proto::Gone);
+        assert_eq!(choose(b"PRI * ", false, auto, None).await.0, Proto::Gone);
     }
 }

@@ -26,7 +26,7 @@ APPS_DIR = TESTS_DIR / "apps"
 
 #: The readiness line, logged once every worker can serve.
 READY_RE = re.compile(
-    r"Listening on (?P<url>http://127\.0\.0\.1:(?P<port>\d+)) "
+    r"Listening on (?P<url>(?P<scheme>https?)://127\.0\.0\.1:(?P<port>\d+))(?:, \S+)* "
     r"\((?P<workers>\d+) workers?\)"
 )
 
@@ -71,13 +71,17 @@ class Server:
         args: list[str],
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        launcher: list[str] | None = None,
     ) -> None:
+        """``launcher`` replaces ``python -m gristmill`` (it must exec it with the args
+        that follow); ``pass_fds`` are inherited by the process."""
         self.args = list(args)
         if not any(
             a in ("--port", "--uds") or a.startswith(("--port=", "--uds=")) for a in self.args
         ):
             self.args = ["--port", "0", *self.args]
-        self.cmd = gristmill_cmd(self.args)
+        self.cmd = [*launcher, *self.args] if launcher else gristmill_cmd(self.args)
         self._cond = threading.Condition()
         self._merged: list[tuple[str, str]] = []  # (stream, line) in arrival order
         self.proc = subprocess.Popen(
@@ -88,6 +92,7 @@ class Server:
             env=base_env(env),
             cwd=str(cwd or APPS_DIR),
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self.pid = self.proc.pid
         self.pgid = self.proc.pid

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _certs import Certs, make_certs  # noqa: E402
 from _support import APPS_DIR, Server, run_to_exit  # noqa: E402
 
 
@@ -23,9 +24,13 @@ def server():
     started: list[Server] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, cwd=None, expect_ready: bool = True
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd=None,
+        expect_ready: bool = True,
+        **kw,
     ) -> Server:
-        srv = Server(list(args), env=env, cwd=cwd)
+        srv = Server(list(args), env=env, cwd=cwd, **kw)
         started.append(srv)
         if expect_ready:
             srv.wait_ready()
@@ -45,3 +50,9 @@ def gristmill_exit():
 @pytest.fixture
 def apps_dir() -> Path:
     return APPS_DIR
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    """Test certificates (EC keys): see ``_certs.py``."""
+    return make_certs(tmp_path_factory.mktemp("certs-ec"))

@@ -26,7 +26,15 @@ def serve(
     released. SIGTERM starts a graceful shutdown (stop accepting, finish in-flight
     requests within ``settings.graceful_timeout``); SIGQUIT stops at once; the worker
     also stops gracefully when its parent process goes away. Returns when stopped.
-    Raises ``OSError`` when a listener fd is unusable.
+    Raises ``OSError`` when a listener fd is unusable or the TLS files cannot be loaded.
+    """
+
+def check_tls(settings: Settings) -> None:
+    """Load the TLS certificate chain, key and client CAs of ``settings`` without serving.
+
+    A no-op without ``ssl_certfile``. Raises ``ValueError`` naming the file and the
+    problem (unreadable, not PEM, encrypted without a password, wrong password, or a key
+    that does not match the certificate).
     """
 
 class FileWrapper:

@@ -164,6 +164,36 @@ class Settings:
         group="Binding",
         metavar="PATH",
     )
+    uds_permissions: str | None = _setting(
+        None,
+        "The file mode of Unix sockets gristmill creates, in octal (e.g. `660` so that "
+        "only the owner and the group, say the proxy's, can connect). Default is none: "
+        "the mode the umask gives.",
+        group="Binding",
+        metavar="MODE",
+    )
+    bind: list[str] = _setting(
+        [],
+        "An address to listen on (repeatable; all are served at once): `HOST:PORT`, "
+        "`[IPV6]:PORT`, `unix:PATH` or `fd://N`. When given, `--host`, `--port` and "
+        "`--uds` are not used. Default is none.",
+        group="Binding",
+        metavar="ADDR",
+    )
+    fd: int | None = _setting(
+        None,
+        "Serve the listening socket inherited as file descriptor N (TCP or Unix) from "
+        "the process that started gristmill, instead of binding one. (Sockets from systemd "
+        "socket activation, `LISTEN_FDS`, are found without a setting.) Default is none.",
+        group="Binding",
+    )
+    reuse_port: bool = _setting(
+        False,
+        "Let each worker bind its own socket for each TCP address with `SO_REUSEPORT`, "
+        "so the kernel spreads connections over the workers instead of the workers "
+        "competing for one accept queue. Default is off.",
+        group="Binding",
+    )
     backlog: int = _setting(
         2048,
         "The listen backlog: connections the kernel queues "
@@ -245,6 +275,111 @@ class Settings:
         "Send `Server: gristmill` when the application sets no Server header. Default is on.",
         group="HTTP",
         negatable=True,
+    )
+
+    # --- HTTP/2 ----------------------------------------------------------------------
+    http: str = _setting(
+        "auto",
+        "The HTTP versions served. `auto`: HTTP/1.1, and HTTP/2 when TLS ALPN chooses `h2` "
+        "or, in cleartext, when the client starts with the HTTP/2 preface (prior "
+        "knowledge, h2c). `1`: HTTP/1.1 only. `2`: HTTP/2 only. Default is `auto`.",
+        choices=("auto", "1", "2"),
+        group="HTTP/2",
+    )
+    http2_max_concurrent_streams: int = _setting(
+        200,
+        "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: requests one connection may have in "
+        "flight at once. Default is 200.",
+        group="HTTP/2",
+    )
+    http2_initial_stream_window_size: int = _setting(
+        MIB,
+        "HTTP/2 initial flow-control window of each stream, in bytes: how much of a "
+        "request body the client may send before the application reads it. "
+        "Default is 1048576 (1 MiB).",
+        group="HTTP/2",
+        metavar="BYTES",
+    )
+    http2_initial_connection_window_size: int = _setting(
+        MIB,
+        "HTTP/2 initial flow-control window of the whole connection, in bytes. "
+        "Default is 1048576 (1 MiB).",
+        group="HTTP/2",
+        metavar="BYTES",
+    )
+    http2_adaptive_window: bool = _setting(
+        False,
+        "Grow the HTTP/2 flow-control windows with the measured bandwidth-delay product "
+        "(overrides the initial window sizes). Default is off.",
+        group="HTTP/2",
+        negatable=True,
+    )
+    http2_max_frame_size: int = _setting(
+        16 * KIB,
+        "HTTP/2 SETTINGS_MAX_FRAME_SIZE: the largest frame payload the server accepts, "
+        "16384 to 16777215 bytes. Default is 16384 (16 KiB).",
+        group="HTTP/2",
+        metavar="BYTES",
+    )
+    http2_keep_alive_interval: float = _setting(
+        0.0,
+        "Seconds between HTTP/2 PING frames sent to check that the client is still there; "
+        "0 sends none. Default is 0 (off).",
+        group="HTTP/2",
+        metavar="SECONDS",
+    )
+    http2_keep_alive_timeout: float = _setting(
+        20.0,
+        "Seconds to wait for the answer to a keep-alive PING before closing the "
+        "connection. Default is 20 seconds.",
+        group="HTTP/2",
+        metavar="SECONDS",
+    )
+
+    # --- TLS -------------------------------------------------------------------------
+    ssl_certfile: str | None = _setting(
+        None,
+        "Serve HTTPS with this PEM certificate file: the server certificate first, then "
+        "any intermediates (the chain). Needs `--ssl-keyfile`. Default is none (cleartext).",
+        group="TLS",
+        metavar="FILE",
+    )
+    ssl_keyfile: str | None = _setting(
+        None,
+        "The PEM private key of the certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or "
+        "encrypted PKCS#8 with `--ssl-keyfile-password`. Default is none.",
+        group="TLS",
+        metavar="FILE",
+    )
+    ssl_keyfile_password: str | None = _setting(
+        None,
+        "The password of an encrypted `--ssl-keyfile` (prefer the "
+        "GRISTMILL_SSL_KEYFILE_PASSWORD variable or the config file: a command line is "
+        "visible to other users). Default is none.",
+        group="TLS",
+        metavar="PASSWORD",
+    )
+    ssl_min_version: str = _setting(
+        "1.2",
+        "The lowest TLS version accepted. Default is `1.2`.",
+        choices=("1.2", "1.3"),
+        group="TLS",
+    )
+    ssl_ca_certs: str | None = _setting(
+        None,
+        "A PEM file of the CA certificates that sign client certificates, for "
+        "`--ssl-client-verify`. Default is none.",
+        group="TLS",
+        metavar="FILE",
+    )
+    ssl_client_verify: str = _setting(
+        "none",
+        "Client certificates (mutual TLS): `none` asks for none; `optional` asks, and "
+        "verifies one if presented; `required` refuses clients without a valid one. "
+        "Verified certificates reach the application (`SSL_CLIENT_CERT`, "
+        "`SSL_CLIENT_S_DN`, `SSL_CLIENT_VERIFY`). Default is `none`.",
+        choices=("none", "optional", "required"),
+        group="TLS",
     )
 
     # --- Logging ---------------------------------------------------------------------
@@ -429,7 +564,53 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("port must be between 0 and 65535")
     if s.root_path and (not s.root_path.startswith("/") or s.root_path.endswith("/")):
         raise ConfigError("root_path must start with '/' and not end with '/'")
+    _validate_http2(s)
+    _validate_tls(s)
+    if s.uds_permissions is not None:
+        try:
+            mode = int(s.uds_permissions, 8)
+        except ValueError:
+            mode = -1
+        if not 0 <= mode <= 0o777:
+            raise ConfigError(
+                f"uds_permissions must be an octal file mode like 660, got {s.uds_permissions!r}"
+            )
+    if s.fd is not None and s.fd < 0:
+        raise ConfigError("fd must be a file descriptor number (0 or more)")
+    from .sockets import parse_address
+
+    for addr in s.bind:
+        parse_address(addr)
     return s
+
+
+def _validate_http2(s: Settings) -> None:
+    if not 1 <= s.http2_max_concurrent_streams <= 2**31 - 1:
+        raise ConfigError("http2_max_concurrent_streams must be between 1 and 2147483647")
+    for name in ("http2_initial_stream_window_size", "http2_initial_connection_window_size"):
+        if not 65535 <= getattr(s, name) <= 2**31 - 1:
+            raise ConfigError(f"{name} must be between 65535 and 2147483647")
+    if not 16384 <= s.http2_max_frame_size <= 16777215:
+        raise ConfigError("http2_max_frame_size must be between 16384 and 16777215")
+    if s.http2_keep_alive_interval < 0:
+        raise ConfigError("http2_keep_alive_interval must be 0 (off) or positive")
+    if s.http2_keep_alive_timeout <= 0:
+        raise ConfigError("http2_keep_alive_timeout must be positive")
+
+
+def _validate_tls(s: Settings) -> None:
+    if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
+        raise ConfigError("ssl_certfile and ssl_keyfile must be given together")
+    if not s.ssl_certfile:
+        for name in ("ssl_keyfile_password", "ssl_ca_certs"):
+            if getattr(s, name):
+                raise ConfigError(f"{name} needs ssl_certfile and ssl_keyfile")
+        if s.ssl_client_verify != "none":
+            raise ConfigError("ssl_client_verify needs ssl_certfile and ssl_keyfile")
+    if s.ssl_client_verify != "none" and not s.ssl_ca_certs:
+        raise ConfigError(
+            "ssl_client_verify needs ssl_ca_certs (the CAs that sign client certificates)"
+        )
 
 
 def from_sources(cli: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Settings:

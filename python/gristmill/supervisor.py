@@ -18,21 +18,18 @@ The supervisor never imports the application (unless handed an app object by
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.util
 import logging
 import os
 import selectors
 import signal
-import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import loader, worker
-from .errors import AppLoadError, ServerError
+from . import loader, sockets, worker
+from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
 
 __all__ = ["Supervisor", "MAX_STARTUP_FAILURES", "SHUTDOWN_GRACE"]
@@ -92,8 +89,9 @@ class Supervisor:
         self.workers: dict[int, _Worker] = {}  # serving or starting, by pid
         self.retiring: set[int] = set()  # told to stop; reaped without respawn
         self.generation = 0
-        self.listeners: list[socket.socket] = []
+        self.listeners: list[sockets.Bound] = []
         self.address = ""
+        self._uds_owned: list[sockets.Bound] = []  # socket files to remove at exit
         self._seq = 0
         self._startup_failures = 0
         self._announced = False
@@ -101,7 +99,6 @@ class Supervisor:
         self._reload: _Reload | None = None
         self._sel: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = -1
-        self._uds_inode: int | None = None
         self._pid_file: str | None = None
         self._old_handlers: dict[int, Any] = {}
 
@@ -130,7 +127,8 @@ class Supervisor:
         # relative to --working-dir (that is what the option is for).
         self._pid_file = os.path.abspath(s.pid_file) if s.pid_file else None
         uds = os.path.abspath(s.uds) if s.uds else None
-        self.settings = s = s.replace(uds=uds)
+        bind = [f"unix:{os.path.abspath(a[5:])}" if a.startswith("unix:") else a for a in s.bind]
+        self.settings = s = s.replace(uds=uds, bind=bind, **_absolute_tls_paths(s))
         # Env files first: the workers inherit os.environ through fork.
         loader.apply_env_files(s.env_file)
         loader.enter_working_dir(s)
@@ -138,6 +136,7 @@ class Supervisor:
             raise ServerError(
                 "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
             )
+        _check_tls(s)
 
     def _cleanup(self) -> None:
         # Reached normally with no children left; after an unexpected exception, do not
@@ -152,10 +151,7 @@ class Supervisor:
         self.workers.clear()
         self.retiring.clear()
         self._close_listeners()
-        if self.settings.uds and self._uds_inode is not None:
-            with contextlib.suppress(OSError):
-                if os.stat(self.settings.uds).st_ino == self._uds_inode:
-                    os.unlink(self.settings.uds)
+        sockets.remove_uds_files(self._uds_owned)
         if self._pid_file:
             with contextlib.suppress(OSError):
                 with open(self._pid_file) as f:
@@ -167,55 +163,12 @@ class Supervisor:
     # --- sockets --------------------------------------------------------------------
 
     def _bind(self) -> None:
-        s = self.settings
-        if s.uds:
-            self.listeners = [self._bind_uds(s.uds)]
-            self.address = f"unix:{s.uds}"
-            return
-        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            # Restarting right after a stop must not fail on TIME_WAIT connections.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((s.host, s.port))
-            sock.listen(s.backlog)
-        except OSError as e:
-            sock.close()
-            raise ServerError(
-                f"cannot listen on {_hostport(s.host, s.port)}: {e.strerror or e}"
-            ) from None
-        self.listeners = [sock]
-        port = sock.getsockname()[1]
-        self.address = f"http://{_hostport(s.host, port)}"
-
-    def _bind_uds(self, path: str) -> socket.socket:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ServerError(
-                    f"cannot listen on unix:{path}: the path exists and is not a socket"
-                )
-            if _uds_in_use(path):
-                raise ServerError(
-                    f"cannot listen on unix:{path}: another server is listening on it"
-                )
-            os.unlink(path)  # stale socket from a server that did not clean up
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            sock.listen(self.settings.backlog)
-        except OSError as e:
-            sock.close()
-            raise ServerError(f"cannot listen on unix:{path}: {e.strerror or e}") from None
-        self._uds_inode = os.stat(path).st_ino
-        return sock
+        self.listeners = sockets.bind_all(self.settings)
+        self._uds_owned = [b for b in self.listeners if b.uds_path]
+        self.address = ", ".join(b.display for b in self.listeners)
 
     def _close_listeners(self) -> None:
-        for sock in self.listeners:
-            sock.close()
+        sockets.close_all(self.listeners)
         self.listeners = []
 
     def _write_pid_file(self) -> None:
@@ -310,9 +263,8 @@ class Supervisor:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        # The core takes the listening fds over (detached: Python will not close them), so
-        # when the worker stops accepting the socket is really closed in this process.
-        worker.run(self.settings, [s.detach() for s in self.listeners], ready_w, self.app)
+        fds = sockets.worker_fds(self.listeners, self.settings)
+        worker.run(self.settings, fds, ready_w, self.app)
 
     def _close_ready(self, w: _Worker) -> None:
         if w.ready_fd < 0:
@@ -584,16 +536,19 @@ def _exit_reason(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _absolute_tls_paths(s: Settings) -> dict[str, str]:
+    """TLS files are relative to where gristmill was started, as other file settings."""
+    names = ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs")
+    return {n: os.path.abspath(getattr(s, n)) for n in names if getattr(s, n)}
 
 
-def _uds_in_use(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _check_tls(s: Settings) -> None:
+    """Load the TLS files once before forking, so a bad one is one clear error (exit 2)."""
+    if not s.ssl_certfile:
+        return
+    from . import _core
+
     try:
-        probe.connect(path)
-    except OSError as e:
-        return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
-    finally:
-        probe.close()
-    return True
+        _core.check_tls(s)
+    except ValueError as e:
+        raise ConfigError(f"TLS: {e}") from None

@@ -72,6 +72,7 @@ pub struct NewSocket {
     shared: Arc<ws::WsShared>,
     parts: Parts,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
     slots: Arc<tokio::sync::Semaphore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -97,6 +98,7 @@ pub struct NewRequest {
     shared: Arc<HttpShared>,
     parts: Parts,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
 }
 
@@ -167,10 +169,11 @@ impl Bridge {
             shared,
             parts,
             addrs,
+            tls,
             started,
         } = req;
         let result = (|| -> PyResult<()> {
-            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, "http")?;
+            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, tls.as_deref())?;
             let proto = Bound::new(
                 py,
                 HttpProtocol::new(shared.clone(), self.clone(), parts, addrs, started),
@@ -198,12 +201,13 @@ impl Bridge {
             shared,
             parts,
             addrs,
+            tls,
             started,
             slots,
             shutdown,
         } = sock;
         let result = (|| -> PyResult<()> {
-            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, "ws")?;
+            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, tls.as_deref())?;
             let proto = Bound::new(
                 py,
                 WsProtocol::new(
@@ -430,6 +434,7 @@ impl Asgi {
             shared,
             parts,
             addrs: conn.addrs.clone(),
+            tls: conn.tls.clone(),
             started,
             slots: conn.slots.clone(),
             shutdown: conn.shutdown.clone(),
@@ -484,6 +489,7 @@ impl Handler for Asgi {
             shared,
             parts,
             addrs: conn.addrs.clone(),
+            tls: conn.tls.clone(),
             started,
         })));
         let resp = rx.await;

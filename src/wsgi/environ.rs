@@ -6,10 +6,16 @@
 //! percent-decoded first). Header names containing `_` are dropped, so `X_Forwarded_For`
 //! cannot pose as `X-Forwarded-For` (both would map to `HTTP_X_FORWARDED_FOR`). The
 //! server's own process environment is never copied in.
+//!
+//! On TLS connections `wsgi.url_scheme` is `https` and the mod_ssl-style keys `HTTPS`,
+//! `SSL_PROTOCOL`, `SSL_CIPHER` and `SSL_CLIENT_VERIFY` are set; with a verified client
+//! certificate also `SSL_CLIENT_CERT` (PEM), `SSL_CLIENT_S_DN` and `SSL_CLIENT_I_DN`
+//! (RFC 4514). Over HTTP/2 the `:authority` pseudo-header stands in for a missing
+//! `Host` (RFC 9113 §8.3.1), so `HTTP_HOST` is set as applications expect.
 
 use std::borrow::Cow;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::request::Parts;
 use percent_encoding::percent_decode;
 use pyo3::prelude::*;
@@ -19,6 +25,7 @@ use pyo3::{intern, Bound};
 use crate::access_log::protocol;
 use crate::config::Config;
 use crate::net::Addrs;
+use crate::tls::TlsInfo;
 
 /// Decode bytes as latin-1 into a Python str (a "native string").
 pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
@@ -100,6 +107,7 @@ pub fn build<'py>(
     root_path: &str,
     parts: &Parts,
     addrs: &Addrs,
+    tls: Option<&TlsInfo>,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = base.copy()?;
@@ -150,6 +158,26 @@ pub fn build<'py>(
             env.set_item(PyString::intern(py, &key), value)?;
         } else {
             env.set_item(&*key, value)?;
+        }
+    }
+    if !parts.headers.contains_key(HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            env.set_item(intern!(py, "HTTP_HOST"), authority.as_str())?;
+        }
+    }
+    if let Some(tls) = tls {
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+        env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+        env.set_item(intern!(py, "SSL_PROTOCOL"), tls.protocol)?;
+        env.set_item(intern!(py, "SSL_CIPHER"), tls.cipher.as_str())?;
+        match &tls.client_cert {
+            Some(cert) => {
+                env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "SUCCESS"))?;
+                env.set_item(intern!(py, "SSL_CLIENT_CERT"), cert.pem.as_str())?;
+                env.set_item(intern!(py, "SSL_CLIENT_S_DN"), cert.subject.as_str())?;
+                env.set_item(intern!(py, "SSL_CLIENT_I_DN"), cert.issuer.as_str())?;
+            }
+            None => env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "NONE"))?,
         }
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;

@@ -35,6 +35,7 @@ use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task};
 use crate::server::{ConnCtx, Handler};
+use crate::tls::TlsInfo;
 
 /// What every request of this worker shares.
 pub struct Shared {
@@ -91,6 +92,7 @@ impl Handler for Wsgi {
             parts,
             body,
             addrs: conn.addrs.clone(),
+            tls: conn.tls.clone(),
             reply,
             guard,
             started,
@@ -147,6 +149,7 @@ pub struct Job {
     parts: Parts,
     body: Incoming,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<TlsInfo>>,
     reply: oneshot::Sender<Response<ResponseBody>>,
     guard: ActiveGuard,
     started: Instant,
@@ -187,6 +190,7 @@ impl Task for Job {
             parts,
             body,
             addrs,
+            tls,
             reply,
             guard,
             started,
@@ -218,6 +222,7 @@ impl Task for Job {
                 &shared.config.root_path,
                 &parts,
                 &addrs,
+                tls.as_deref(),
                 input.into_any(),
             )?;
             let iterable = shared.app.bind(py).call1((environ, &sr))?;

@@ -42,6 +42,8 @@ def application(environ, start_response):
         stream.write("gm-wsgi-errors-message\n")
         stream.flush()
         return _respond(start_response, b"logged")
+    if path == "/osenv":
+        return _respond(start_response, repr(os.environ.get(environ["QUERY_STRING"])).encode())
     if path == "/pid":
         return _respond(start_response, str(os.getpid()).encode())
     if path == "/created":

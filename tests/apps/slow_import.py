@@ -5,7 +5,10 @@ import sys
 import time
 
 time.sleep(0.5)
-print(f"GM-IMPORTED pid={os.getpid()}", file=sys.stderr, flush=True)
+# One write of the whole line: print() writes the text and the newline separately, and
+# two workers importing at once then interleave them on the shared stderr pipe.
+sys.stderr.write(f"GM-IMPORTED pid={os.getpid()}\n")
+sys.stderr.flush()
 
 
 def application(environ, start_response):

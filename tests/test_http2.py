@@ -1,0 +1,571 @@
+"""HTTP/2: h2c prior knowledge, `--http` modes, real clients (curl, httpx, h2load), many
+concurrent streams, flow control, resets, and frame-level protocol checks (the
+behaviours h2spec checks, RFC 9113 + RFC 7541) with raw frames from `_h2`.
+
+The frame-level checks run in cleartext `--http auto` and `--http 2` here, and over TLS
+after ALPN chose h2 in `test_tls.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from _h2 import (
+    COMPRESSION_ERROR,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    PREFACE,
+    PROTOCOL_ERROR,
+    STREAM_CLOSED,
+    H2Raw,
+    h2_tls_context,
+)
+from _support import RawConn, http_request
+
+APP = "h2_app:application"
+
+
+@pytest.fixture(scope="module", params=["auto", "2", "tls"])
+def h2srv(request):
+    """The same server three ways: cleartext `--http auto` (h2c by prior knowledge),
+    cleartext `--http 2`, and TLS with ALPN `h2` (``h2srv.h2_tls`` is then the client's
+    context). The frame-level tests run against each."""
+    from _support import Server
+
+    args = [APP, "--threads", "4"]
+    tls = None
+    if request.param == "tls":
+        certs = request.getfixturevalue("certs")
+        args += certs.server_args()
+        tls = h2_tls_context(certs.ca, ["h2"])
+    else:
+        args += ["--http", request.param]
+    s = Server(args)
+    s.wait_ready()
+    s.h2_tls = tls
+    yield s
+    s.kill()
+
+
+def h2conn(srv, **kw) -> H2Raw:
+    """A raw HTTP/2 connection to ``srv``, over TLS when it serves TLS."""
+    return H2Raw(srv.port, tls=getattr(srv, "h2_tls", None), **kw)
+
+
+cleartext_only = pytest.mark.usefixtures("_cleartext")
+
+
+@pytest.fixture
+def _cleartext(h2srv):
+    if h2srv.h2_tls is not None:
+        pytest.skip("a cleartext client (TLS clients are in test_tls.py)")
+
+
+def h2c_client(**kw) -> httpx.Client:
+    return httpx.Client(http1=False, http2=True, timeout=20, **kw)
+
+
+# --- real clients ----------------------------------------------------------------------
+@cleartext_only
+def test_curl_prior_knowledge(h2srv):
+    out = subprocess.run(
+        ["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}", h2srv.url + "/env"],
+        capture_output=True,
+        timeout=20,
+        check=True,
+        text=True,
+    ).stdout
+    body, version = out.rsplit("\n", 1)
+    env = json.loads(body)
+    assert version == "2"
+    assert env["SERVER_PROTOCOL"] == "HTTP/2"
+    assert env["HTTP_HOST"] == f"127.0.0.1:{h2srv.port}"  # from :authority
+    assert env["wsgi.url_scheme"] == "http"
+
+
+@cleartext_only
+def test_httpx_h2c_large_bodies_both_ways(h2srv):
+    """5 MiB up and 8 MiB down: several flow-control windows each way."""
+    payload = bytes(range(256)) * (5 * 4096)
+    with h2c_client() as c:
+        r = c.post(h2srv.url + "/sha", content=payload)
+        assert r.http_version == "HTTP/2"
+        assert r.text == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
+        r = c.get(h2srv.url + "/big?8388608")
+        assert r.status_code == 200 and len(r.content) == 8388608
+        # A streamed request body (no content-length): DATA frames as they come.
+        r = c.post(h2srv.url + "/echo", content=iter([b"a" * 70000, b"b" * 70000]))
+        assert r.content == b"a" * 70000 + b"b" * 70000
+
+
+def test_many_streams_one_connection(h2srv):
+    """100 requests multiplexed on one connection all get their own answer."""
+    with h2conn(h2srv) as conn:
+        sids = [conn.request(f"/n{i}") for i in range(100)]
+        got = {}
+        while len(got) < 100:
+            f = conn.read_frame()
+            if isinstance(f, (GoAwayFrame, RstStreamFrame)):
+                raise AssertionError(f)
+            if isinstance(f, DataFrame):
+                got[f.stream_id] = got.get(f.stream_id, b"") + f.data
+                conn.send(WindowUpdateFrame(0, window_increment=max(1, len(f.data))))
+        assert sorted(got) == sids
+        for i, sid in enumerate(sids):
+            assert got[sid] == f"HTTP/2 /n{i}".encode()
+
+
+@pytest.mark.parametrize("streams", [10, 100])
+def test_streams_are_served_concurrently(server, streams):
+    """With --threads N, N requests on one connection that each wait for all the others
+    finish: they run at the same time (one by one, the barrier would time out → 500)."""
+    srv = server(APP, "--threads", str(streams))
+    with H2Raw(srv.port) as conn:
+        sids = [conn.request(f"/barrier?{streams}") for _ in range(streams)]
+        for sid in sids:
+            r = conn.response(sid)
+            assert (r.status, r.body) == (200, b"met")
+
+
+def test_client_reset_closes_the_iterable(h2srv):
+    with h2conn(h2srv) as conn:
+        mark = h2srv.mark()
+        sid = conn.request("/stream?rst-1")
+        f = conn.frames_until(DataFrame)[-1]
+        assert f.stream_id == sid
+        conn.send(RstStreamFrame(sid, error_code=0x8))  # CANCEL
+        h2srv.wait_for_line(r"GM-STREAM-CLOSED rst-1", start=mark)
+        # The connection carries on.
+        sid2 = conn.request("/after")
+        assert conn.response(sid2).body == b"HTTP/2 /after"
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+@cleartext_only
+def test_h2load(h2srv):
+    out = subprocess.run(
+        ["h2load", "-n", "400", "-c", "2", "-m", "100", h2srv.url + "/"],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    ).stdout
+    assert "400 succeeded, 0 failed, 0 errored" in out, out
+
+
+# --- modes -----------------------------------------------------------------------------
+def test_http1_still_served_in_auto_mode(server):
+    srv = server(APP, "--http", "auto")
+    with RawConn(srv.port) as conn:
+        conn.send(http_request("GET", "/x"))
+        assert conn.final_response().body == b"HTTP/1.1 /x"
+
+
+def test_http2_only_mode_refuses_http1(server):
+    srv = server(APP, "--http", "2")
+    with H2Raw(srv.port, handshake=False) as conn:
+        conn.send(http_request("GET", "/x"))
+        f = conn.frames_until(GoAwayFrame)
+        assert isinstance(f[0], SettingsFrame)
+        assert f[-1].error_code == PROTOCOL_ERROR
+
+
+def test_http1_only_mode_does_not_speak_http2(server):
+    srv = server(APP, "--http", "1")
+    with RawConn(srv.port) as conn:
+        conn.send(PREFACE)
+        data = conn.read_to_eof(10)
+        # hyper's HTTP/1.1 parser refuses it (an error response or a plain close), never
+        # answering with HTTP/2 frames.
+        assert data == b"" or data.startswith(b"HTTP/1.1 "), data
+    with h2c_client() as c, pytest.raises(httpx.HTTPError):
+        c.get(srv.url + "/")
+
+
+# --- frame level (RFC 9113) ------------------------------------------------------------
+def test_invalid_preface_gets_goaway(h2srv):
+    """RFC 9113 §3.4; also in auto mode, where sniffing must not answer HTTP/1.1 400."""
+    with h2conn(h2srv, handshake=False) as conn:
+        conn.send(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+        frames = conn.frames_until(GoAwayFrame)
+        assert frames[-1].error_code == PROTOCOL_ERROR
+
+
+def test_settings_are_acknowledged(h2srv):
+    with h2conn(h2srv) as conn:
+        assert conn.server_settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 200
+        assert conn.server_settings[SettingsFrame.INITIAL_WINDOW_SIZE] == 1048576
+        conn.send(SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 1024}))
+        acks = [
+            f
+            for f in conn.frames_until(SettingsFrame)
+            if isinstance(f, SettingsFrame) and "ACK" in f.flags
+        ]
+        # The server's ACK of our first SETTINGS may come first; read until a second.
+        while len(acks) < 2:
+            f = conn.read_frame()
+            if isinstance(f, SettingsFrame) and "ACK" in f.flags:
+                acks.append(f)
+        assert all(not a.settings for a in acks)
+
+
+# Where the `h2` crate (0.4.20) answers a connection error with another code than RFC
+# 9113 / RFC 7541 name, the test checks that it is a connection error (GOAWAY), and a
+# strict xfail records the exact code, so it turns red (to be tightened) once `h2` is
+# fixed. See docs/http2.md "Known deviations".
+H2_CODE_DEVIATION = pytest.mark.xfail(
+    strict=True, reason="h2 0.4 reports PROTOCOL_ERROR for this connection error"
+)
+
+# A SETTINGS ACK must be empty (§6.5): length 6 with ACK set.
+SETTINGS_ACK_WITH_PAYLOAD = b"\x00\x00\x06\x04\x01\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64"
+
+
+def goaway_code(conn: H2Raw) -> int:
+    return conn.frames_until(GoAwayFrame)[-1].error_code
+
+
+def test_settings_ack_with_payload_is_connection_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(SETTINGS_ACK_WITH_PAYLOAD)
+        assert goaway_code(conn) in (FRAME_SIZE_ERROR, PROTOCOL_ERROR)
+
+
+@H2_CODE_DEVIATION
+def test_settings_ack_with_payload_is_frame_size_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(SETTINGS_ACK_WITH_PAYLOAD)
+        assert goaway_code(conn) == FRAME_SIZE_ERROR
+
+
+def test_invalid_settings_values_are_connection_errors(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}))
+        conn.expect_goaway(PROTOCOL_ERROR)
+    with h2conn(h2srv) as conn:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31}))
+        assert goaway_code(conn) in (FLOW_CONTROL_ERROR, PROTOCOL_ERROR)
+    with h2conn(h2srv) as conn:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 16383}))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+@H2_CODE_DEVIATION
+def test_initial_window_size_too_large_is_flow_control_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31}))
+        assert goaway_code(conn) == FLOW_CONTROL_ERROR
+
+
+def test_frame_larger_than_max_frame_size(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(DataFrame(sid, data=b"x" * (16384 + 1)))
+        conn.expect_goaway(FRAME_SIZE_ERROR)
+
+
+def test_even_stream_id_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(conn.headers_frame(2, conn.request_headers()))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_decreasing_stream_id_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(conn.headers_frame(5, conn.request_headers()))
+        assert conn.response(5).status == 200
+        conn.send(conn.headers_frame(3, conn.request_headers()))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_data_on_idle_stream_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(DataFrame(1, data=b"x"))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_data_on_closed_stream(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.request("/")
+        assert conn.response(sid).status == 200
+        conn.send(DataFrame(sid, data=b"x", flags=["END_STREAM"]))
+        # §5.1: STREAM_CLOSED, as a stream or a connection error.
+        f = conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
+        assert f.error_code == STREAM_CLOSED
+
+
+def test_headers_on_stream_zero_and_priority_self_dependency(h2srv):
+    with h2conn(h2srv) as conn:
+        block = conn.encoder.encode(conn.request_headers())
+        # HEADERS (type 1), END_STREAM|END_HEADERS, stream 0: hyperframe refuses to build it.
+        conn.send(len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x00" + block)
+        conn.expect_goaway(PROTOCOL_ERROR)
+    with h2conn(h2srv) as conn:
+        conn.send(PriorityFrame(1, depends_on=1, stream_weight=16))
+        f = conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
+        assert f.error_code == PROTOCOL_ERROR
+
+
+def test_continuation_interleaved_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        block = conn.encoder.encode(conn.request_headers())
+        conn.send(HeadersFrame(1, data=block[:5], flags=["END_STREAM"]))
+        conn.send(DataFrame(3, data=b"x"))
+        conn.expect_goaway(PROTOCOL_ERROR)
+    with h2conn(h2srv) as conn:
+        block = conn.encoder.encode(conn.request_headers())
+        conn.send(HeadersFrame(1, data=block[:5], flags=["END_STREAM"]))
+        conn.send(ContinuationFrame(1, data=block[5:], flags=["END_HEADERS"]))
+        assert conn.response(1).status == 200
+
+
+def test_connection_window_overflow(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(WindowUpdateFrame(0, window_increment=2**31 - 1))
+        conn.expect_goaway(FLOW_CONTROL_ERROR)
+
+
+def test_stream_window_overflow(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(WindowUpdateFrame(sid, window_increment=2**31 - 1))
+        conn.expect_rst(sid, FLOW_CONTROL_ERROR)
+
+
+def test_zero_window_increment(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_client_exceeding_the_flow_control_window(server):
+    srv = server(APP, "--http2-initial-stream-window-size", "65535")
+    with H2Raw(srv.port) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/sha", "POST"), False))
+        # Up to the window is fine; the app reads it (and the server refills the window),
+        # so send more than one window without waiting: the server must not over-buffer.
+        for _ in range(4):
+            conn.send(DataFrame(sid, data=b"x" * 16384))
+        conn.send(DataFrame(sid, data=b"x" * 1000, flags=["END_STREAM"]))
+        f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
+        assert isinstance(f, HeadersFrame | RstStreamFrame | GoAwayFrame)
+        if not isinstance(f, HeadersFrame):
+            assert f.error_code == FLOW_CONTROL_ERROR
+
+
+# Indexed header field with index 70: beyond the static table, and the dynamic one is empty.
+BAD_HPACK = HeadersFrame(1, data=b"\xc6", flags=["END_HEADERS", "END_STREAM"])
+
+
+def test_hpack_decoding_error_is_connection_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(BAD_HPACK)
+        assert goaway_code(conn) in (COMPRESSION_ERROR, PROTOCOL_ERROR)
+
+
+@H2_CODE_DEVIATION
+def test_hpack_decoding_error_is_compression_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(BAD_HPACK)
+        assert goaway_code(conn) == COMPRESSION_ERROR
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(":method", "GET"), (":scheme", "http"), (":authority", "h")],  # no :path
+        [(":method", "GET"), (":path", "/"), (":authority", "h")],  # no :scheme
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":status", "200")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":method", "GET")],
+        [(":method", "GET"), (":scheme", "http"), ("x", "1"), (":path", "/")],  # order
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("X-Upper", "1")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("connection", "close")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("te", "gzip")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("keep-alive", "5")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("upgrade", "h2c")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "")],  # empty :path
+    ],
+    ids=[
+        "no-path",
+        "no-scheme",
+        "response-pseudo",
+        "duplicate-pseudo",
+        "pseudo-after-regular",
+        "uppercase-name",
+        "connection",
+        "te-not-trailers",
+        "keep-alive",
+        "upgrade",
+        "empty-path",
+    ],
+)
+def test_malformed_request_headers_reset_the_stream(h2srv, headers):
+    """§8.1.1, §8.2.2, §8.3: a malformed request is a stream error PROTOCOL_ERROR."""
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, headers))
+        f = conn.frames_until(RstStreamFrame, GoAwayFrame, HeadersFrame)[-1]
+        if isinstance(f, HeadersFrame):
+            status = dict(f.decoded)[":status"]
+            assert status.startswith("4"), f"malformed request answered {status}"
+        else:
+            assert f.error_code == PROTOCOL_ERROR
+        # The connection (if still open) keeps serving.
+        if not isinstance(f, GoAwayFrame):
+            sid2 = conn.request("/ok")
+            assert conn.response(sid2).body == b"HTTP/2 /ok"
+
+
+def test_te_trailers_is_allowed(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.request("/x", extra=[("te", "trailers")])
+        assert conn.response(sid).status == 200
+
+
+@pytest.mark.parametrize("sent", [3, 7], ids=["shorter", "longer"])
+def test_content_length_mismatch_resets_the_stream(h2srv, sent):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        hdrs = conn.request_headers("/sha", "POST", [("content-length", "5")])
+        conn.send(conn.headers_frame(sid, hdrs, False))
+        conn.send(DataFrame(sid, data=b"x" * sent, flags=["END_STREAM"]))
+        conn.expect_rst(sid, PROTOCOL_ERROR)
+
+
+def test_request_trailers_are_accepted(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(DataFrame(sid, data=b"body-then-trailers"))
+        conn.send(conn.headers_frame(sid, [("x-checksum", "abc")], True))
+        assert conn.response(sid).body == b"body-then-trailers"
+
+
+@pytest.mark.xfail(strict=True, reason="h2 0.4 drops pseudo-headers in trailers silently")
+def test_trailers_with_pseudo_header_are_rejected(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(DataFrame(sid, data=b"x"))
+        conn.send(conn.headers_frame(sid, [(":path", "/x")], True))
+        f = conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
+        assert f.error_code == PROTOCOL_ERROR
+
+
+def test_trailers_without_end_stream_are_rejected(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(DataFrame(sid, data=b"x"))
+        conn.send(conn.headers_frame(sid, [("x-t", "1")], False))
+        f = conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
+        assert f.error_code == PROTOCOL_ERROR
+
+
+def test_too_many_concurrent_streams_are_refused(server):
+    srv = server(APP, "--threads", "2", "--http2-max-concurrent-streams", "2")
+    with H2Raw(srv.port) as conn:
+        assert conn.server_settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 2
+        s1 = conn.request("/stream?a")
+        s3 = conn.request("/stream?b")
+        s5 = conn.request("/x")
+        f = conn.expect_rst(s5, 0x7)  # REFUSED_STREAM (§5.1.2)
+        assert f.stream_id == s5
+        for sid in (s1, s3):
+            conn.send(RstStreamFrame(sid, error_code=0x8))
+
+
+def test_goaway_on_graceful_shutdown(server):
+    srv = server(APP)
+    with H2Raw(srv.port) as conn:
+        sid = conn.request("/x")
+        assert conn.response(sid).status == 200
+        srv.send_signal(15)
+        f = conn.frames_until(GoAwayFrame)[-1]
+        assert f.error_code == 0 and f.last_stream_id >= sid
+
+
+def test_h2_settings_are_configurable(server):
+    srv = server(
+        APP,
+        "--http2-max-concurrent-streams",
+        "7",
+        "--http2-initial-stream-window-size",
+        "131072",
+        "--http2-max-frame-size",
+        "32768",
+        "--max-header-size",
+        "8192",
+    )
+    with H2Raw(srv.port) as conn:
+        s = conn.server_settings
+        assert s[SettingsFrame.MAX_CONCURRENT_STREAMS] == 7
+        assert s[SettingsFrame.INITIAL_WINDOW_SIZE] == 131072
+        assert s[SettingsFrame.MAX_FRAME_SIZE] == 32768
+        assert s[SettingsFrame.MAX_HEADER_LIST_SIZE] == 8192
+
+
+def test_keepalive_ping(server):
+    srv = server(APP, "--http2-keep-alive-interval", "0.2")
+    with H2Raw(srv.port) as conn:
+        from hyperframe.frame import PingFrame
+
+        f = conn.frames_until(PingFrame)[-1]
+        assert "ACK" not in f.flags
+
+
+def test_idle_h2_connection_is_closed_after_keepalive_timeout(server):
+    srv = server(APP, "--keepalive-timeout", "0.5")
+    with H2Raw(srv.port) as conn:
+        sid = conn.request("/x")
+        assert conn.response(sid).status == 200
+        f = conn.frames_until(GoAwayFrame)[-1]
+        assert f.error_code == 0
+
+
+def test_connection_specific_response_headers_are_dropped(h2srv):
+    with h2conn(h2srv) as conn:
+        r = conn.response(conn.request("/hop"))
+    assert r.status == 200 and r.body == b"hop"
+    names = {k for k, _ in r.headers}
+    assert "connection" not in names and "keep-alive" not in names
+
+
+def test_header_list_larger_than_max_header_size(server):
+    srv = server(APP, "--max-header-size", "4096")
+    with H2Raw(srv.port) as conn:
+        sid = conn.request("/x", extra=[("x-big", "v" * 8000)])
+        f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
+        assert isinstance(f, HeadersFrame), f
+        assert dict(f.decoded)[":status"] == "431"
+        sid2 = conn.request("/after")
+        assert conn.response(sid2).status == 200
+        assert sid2 > sid
+
+
+def test_declared_body_above_max_body_size_gets_413(server):
+    srv = server(APP, "--max-body-size", "1000")
+    with H2Raw(srv.port) as conn:
+        sid = conn.new_stream()
+        hdrs = conn.request_headers("/sha", "POST", [("content-length", "5000")])
+        conn.send(conn.headers_frame(sid, hdrs, False))
+        f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
+        assert isinstance(f, HeadersFrame) and dict(f.decoded)[":status"] == "413"
