@@ -60,7 +60,7 @@ pub struct ConnCtx {
     pub tls: Option<Arc<TlsInfo>>,
 }
 
-/// An application interface (WSGI now; ASGI later) as the server sees it.
+/// An application interface (WSGI or ASGI) as the server sees it.
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request that passed the framing checks. `guard` must live in the
     /// returned body so the connection counts as busy until the body is sent.
