@@ -51,16 +51,16 @@ use crate::tls::TlsInfo;
 /// What a connection tells its requests.
 pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
-    /// Set on TLS connections.
-    pub tls: Option<Arc<TlsInfo>>,
     /// Connection slots: an upgraded connection (WebSocket) takes one of its own, so it
     /// counts against `max_connections` and the graceful drain waits for it.
     pub slots: Arc<Semaphore>,
     /// Flips to true when the worker starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Set on TLS connections.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
-/// An application interface (WSGI now; ASGI later) as the server sees it.
+/// An application interface (WSGI or ASGI) as the server sees it.
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request that passed the framing checks. `guard` must live in the
     /// returned body so the connection counts as busy until the body is sent.
@@ -404,9 +404,9 @@ async fn serve_connection<H: Handler>(
     let io = TokioIo::new(io);
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
-        tls,
         slots,
         shutdown: ctl.shutdown.clone(),
+        tls,
     });
     let service = {
         let activity = activity.clone();

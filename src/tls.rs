@@ -162,12 +162,11 @@ fn load_key(path: &str, password: Option<&str>) -> Result<PrivateKeyDer<'static>
 pub struct TlsInfo {
     /// `TLSv1.2` or `TLSv1.3`.
     pub protocol: &'static str,
-    /// The protocol version's number on the wire (0x0303, 0x0304), for ASGI's `tls`.
-    pub version_id: u16,
-    /// The IANA number of the cipher suite, for ASGI's `tls`.
-    pub cipher_id: u16,
     /// The IANA name of the negotiated cipher suite.
     pub cipher: String,
+    /// The protocol and cipher suite as their 16-bit IANA codes (ASGI's `tls` extension).
+    pub version_code: u16,
+    pub cipher_code: u16,
     /// The client's end-entity certificate, verified against `ssl_ca_certs`.
     pub client_cert: Option<ClientCert>,
 }
@@ -188,19 +187,22 @@ impl TlsInfo {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "",
         };
-        let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
-        let cipher = suite.and_then(|s| s.as_str()).unwrap_or("").to_string();
-        let cipher_id = suite.map(u16::from).unwrap_or(0);
-        let version_id = conn.protocol_version().map(u16::from).unwrap_or(0);
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("")
+            .to_string();
         let client_cert = conn
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|der| client_cert(der.as_ref()));
         TlsInfo {
             protocol,
-            version_id,
-            cipher_id,
             cipher,
+            version_code: conn.protocol_version().map_or(0, u16::from),
+            cipher_code: conn
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
             client_cert,
         }
     }

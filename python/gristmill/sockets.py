@@ -114,8 +114,11 @@ def remove_uds_files(bound: list[Bound]) -> None:
 
 
 def worker_fds(bound: list[Bound], s: Settings) -> list[int]:
-    """In a new worker: the fds to serve, detached from their Python socket objects (the
-    Rust core owns and closes them). Binds its own socket for each reserved address.
+    """In a new worker: the fds to serve. Binds its own socket for each reserved address.
+
+    The Rust core takes these fds over and closes them when the worker stops accepting,
+    so they are detached from their Python socket objects here (which then never close
+    them): a stopping worker must not keep a socket listening.
     """
     fds = []
     for b in bound:

@@ -263,8 +263,6 @@ class Supervisor:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        # The core takes the listening fds over (detached: Python will not close them), so
-        # when the worker stops accepting the socket is really closed in this process.
         fds = sockets.worker_fds(self.listeners, self.settings)
         worker.run(self.settings, fds, ready_w, self.app)
 

@@ -39,7 +39,6 @@ use crate::http::{plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::server::{ConnCtx, Handler};
-use crate::tls::TlsInfo;
 
 /// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
 /// read before the application starts, so its first `receive()` completes at once.
@@ -73,10 +72,10 @@ pub struct NewSocket {
     shared: Arc<ws::WsShared>,
     parts: Parts,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
     slots: Arc<tokio::sync::Semaphore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    tls: Option<Arc<TlsInfo>>,
 }
 
 /// What a body read produced.
@@ -99,8 +98,8 @@ pub struct NewRequest {
     shared: Arc<HttpShared>,
     parts: Parts,
     addrs: Arc<Addrs>,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
-    tls: Option<Arc<TlsInfo>>,
 }
 
 /// Python objects the loop thread uses.
@@ -170,15 +169,11 @@ impl Bridge {
             shared,
             parts,
             addrs,
-            started,
             tls,
+            started,
         } = req;
         let result = (|| -> PyResult<()> {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, scheme)?;
-            if let Some(tls) = &tls {
-                scope::add_tls(py, &scope, tls)?;
-            }
+            let scope = scope::http_scope(py, &self.py.scope, &parts, &addrs, tls.as_deref())?;
             let proto = Bound::new(
                 py,
                 HttpProtocol::new(shared.clone(), self.clone(), parts, addrs, started),
@@ -206,17 +201,13 @@ impl Bridge {
             shared,
             parts,
             addrs,
+            tls,
             started,
             slots,
             shutdown,
-            tls,
         } = sock;
         let result = (|| -> PyResult<()> {
-            let scheme = if tls.is_some() { "wss" } else { "ws" };
-            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, scheme)?;
-            if let Some(tls) = &tls {
-                scope::add_tls(py, &scope, tls)?;
-            }
+            let scope = scope::websocket_scope(py, &self.py.scope, &parts, &addrs, tls.as_deref())?;
             let proto = Bound::new(
                 py,
                 WsProtocol::new(
@@ -443,10 +434,10 @@ impl Asgi {
             shared,
             parts,
             addrs: conn.addrs.clone(),
+            tls: conn.tls.clone(),
             started,
             slots: conn.slots.clone(),
             shutdown: conn.shutdown.clone(),
-            tls: conn.tls.clone(),
         })));
         let resp = rx.await;
         watch.disarm();
@@ -498,8 +489,8 @@ impl Handler for Asgi {
             shared,
             parts,
             addrs: conn.addrs.clone(),
-            started,
             tls: conn.tls.clone(),
+            started,
         })));
         let resp = rx.await;
         watch.disarm();

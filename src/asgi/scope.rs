@@ -44,6 +44,25 @@ pub struct ScopeBase {
     pub state: Option<Py<PyDict>>,
 }
 
+/// The ASGI `tls` extension of a TLS connection: versions and suites as IANA codes, the
+/// verified client certificate (PEM) and its subject when there is one.
+fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("server_cert", py.None())?;
+    let chain = PyList::empty(py);
+    let mut name = None;
+    if let Some(cert) = &tls.client_cert {
+        chain.append(cert.pem.as_str())?;
+        name = Some(cert.subject.as_str());
+    }
+    d.set_item("client_cert_chain", chain)?;
+    d.set_item("client_cert_name", name)?;
+    d.set_item("client_cert_error", py.None())?;
+    d.set_item("tls_version", tls.version_code)?;
+    d.set_item("cipher_suite", tls.cipher_code)?;
+    Ok(d)
+}
+
 /// Build the scope of a WebSocket connection: the HTTP scope's keys (less `method`),
 /// `type` `websocket`, and the requested `subprotocols`.
 pub fn websocket_scope<'py>(
@@ -51,10 +70,12 @@ pub fn websocket_scope<'py>(
     base: &ScopeBase,
     parts: &Parts,
     addrs: &Addrs,
-    scheme: &str,
+    tls: Option<&TlsInfo>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = http_scope(py, base, parts, addrs, scheme)?;
+    let scope = http_scope(py, base, parts, addrs, tls)?;
     scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    scope.set_item(intern!(py, "scheme"), PyString::intern(py, scheme))?;
     scope.del_item(intern!(py, "method"))?;
     let subprotocols = PyList::empty(py);
     for value in parts
@@ -77,8 +98,9 @@ pub fn http_scope<'py>(
     base: &ScopeBase,
     parts: &Parts,
     addrs: &Addrs,
-    scheme: &str,
+    tls: Option<&TlsInfo>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let scope = PyDict::new(py);
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     scope.set_item(intern!(py, "asgi"), base.asgi.bind(py))?;
@@ -142,38 +164,15 @@ pub fn http_scope<'py>(
         // Spec: a shallow copy per request, so requests cannot replace each other's keys.
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
     }
-    scope.set_item(intern!(py, "extensions"), base.extensions.bind(py))?;
-    Ok(scope)
-}
-
-/// On a TLS connection: the `tls` extension (ASGI TLS extension spec), in a copy of the
-/// shared `extensions` dict. `client_cert_chain` holds the verified client certificate
-/// (rustls keeps the chain it verified against `--ssl-ca-certs`, not the client's own
-/// intermediates); `server_cert` is not given.
-pub fn add_tls(py: Python<'_>, scope: &Bound<'_, PyDict>, tls: &TlsInfo) -> PyResult<()> {
-    let ext = PyDict::new(py);
-    ext.set_item("server_cert", py.None())?;
-    let chain = PyList::empty(py);
-    let mut name = py.None();
-    if let Some(cert) = &tls.client_cert {
-        chain.append(cert.pem.as_str())?;
-        name = cert.subject.as_str().into_py_any(py)?;
+    match tls {
+        None => scope.set_item(intern!(py, "extensions"), base.extensions.bind(py))?,
+        Some(tls) => {
+            let extensions = base.extensions.bind(py).copy()?;
+            extensions.set_item("tls", tls_extension(py, tls)?)?;
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
     }
-    ext.set_item("client_cert_chain", chain)?;
-    ext.set_item("client_cert_name", name)?;
-    ext.set_item("client_cert_error", py.None())?;
-    ext.set_item("tls_version", tls.version_id)?;
-    ext.set_item("cipher_suite", tls.cipher_id)?;
-    let extensions = scope
-        .get_item(intern!(py, "extensions"))?
-        .map(|e| e.cast_into::<PyDict>().map_err(PyErr::from))
-        .transpose()?
-        .map(|e| e.copy())
-        .transpose()?
-        .unwrap_or_else(|| PyDict::new(py));
-    extensions.set_item("tls", ext)?;
-    scope.set_item(intern!(py, "extensions"), extensions)?;
-    Ok(())
+    Ok(scope)
 }
 
 #[cfg(test)]
