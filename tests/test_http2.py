@@ -582,3 +582,125 @@ def test_declared_body_above_max_body_size_gets_413(server):
         conn.send(conn.headers_frame(sid, hdrs, False))
         f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
         assert isinstance(f, HeadersFrame) and dict(f.decoded)[":status"] == "413"
+
+
+# --- more frame-level cases (h2spec's sections 4-6) ----------------------------------
+def raw_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def test_unknown_frame_type_is_ignored(h2srv):
+    """§4.1 / §5.5: frames of unknown types are ignored, also between requests."""
+    with h2conn(h2srv) as conn:
+        conn.send(raw_frame(0xFA, 0, 0, b"whatever"))
+        sid = conn.request("/after-unknown")
+        assert conn.response(sid).body == b"HTTP/2 /after-unknown"
+
+
+def test_ping_is_acknowledged_with_the_same_payload(h2srv):
+    from hyperframe.frame import PingFrame
+
+    with h2conn(h2srv) as conn:
+        conn.send(PingFrame(0, opaque_data=b"gm-ping!"))
+        acks = [f for f in conn.frames_until(PingFrame) if isinstance(f, PingFrame)]
+        assert "ACK" in acks[-1].flags and acks[-1].opaque_data == b"gm-ping!"
+
+
+# §6.7, §6.9: a PING that is not 8 octets, a WINDOW_UPDATE that is not 4.
+WRONG_LENGTH = {
+    "ping": raw_frame(0x6, 0, 0, b"1234567"),
+    "window-update": raw_frame(0x8, 0, 0, b"\x00\x00\x01"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG_LENGTH))
+def test_frame_with_wrong_length_is_connection_error(h2srv, kind):
+    with h2conn(h2srv) as conn:
+        conn.send(WRONG_LENGTH[kind])
+        assert goaway_code(conn) in (FRAME_SIZE_ERROR, PROTOCOL_ERROR)
+
+
+@H2_CODE_DEVIATION
+@pytest.mark.parametrize("kind", sorted(WRONG_LENGTH))
+def test_frame_with_wrong_length_is_frame_size_error(h2srv, kind):
+    with h2conn(h2srv) as conn:
+        conn.send(WRONG_LENGTH[kind])
+        assert goaway_code(conn) == FRAME_SIZE_ERROR
+
+
+def test_ping_on_a_stream_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(raw_frame(0x6, 0, 1, b"12345678"))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_rst_stream_on_idle_stream_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(RstStreamFrame(1, error_code=0x8))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_continuation_without_headers_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        block = conn.encoder.encode(conn.request_headers())
+        conn.send(ContinuationFrame(1, data=block, flags=["END_HEADERS"]))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_headers_padding_longer_than_payload_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        block = conn.encoder.encode(conn.request_headers())
+        # PADDED | END_HEADERS | END_STREAM, pad length 255 > what follows.
+        conn.send(raw_frame(0x1, 0x08 | 0x04 | 0x01, 1, bytes([255]) + block))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_padded_data_counts_against_flow_control_and_is_served(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(
+            DataFrame(sid, data=b"padded body", pad_length=20, flags=["PADDED", "END_STREAM"])
+        )
+        assert conn.response(sid).body == b"padded body"
+
+
+def _data_on_half_closed_stream(conn: H2Raw):
+    sid = conn.new_stream()
+    conn.send(conn.headers_frame(sid, conn.request_headers("/stream?hc"), True))
+    conn.frames_until(DataFrame)  # the response is under way
+    conn.send(DataFrame(sid, data=b"late"))
+    return conn.frames_until(RstStreamFrame, GoAwayFrame)[-1]
+
+
+def test_data_on_half_closed_stream_is_an_error(h2srv):
+    """§5.1: DATA on a stream the client already ended (half-closed remote) while the
+    response is still streaming."""
+    with h2conn(h2srv) as conn:
+        assert _data_on_half_closed_stream(conn).error_code in (STREAM_CLOSED, PROTOCOL_ERROR)
+
+
+@pytest.mark.xfail(strict=True, reason="h2 0.4 answers GOAWAY(PROTOCOL_ERROR)")
+def test_data_on_half_closed_stream_is_stream_closed(h2srv):
+    with h2conn(h2srv) as conn:
+        assert _data_on_half_closed_stream(conn).error_code == STREAM_CLOSED
+
+
+def test_client_goaway_is_accepted(h2srv):
+    with h2conn(h2srv) as conn:
+        sid = conn.request("/before-goaway")
+        assert conn.response(sid).status == 200
+        conn.send(GoAwayFrame(0, last_stream_id=0, error_code=0))
+        # The server may close now; it must not answer with an error.
+        try:
+            frames = conn.frames_until(GoAwayFrame)
+            assert frames[-1].error_code == 0
+        except ConnectionClosed:
+            pass
+
+
+def test_priority_frames_are_accepted(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(PriorityFrame(3, depends_on=0, stream_weight=200))
+        sid = conn.request("/p")  # stream 1 < 3 used by PRIORITY only: still idle, fine
+        assert conn.response(sid).status == 200
