@@ -704,3 +704,46 @@ def test_priority_frames_are_accepted(h2srv):
         conn.send(PriorityFrame(3, depends_on=0, stream_weight=200))
         sid = conn.request("/p")  # stream 1 < 3 used by PRIORITY only: still idle, fine
         assert conn.response(sid).status == 200
+
+
+# --- SETTINGS and HPACK (RFC 9113 §6.5, RFC 7541) -----------------------------------
+def test_settings_length_not_multiple_of_six(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(raw_frame(0x4, 0, 0, b"\x00\x03\x00\x00\x00"))
+        assert goaway_code(conn) in (FRAME_SIZE_ERROR, PROTOCOL_ERROR)
+
+
+def test_settings_on_a_stream_is_protocol_error(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(raw_frame(0x4, 0, 1, b""))
+        conn.expect_goaway(PROTOCOL_ERROR)
+
+
+def test_unknown_setting_is_ignored(h2srv):
+    with h2conn(h2srv) as conn:
+        conn.send(raw_frame(0x4, 0, 0, b"\x00\xff\x00\x00\x00\x01"))
+        sid = conn.request("/after-setting")
+        assert conn.response(sid).status == 200
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x3f\xe2\x1f",  # dynamic table size update to 4097, above the 4096 allowed
+        b"\x82\x20",  # a table size update after a header field
+        b"\x40\x81\xff\x81\xff",  # literal with an invalid Huffman string (EOS padding)
+    ],
+    ids=["table-size-too-large", "size-update-after-field", "bad-huffman"],
+)
+def test_hpack_errors_are_connection_errors(h2srv, block):
+    with h2conn(h2srv) as conn:
+        conn.send(HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+        assert goaway_code(conn) in (COMPRESSION_ERROR, PROTOCOL_ERROR)
+
+
+def test_dynamic_table_is_used_across_requests(h2srv):
+    """Headers indexed by the client's encoder on one request are decoded on the next."""
+    with h2conn(h2srv) as conn:
+        for i in range(3):
+            sid = conn.request(f"/same{i}", extra=[("x-repeated", "value-" * 10)])
+            assert conn.response(sid).status == 200
