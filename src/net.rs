@@ -124,6 +124,8 @@ pub struct ConnActivity {
     served: AtomicUsize,
     /// Woken when a request starts.
     pub request_arrived: tokio::sync::Notify,
+    /// Requests started so far (`request_arrived` may hold a stale wake-up).
+    arrivals: AtomicUsize,
     /// Heads the framing scanner saw with both Content-Length and Transfer-Encoding.
     conflicts: parking_lot::Mutex<VecDeque<Conflict>>,
 }
@@ -136,6 +138,7 @@ impl ConnActivity {
             active: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             request_arrived: tokio::sync::Notify::new(),
+            arrivals: AtomicUsize::new(0),
             conflicts: parking_lot::Mutex::new(VecDeque::new()),
         })
     }
@@ -177,10 +180,16 @@ impl ConnActivity {
         }
     }
 
+    /// How many requests this connection has started.
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.load(Ordering::Acquire)
+    }
+
     /// Mark a request as started; the guard marks it finished when dropped (when the
     /// response body is done or abandoned).
     pub fn request_started(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request_arrived.notify_one();
         ActiveGuard(self.clone())
     }

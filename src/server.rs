@@ -483,6 +483,7 @@ async fn watch<C, E>(
     tokio::pin!(idle_timer);
     let mut closing = false;
     let mut draining = false;
+    let mut arrivals_at_drain = 0;
     let mut pressure_live = true;
     loop {
         tokio::select! {
@@ -494,6 +495,7 @@ async fn watch<C, E>(
             }
             _ = ctl.shutdown.changed(), if !closing && !draining => {
                 draining = true;
+                arrivals_at_drain = activity.arrivals();
                 if activity.idle_for().is_none() {
                     // In flight: hyper answers with `Connection: close`, then closes.
                     shutdown(conn.as_mut());
@@ -506,8 +508,12 @@ async fn watch<C, E>(
                 }
             }
             _ = activity.request_arrived.notified(), if draining && !closing => {
-                shutdown(conn.as_mut());
-                closing = true;
+                // A wake-up stored before the drain began is stale: only a request that
+                // arrived since ends the linger.
+                if activity.arrivals() > arrivals_at_drain {
+                    shutdown(conn.as_mut());
+                    closing = true;
+                }
             }
             r = ctl.pressure.changed(), if !closing && !draining && pressure_live => {
                 if r.is_err() {

@@ -11,9 +11,11 @@ def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
     """A response whose client already left used to deadlock the event loop thread:
     dropping the unwanted response re-locked the request state it was dropped under."""
     srv = server("asgi_abort_app:app")
-    for _ in range(5):
+    for n in range(5):
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Leave only once the app has the request (else it may never reach the app).
+        wait_until(lambda n=n: srv.output().count("slow-started") > n, timeout=10)
         s.close()
     wait_until(
         lambda: srv.output().count("slow-finished") == 5,

@@ -258,3 +258,30 @@ def test_starlette_websocket_route(server):
             assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye")
 
     run(go())
+
+
+def test_cancelled_receive_does_not_lose_the_next_message(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/timeout")) as ws:
+            assert await ws.recv() == "timed-out"
+            await ws.send("later")
+            assert await ws.recv() == "later"
+
+    run(go())
+
+
+def test_app_returning_after_a_burst_still_closes_with_1000(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/burst")) as ws:
+            await asyncio.sleep(0.3)  # let the server's outbound queue fill up
+            got = [await ws.recv() for _ in range(64)]
+            assert got == [f"m{i}" for i in range(64)]
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1000
+
+    run(go())

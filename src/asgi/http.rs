@@ -71,6 +71,9 @@ struct State {
     bytes: u64,
     /// Request body bytes handed to the application (for `max_body_size`).
     received: u64,
+    /// A body chunk read for a `receive()` the application cancelled: the next
+    /// `receive()` gets it, so no part of the body is lost.
+    pending: Option<(Bytes, bool)>,
 }
 
 /// The state of one request, shared by the loop thread and the I/O threads.
@@ -96,6 +99,7 @@ impl HttpShared {
                 status: 0,
                 bytes: 0,
                 received: 0,
+                pending: None,
             }),
         }
     }
@@ -182,13 +186,16 @@ pub(super) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Bound::new(py, Ready::new(value)).map(|r| r.into_any().unbind())
 }
 
-/// Set a future's result unless the application cancelled it meanwhile.
-pub(super) fn set_result(fut: &Bound<'_, PyAny>, value: Py<PyAny>) {
-    if !fut
-        .call_method0("done")
+/// Whether a future is done (cancelled by the application, typically).
+pub(super) fn future_done(fut: &Bound<'_, PyAny>) -> bool {
+    fut.call_method0("done")
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
-    {
+}
+
+/// Set a future's result unless the application cancelled it meanwhile.
+pub(super) fn set_result(fut: &Bound<'_, PyAny>, value: Py<PyAny>) {
+    if !future_done(fut) {
         let _ = fut.call_method1("set_result", (value,));
     }
 }
@@ -228,6 +235,20 @@ pub fn body_read(
         Some(b) => BodySource::Stream(b),
         None => BodySource::Done,
     };
+    if future_done(fut.bind(py)) {
+        match read {
+            BodyRead::Data(data, more) => {
+                st.received += data.len() as u64;
+                st.pending = Some((data, more));
+                return;
+            }
+            BodyRead::End => {
+                st.pending = Some((Bytes::new(), false));
+                return;
+            }
+            _ => {} // failures are handled below; the answer is http.disconnect anyway
+        }
+    }
     let msg = match read {
         BodyRead::Data(data, more) => {
             st.received += data.len() as u64;
@@ -542,6 +563,9 @@ impl HttpProtocol {
     /// ASGI `receive()`.
     fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.shared.state.lock();
+        if let Some((data, more)) = st.pending.take() {
+            return ready(py, request_message(py, &data, more)?);
+        }
         match std::mem::replace(&mut st.body, BodySource::Reading) {
             BodySource::Buffered(b) => {
                 st.body = BodySource::Done;

@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::http::{parse_headers, parse_start, ready, set_result};
+use super::http::{future_done, parse_headers, parse_start, ready, set_result};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
 use crate::http::head::Head;
@@ -98,6 +98,8 @@ struct State {
     /// The disconnect, once delivered (repeated if the application asks again).
     disconnected: Option<Close>,
     close_sent: bool,
+    /// The close the socket task sends when the application returned without one.
+    final_close: Option<Close>,
     status: u16,
 }
 
@@ -128,6 +130,7 @@ impl WsShared {
                 waiter: None,
                 disconnected: None,
                 close_sent: false,
+                final_close: None,
                 status: 0,
             }),
             room: Notify::new(),
@@ -205,6 +208,11 @@ fn pop(py: Python<'_>, shared: &WsShared, st: &mut State) -> PyResult<Option<Py<
 /// Answer a waiting `receive()` (see [`Event::WsDeliver`]).
 pub fn deliver_to_waiter(py: Python<'_>, shared: &WsShared, fut: Py<PyAny>) {
     let mut st = shared.state.lock();
+    if future_done(fut.bind(py)) {
+        // The application cancelled that receive() (a timeout): the message stays
+        // queued for its next receive().
+        return;
+    }
     match pop(py, shared, &mut st) {
         Ok(Some(msg)) => {
             drop(st);
@@ -389,6 +397,9 @@ impl WsProtocol {
             d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
             return ready(py, d.into_any().unbind());
         }
+        if st.waiter.as_ref().is_some_and(|w| future_done(w.bind(py))) {
+            st.waiter = None; // cancelled by the application
+        }
         if st.waiter.is_some() {
             return Err(PyRuntimeError::new_err(
                 "receive() called again before the previous receive() completed",
@@ -533,14 +544,14 @@ impl WsProtocol {
                 let resp = plain_response(status, msg, true, self.bridge.config.server_header);
                 self.deny(&mut st, resp);
             }
-            Phase::Open(tx) if !st.close_sent => {
-                // Spec: the server closes a socket the application left open.
-                let (code, reason) = if failed {
-                    (1011, "internal error")
+            Phase::Open(_) if !st.close_sent => {
+                // Spec: the server closes a socket the application left open. The socket
+                // task sends it once it has written what is still queued.
+                st.final_close = Some(if failed {
+                    (1011, "internal error".to_owned())
                 } else {
-                    (1000, "")
-                };
-                let _ = tx.try_send(close_message(code, reason));
+                    (1000, String::new())
+                });
                 st.close_sent = true;
             }
             _ => {}
@@ -605,7 +616,9 @@ impl SocketTask {
         let disconnect = loop {
             // While closing, keep reading whatever the queue holds: the peer's close
             // frame must get through.
-            let room = closing.is_some() || shared.queued() < READ_AHEAD;
+            // Once closing, or once the application is gone, keep reading regardless
+            // of the queue: the peer's close frame must get through.
+            let room = closing.is_some() || !outbound_open || shared.queued() < READ_AHEAD;
             let close_deadline =
                 closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
             tokio::select! {
@@ -619,7 +632,18 @@ impl SocketTask {
                             closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
                         }
                     }
-                    None => outbound_open = false,
+                    None => {
+                        // The application is gone: close with what it left us, if it
+                        // did not close itself.
+                        outbound_open = false;
+                        let last = shared.state.lock().final_close.take();
+                        if let (Some((code, reason)), None) = (last, closing) {
+                            if sink.send(close_message(code, &reason)).await.is_err() {
+                                break (1006, String::new());
+                            }
+                            closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                        }
+                    }
                 },
                 inbound = stream.next(), if room => match inbound {
                     Some(Ok(Message::Text(t))) => deliver(Inbound::Text(t.as_str().to_owned())),

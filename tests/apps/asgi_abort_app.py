@@ -10,6 +10,7 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
+        log.warning("slow-started")
         await asyncio.sleep(0.2)  # the client is gone by now
         try:
             await send({"type": "http.response.start", "status": 200})

@@ -9,6 +9,7 @@ sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code
 when its sends after the disconnect returned without raising.
 """
 
+import asyncio
 import logging
 
 log = logging.getLogger("gristmill.error")
@@ -47,6 +48,20 @@ async def app(scope, receive, send):
         await send({"type": "websocket.close", "code": 4321, "reason": "bye now"})
     if path == "/raise":
         raise RuntimeError("ws-app-failed")
+    if path == "/timeout":
+        # A receive() given up on by the application must not swallow the next message.
+        try:
+            await asyncio.wait_for(receive(), 0.05)
+        except asyncio.TimeoutError:
+            await send({"type": "websocket.send", "text": "timed-out"})
+        m = await receive()
+        await send({"type": "websocket.send", "text": m.get("text")})
+        return
+    if path == "/burst":
+        # More messages than the outbound queue holds, then return without closing.
+        for i in range(64):
+            await send({"type": "websocket.send", "text": f"m{i}"})
+        return
     disconnects = 0
     while True:
         m = await receive()
