@@ -55,6 +55,29 @@ pub struct Record<'a> {
     pub duration: Duration,
 }
 
+impl<'a> Record<'a> {
+    /// The record of a request head, answered with `status` and `body_bytes`, that
+    /// started at `started`.
+    pub fn new(
+        parts: &'a http::request::Parts,
+        peer: Option<SocketAddr>,
+        status: u16,
+        body_bytes: u64,
+        started: std::time::Instant,
+    ) -> Self {
+        Record {
+            peer,
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            status,
+            body_bytes,
+            duration: started.elapsed(),
+        }
+    }
+}
+
 impl AccessFormat {
     /// Parse `fmt`; an unknown atom is an error naming it.
     pub fn parse(fmt: &str) -> Result<Self, String> {

@@ -8,6 +8,18 @@
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
 
+/// Lock `m` from a thread holding the GIL without ever blocking while holding it: the
+/// thread that holds the lock may itself be waiting for the GIL.
+pub fn lock_releasing_gil<'a, T: Send>(
+    py: Python<'_>,
+    m: &'a parking_lot::Mutex<T>,
+) -> parking_lot::MutexGuard<'a, T> {
+    match m.try_lock() {
+        Some(g) => g,
+        None => py.detach(|| m.lock()),
+    }
+}
+
 /// Something to run with the GIL held on a pool thread.
 pub trait Task: Send + 'static {
     fn run(self, py: Python<'_>);

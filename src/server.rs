@@ -72,8 +72,16 @@ pub trait Handler: Send + Sync + 'static {
         started: Instant,
     ) -> impl Future<Output = Response<ResponseBody>> + Send;
 
+    /// The access log, when it is on.
+    fn access_log(&self) -> Option<&crate::access_log::AccessLog>;
+
     /// Access-log a request the server refused itself (400, 413).
-    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant);
+    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
+        if let Some(access) = self.access_log() {
+            let record = crate::access_log::Record::new(parts, conn.addrs.peer, status, 0, started);
+            pyo3::Python::attach(|py| access.emit(py, &record));
+        }
+    }
 }
 
 /// Why a worker stopped serving.

@@ -703,16 +703,13 @@ impl HttpProtocol {
         if let Some(access) = &self.bridge.access {
             access.emit(
                 py,
-                &Record {
-                    peer: self.addrs.peer,
-                    method: &self.parts.method,
-                    uri: &self.parts.uri,
-                    version: self.parts.version,
-                    headers: &self.parts.headers,
-                    status: st.status,
-                    body_bytes: st.bytes,
-                    duration: self.started.elapsed(),
-                },
+                &Record::new(
+                    &self.parts,
+                    self.addrs.peer,
+                    st.status,
+                    st.bytes,
+                    self.started,
+                ),
             );
         }
     }

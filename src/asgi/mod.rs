@@ -504,23 +504,7 @@ impl Handler for Asgi {
         })
     }
 
-    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
-        if let Some(access) = &self.bridge.access {
-            Python::attach(|py| {
-                access.emit(
-                    py,
-                    &crate::access_log::Record {
-                        peer: conn.addrs.peer,
-                        method: &parts.method,
-                        uri: &parts.uri,
-                        version: parts.version,
-                        headers: &parts.headers,
-                        status,
-                        body_bytes: 0,
-                        duration: started.elapsed(),
-                    },
-                )
-            });
-        }
+    fn access_log(&self) -> Option<&AccessLog> {
+        self.bridge.access.as_ref()
     }
 }

@@ -559,16 +559,7 @@ impl WsProtocol {
         if let Some(access) = &self.bridge.access {
             access.emit(
                 py,
-                &Record {
-                    peer: self.addrs.peer,
-                    method: &self.parts.method,
-                    uri: &self.parts.uri,
-                    version: self.parts.version,
-                    headers: &self.parts.headers,
-                    status: st.status,
-                    body_bytes: 0,
-                    duration: self.started.elapsed(),
-                },
+                &Record::new(&self.parts, self.addrs.peer, st.status, 0, self.started),
             );
         }
         // The application is gone: nothing will read what is queued.

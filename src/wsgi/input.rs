@@ -69,10 +69,7 @@ impl Input {
     /// Lock without ever blocking while holding the GIL (another thread holding the
     /// lock may be waiting for the GIL to return).
     fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
-        match self.state.try_lock() {
-            Some(g) => g,
-            None => py.detach(|| self.state.lock()),
-        }
+        crate::pool::lock_releasing_gil(py, &self.state)
     }
 
     /// Read one more piece of the body into the buffer. `Ok(false)` at the end.

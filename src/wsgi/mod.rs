@@ -117,29 +117,8 @@ impl Handler for Wsgi {
         }
     }
 
-    fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
-        if let Some(access) = &self.shared.access {
-            Python::attach(|py| access.emit(py, &record(parts, &conn.addrs, status, 0, started)));
-        }
-    }
-}
-
-fn record<'a>(
-    parts: &'a Parts,
-    addrs: &Addrs,
-    status: u16,
-    bytes: u64,
-    started: Instant,
-) -> Record<'a> {
-    Record {
-        peer: addrs.peer,
-        method: &parts.method,
-        uri: &parts.uri,
-        version: parts.version,
-        headers: &parts.headers,
-        status,
-        body_bytes: bytes,
-        duration: started.elapsed(),
+    fn access_log(&self) -> Option<&AccessLog> {
+        self.shared.access.as_ref()
     }
 }
 
@@ -246,7 +225,7 @@ impl Task for Job {
         if let Finished::Here = finished {
             if let Some(access) = &shared.access {
                 let (status, bytes) = sr.progress(py);
-                access.emit(py, &record(&parts, &addrs, status, bytes, started));
+                access.emit(py, &Record::new(&parts, addrs.peer, status, bytes, started));
             }
         }
     }
@@ -378,7 +357,10 @@ fn drive(
                                 );
                             }
                             if let Some(access) = &shared.access {
-                                access.emit(py, &record(&parts, &addrs, status, len, started));
+                                access.emit(
+                                    py,
+                                    &Record::new(&parts, addrs.peer, status, len, started),
+                                );
                             }
                         })
                     }

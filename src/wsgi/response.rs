@@ -204,10 +204,7 @@ impl StartResponse {
     }
 
     fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
-        match self.state.try_lock() {
-            Some(g) => g,
-            None => py.detach(|| self.state.lock()),
-        }
+        crate::pool::lock_releasing_gil(py, &self.state)
     }
 
     /// (status sent or 0, body bytes handed to the connection) for the access log.
