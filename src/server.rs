@@ -449,8 +449,7 @@ async fn serve_connection<H: Handler>(
                             true,
                             config.server_header,
                         );
-                        let (p, b) = resp.into_parts();
-                        Response::from_parts(p, b.with_guard(guard))
+                        crate::http::guarded(resp, guard)
                     }
                 };
                 Ok::<_, Infallible>(resp)

@@ -128,8 +128,8 @@ fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
         Phase::Pending(reply, guard) => {
             st.status = status.as_u16();
             let msg = status.canonical_reason().unwrap_or("Error");
-            let (p, b) = plain_response(status, msg, true, server_header).into_parts();
-            let _ = reply.send(Response::from_parts(p, b.with_guard(guard)));
+            let resp = plain_response(status, msg, true, server_header);
+            let _ = reply.send(crate::http::guarded(resp, guard));
         }
         Phase::Streaming(tx) => {
             let _ = tx.try_send(Err(BodyAborted("the application failed".into())));

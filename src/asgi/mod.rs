@@ -421,8 +421,7 @@ impl Asgi {
                 ::http::header::SEC_WEBSOCKET_VERSION,
                 ::http::HeaderValue::from_static("13"),
             );
-            let (p, b) = resp.into_parts();
-            return Response::from_parts(p, b.with_guard(guard));
+            return crate::http::guarded(resp, guard);
         };
         let (reply, rx) = oneshot::channel();
         let shared = Arc::new(ws::WsShared::new(reply, guard, upgrade, key));

@@ -278,8 +278,7 @@ impl WsProtocol {
             std::mem::replace(&mut st.phase, Phase::Closed)
         {
             st.status = resp.status().as_u16();
-            let (p, b) = resp.into_parts();
-            let _ = reply.send(Response::from_parts(p, b.with_guard(guard)));
+            let _ = reply.send(crate::http::guarded(resp, guard));
         }
         st.disconnected.get_or_insert((1006, String::new()));
     }

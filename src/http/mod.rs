@@ -15,6 +15,15 @@ pub use body::ResponseBody;
 
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("gristmill");
 
+/// `resp` with the request's busy-guard attached to its body (see [`ResponseBody`]).
+pub fn guarded(
+    resp: Response<ResponseBody>,
+    guard: crate::net::ActiveGuard,
+) -> Response<ResponseBody> {
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.with_guard(guard))
+}
+
 /// A plain-text response written by the server itself. `close` asks hyper to close the
 /// connection afterwards (needed whenever the request body was not read).
 pub fn plain_response(

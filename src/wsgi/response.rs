@@ -310,8 +310,7 @@ impl StartResponse {
             Phase::Pending(reply, guard) => {
                 st.status = status.as_u16();
                 let resp = plain_response(status, message, true, self.server_header);
-                let (parts, body) = resp.into_parts();
-                let _ = reply.send(Response::from_parts(parts, body.with_guard(guard)));
+                let _ = reply.send(crate::http::guarded(resp, guard));
             }
             Phase::Streaming(tx) => {
                 let _ = tx.try_send(Err(BodyAborted(message.to_owned())));
