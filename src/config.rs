@@ -40,6 +40,7 @@ pub struct RawSettings {
     pub runtime_threads: usize,
     pub root_path: String,
     pub header_read_timeout: f64,
+    pub body_read_timeout: f64,
     pub keepalive_timeout: f64,
     pub graceful_timeout: f64,
     pub max_header_size: usize,
@@ -83,6 +84,7 @@ pub struct Config {
     pub runtime_threads: usize,
     pub root_path: String,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub graceful_timeout: Duration,
     pub max_header_size: usize,
@@ -221,6 +223,7 @@ impl TryFrom<(RawSettings, RawTls)> for Config {
             runtime_threads: r.runtime_threads,
             root_path: r.root_path,
             header_read_timeout: seconds("header_read_timeout", r.header_read_timeout)?,
+            body_read_timeout: seconds("body_read_timeout", r.body_read_timeout)?,
             keepalive_timeout: seconds("keepalive_timeout", r.keepalive_timeout)?,
             graceful_timeout: seconds("graceful_timeout", r.graceful_timeout)?,
             max_header_size: r.max_header_size,
@@ -249,5 +252,14 @@ impl TryFrom<(RawSettings, RawTls)> for Config {
             },
             tls,
         })
+    }
+}
+
+impl Config {
+    /// Whether a WSGI worker runs its application on the I/O thread itself: with one
+    /// Python thread and one I/O thread, a second thread would only add a hand-off per
+    /// request (see `wsgi::inline`).
+    pub fn wsgi_inline(&self) -> bool {
+        self.interface == Interface::Wsgi && self.threads == 1 && self.runtime_threads == 1
     }
 }

@@ -21,3 +21,9 @@ create_exception!(
     RequestBodyError,
     "The client closed the connection before the request body was complete."
 );
+create_exception!(
+    _core,
+    RequestBodyTimeout,
+    RequestBodyError,
+    "No bytes of the request body arrived for body_read_timeout."
+);

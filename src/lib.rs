@@ -13,6 +13,7 @@ mod log;
 mod net;
 mod pool;
 mod server;
+mod stop;
 mod tls;
 mod wsgi;
 
@@ -78,11 +79,20 @@ fn serve(
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.runtime_threads)
-        .thread_name("gristmill-io")
-        .enable_all()
-        .build()?;
+    let stop_watch = stop::start(config.graceful_timeout)?;
+    let inline = config.wsgi_inline();
+    let runtime = Arc::new(if inline {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("gristmill-io")
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime_threads)
+            .thread_name("gristmill-io")
+            .enable_all()
+            .build()?
+    });
     let listeners = {
         let _enter = runtime.enter();
         fds.iter()
@@ -92,18 +102,40 @@ fn serve(
     let run = |stop: std::io::Result<Stop>| -> PyResult<Stop> { Ok(stop?) };
     let stop = match config.interface {
         Interface::Wsgi => {
-            let handler = Arc::new(wsgi::Wsgi::new(
+            log::log(
+                log::DEBUG,
+                &if inline {
+                    "WSGI requests run inline on the I/O thread".to_string()
+                } else {
+                    format!("WSGI requests run on {} Python threads", config.threads)
+                },
+            );
+            let waiter = if inline {
+                pool::Waiter::Driving(Arc::downgrade(&runtime))
+            } else {
+                pool::Waiter::Beside(runtime.handle().clone())
+            };
+            let (handler, jobs) = wsgi::Wsgi::new(
                 py,
                 app,
                 config.clone(),
                 runtime.handle().clone(),
+                waiter,
                 access,
-            )?);
-            run(py.detach(|| {
-                runtime.block_on(server::run(config.clone(), handler, listeners, || {
-                    signal_ready(ready_fd)
-                }))
-            }))?
+            )?;
+            let serving = server::run(
+                config.clone(),
+                Arc::new(handler),
+                listeners,
+                stop_watch.decision.clone(),
+                || signal_ready(ready_fd),
+            );
+            let stop = match jobs {
+                Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs),
+                None => py.detach(|| runtime.block_on(serving)),
+            };
+            stop_watch.finished();
+            run(stop)?
         }
         Interface::Asgi => {
             let event_loop = event_loop.ok_or_else(|| {
@@ -126,9 +158,11 @@ fn serve(
                     config.clone(),
                     handler.clone(),
                     listeners,
+                    stop_watch.decision.clone(),
                     || signal_ready(ready_fd),
                 ))
             });
+            stop_watch.finished();
             handler.detach(py)?;
             run(stop)?
         }
@@ -138,7 +172,12 @@ fn serve(
         Stop::Graceful => std::time::Duration::from_millis(500),
         Stop::Immediate => std::time::Duration::ZERO,
     };
-    py.detach(|| runtime.shutdown_timeout(wait));
+    match Arc::try_unwrap(runtime) {
+        Ok(runtime) => py.detach(|| runtime.shutdown_timeout(wait)),
+        // A thread of the application is still reading a request body through the
+        // runtime; the worker exits right after, so leave the runtime to the exit.
+        Err(runtime) => std::mem::forget(runtime),
+    }
     Ok(())
 }
 
@@ -176,6 +215,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "ClientDisconnected",
         py.get_type::<errors::ClientDisconnected>(),
+    )?;
+    m.add(
+        "RequestBodyTimeout",
+        py.get_type::<errors::RequestBodyTimeout>(),
     )?;
     Ok(())
 }

@@ -4,9 +4,67 @@
 //! only while it waits for the next job or for I/O. Keeping one thread state per thread
 //! (rather than attaching per request) keeps `threading.local` and thread identity
 //! stable for applications, and avoids creating a thread state per request.
+//!
+//! A Python thread waits for I/O (the next piece of a request body, room in a streamed
+//! response) through a [`Waiter`]. Beside a multi-thread runtime it simply blocks; on
+//! the one thread of a current-thread runtime (the inline mode of `wsgi`, where the
+//! application runs on the I/O thread itself) waiting *drives* the runtime, so every
+//! other connection of the worker keeps moving while the application waits.
+
+use std::future::Future;
+use std::sync::Weak;
 
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
+use tokio::runtime::{Handle, Runtime};
+
+/// How a thread that runs Python code waits for a future; see the module docs.
+#[derive(Clone)]
+pub enum Waiter {
+    /// A thread beside a multi-thread runtime: block it while the runtime's threads work.
+    Beside(Handle),
+    /// The thread that owns this current-thread runtime: waiting runs its tasks. Weak,
+    /// so that only the server owns the runtime and can shut it down.
+    Driving(Weak<Runtime>),
+}
+
+impl Waiter {
+    /// Run `f`, which hands something to a task of the runtime (a response, a chunk)
+    /// and so wakes it. Inline, `f` runs inside the runtime, where a wake-up is a push
+    /// onto the thread's own run queue; from outside it would be a write to the
+    /// runtime's eventfd — one more system call per request.
+    pub fn hand_over<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+        if let Waiter::Driving(rt) = self {
+            if let Some(rt) = rt.upgrade() {
+                return py.detach(|| rt.block_on(async move { f() }));
+            }
+        }
+        f()
+    }
+
+    /// Whether waiting is what moves the I/O (nothing is sent while Python runs).
+    pub fn drives(&self) -> bool {
+        matches!(self, Waiter::Driving(_))
+    }
+
+    /// Wait for `fut` with the GIL released; `None` once the runtime is gone.
+    ///
+    /// Never call this from inside the runtime (a task or a `block_on`): in the inline
+    /// mode, Python code runs only between the runtime's `block_on` calls.
+    pub fn wait<F>(&self, py: Python<'_>, fut: F) -> Option<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        match self {
+            Waiter::Beside(handle) => Some(py.detach(|| handle.block_on(fut))),
+            Waiter::Driving(rt) => {
+                let rt = rt.upgrade()?;
+                Some(py.detach(|| rt.block_on(fut)))
+            }
+        }
+    }
+}
 
 /// Lock `m` from a thread holding the GIL without ever blocking while holding it: the
 /// thread that holds the lock may itself be waiting for the GIL.

@@ -36,7 +36,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpMode};
@@ -46,6 +45,7 @@ use crate::net::{
     is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, Listener, Plain, Stream,
     TrackedStream,
 };
+pub use crate::stop::Stop;
 use crate::tls::TlsInfo;
 
 /// What a connection tells its requests.
@@ -84,11 +84,15 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Why a worker stopped serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    Graceful,
-    Immediate,
+/// Resolves when the stop turns immediate (SIGQUIT during the drain).
+async fn forced(stop: &mut watch::Receiver<Option<Stop>>) {
+    if stop
+        .wait_for(|s| *s == Some(Stop::Immediate))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await
+    }
 }
 
 /// How long an idle connection stays open once the worker drains, at most.
@@ -99,15 +103,14 @@ struct Ctl {
     pressure: watch::Receiver<u64>,
 }
 
-/// Serve until a signal says stop; then drain within the graceful timeout.
+/// Serve until `stop` says so; then drain within the graceful timeout.
 pub async fn run<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
     listeners: Vec<Listener>,
+    mut stop: watch::Receiver<Option<Stop>>,
     on_ready: impl FnOnce(),
 ) -> std::io::Result<Stop> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut quit = signal(SignalKind::quit())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
     let pressure_tx = Arc::new(pressure_tx);
@@ -131,30 +134,18 @@ pub async fn run<H: Handler>(
     }
     on_ready();
 
-    let parent = unsafe { libc::getppid() };
-    let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
-    let stop = loop {
-        tokio::select! {
-            _ = term.recv() => break Stop::Graceful,
-            _ = quit.recv() => break Stop::Immediate,
-            _ = orphan_check.tick() => {
-                // The supervisor is gone (killed): do not linger as an orphan.
-                if unsafe { libc::getppid() } != parent {
-                    log::log(log::WARNING, "supervisor went away; stopping");
-                    break Stop::Graceful;
-                }
-            }
-        }
-    };
+    // A closed channel (the watcher thread is gone) can only mean stop at once.
+    let decided = stop.wait_for(Option::is_some).await.map(|s| *s);
+    let stopping = decided.ok().flatten().unwrap_or(Stop::Immediate);
     let _ = shutdown_tx.send(true);
     for t in accept_tasks {
         let _ = t.await; // listeners are closed once their loop returns
     }
-    if stop == Stop::Graceful {
+    if stopping == Stop::Graceful {
         let all = config.max_connections as u32;
         let drained = tokio::select! {
             r = tokio::time::timeout(config.graceful_timeout, slots.acquire_many(all)) => r.is_ok(),
-            _ = quit.recv() => false,
+            _ = forced(&mut stop) => false,
         };
         if !drained {
             log::log(
@@ -163,7 +154,7 @@ pub async fn run<H: Handler>(
             );
         }
     }
-    Ok(stop)
+    Ok(stopping)
 }
 
 /// How connections are set up, built once per worker.

@@ -32,6 +32,11 @@ READY_RE = re.compile(
 
 START_DEADLINE = 30.0
 
+#: The two ways a WSGI request reaches Python: on the I/O thread itself (one Python
+#: thread, the default) or on a pool of Python threads. Suites that must hold for both
+#: parametrize their server over these.
+WSGI_MODES = {"inline": ("--threads", "1"), "pool": ("--threads", "2")}
+
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a test server runs with: ours minus any GRISTMILL_* variables."""

@@ -15,15 +15,15 @@ import time
 
 import pytest
 
-from _support import Server, chunked, http_request
+from _support import WSGI_MODES, Server, chunked, http_request
 
 APP = "http_app:application"
 STATUS_LINE = re.compile(rb"(?:^|\r\n)(HTTP/1\.[01] (\d{3})[^\r\n]*)\r\n")
 
 
-@pytest.fixture(scope="module")
-def hsrv():
-    s = Server([APP, "--threads", "2"])
+@pytest.fixture(scope="module", params=list(WSGI_MODES))
+def hsrv(request):
+    s = Server([APP, *WSGI_MODES[request.param]])
     s.wait_ready()
     yield s
     s.kill()

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from _support import Server, chunked, http_request
+from _support import WSGI_MODES, Server, chunked, http_request
 
 APP = "input_app:application"
 
@@ -63,9 +63,9 @@ MODES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def srv():
-    s = Server([APP, "--threads", "2"])
+@pytest.fixture(scope="module", params=list(WSGI_MODES))
+def srv(request):
+    s = Server([APP, *WSGI_MODES[request.param]])
     s.wait_ready()
     yield s
     s.kill()

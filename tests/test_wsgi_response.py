@@ -8,16 +8,16 @@ import time
 import httpx
 import pytest
 
-from _support import http_request, rss_kib, wait_until
+from _support import WSGI_MODES, http_request, rss_kib, wait_until
 
 APP = "response_app:application"
 ERRORS = "errors_app:application"
 MIB = 1 << 20
 
 
-@pytest.fixture
-def rsrv(server, tmp_path):
-    return server(APP, "--threads", "2", env={"GM_TEST_DIR": str(tmp_path)})
+@pytest.fixture(params=list(WSGI_MODES))
+def rsrv(server, tmp_path, request):
+    return server(APP, *WSGI_MODES[request.param], env={"GM_TEST_DIR": str(tmp_path)})
 
 
 def wait_for_file(path, timeout=10.0) -> str:
@@ -160,7 +160,9 @@ def test_file_wrapper_without_fileno(rsrv):
 
 
 # --- a large response is not buffered ---------------------------------------------------------
-def test_large_generator_response_is_not_buffered(rsrv):
+def test_large_generator_response_is_not_buffered(server, tmp_path):
+    # Two Python threads: /progress must be answered while /big is stalled.
+    rsrv = server(APP, *WSGI_MODES["pool"], env={"GM_TEST_DIR": str(tmp_path)})
     pid = int(rsrv.get("/pid").text)
     baseline = rss_kib(pid)
     total = 200 * MIB

@@ -50,3 +50,6 @@ class RequestBodyTooLarge(OSError):
 
 class ClientDisconnected(OSError):
     """Raised by ``wsgi.input`` when the client goes away or sends a malformed body."""
+
+class RequestBodyTimeout(OSError):
+    """Raised by ``wsgi.input`` when no body bytes arrive for ``body_read_timeout``."""

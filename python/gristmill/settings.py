@@ -206,7 +206,9 @@ class Settings:
     threads: int = _setting(
         1,
         "Python threads per worker that call a WSGI application; `wsgi.multithread` "
-        "is true when above 1. Default is 1.",
+        "is true when above 1. With 1 (and one runtime thread) the application runs "
+        "inline on the I/O thread; above 1, on a pool beside it (see "
+        "docs/server-behavior.md). Default is 1.",
         group="Processes",
     )
     runtime_threads: int = _setting(
@@ -234,6 +236,15 @@ class Settings:
         "Seconds a client has to send a complete request head, counted from the "
         "connection's start or from the end of the previous response; then the "
         "connection is closed (slowloris protection). Default is 10 seconds.",
+        group="HTTP",
+        metavar="SECONDS",
+    )
+    body_read_timeout: float = _setting(
+        60.0,
+        "Seconds a WSGI application's read of `wsgi.input` waits for the next bytes of "
+        "the request body; then the read raises `RequestBodyTimeout` (an `OSError`) and, "
+        "if the application lets it propagate, the client gets 408. ASGI applications "
+        "are not held by a slow body (`receive()` just waits). Default is 60 seconds.",
         group="HTTP",
         metavar="SECONDS",
     )
@@ -553,7 +564,12 @@ def validate(s: Settings) -> Settings:
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
-    for name in ("header_read_timeout", "keepalive_timeout", "graceful_timeout"):
+    for name in (
+        "header_read_timeout",
+        "body_read_timeout",
+        "keepalive_timeout",
+        "graceful_timeout",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if s.max_body_size < 0:

@@ -3,7 +3,9 @@
 //!
 //! A malformed chunked body or a client that goes away makes reads raise
 //! (`RequestBodyError` / `ClientDisconnected`), so a truncated body is never presented
-//! as complete; a body growing past `max_body_size` raises `RequestBodyTooLarge`.
+//! as complete; a body growing past `max_body_size` raises `RequestBodyTooLarge`, and a
+//! client that sends nothing for `body_read_timeout` makes the read raise
+//! `RequestBodyTimeout`, so a stalled upload cannot hold a Python thread forever.
 //! `Expect: 100-continue` is answered by hyper when the first read polls the body.
 
 use parking_lot::{Mutex, MutexGuard};
@@ -13,9 +15,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokio::runtime::Handle;
+use std::time::Duration;
 
-use crate::errors::{ClientDisconnected, RequestBodyError, RequestBodyTooLarge};
+use crate::errors::{
+    ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
+};
+use crate::pool::Waiter;
 
 struct State {
     body: Option<Incoming>,
@@ -28,6 +33,7 @@ struct State {
 #[derive(Clone)]
 enum Failure {
     TooLarge(u64),
+    TimedOut(Duration),
     Disconnected(String),
     Invalid(String),
 }
@@ -37,6 +43,10 @@ impl Failure {
         match self {
             Failure::TooLarge(max) => RequestBodyTooLarge::new_err(format!(
                 "request body larger than max_body_size ({max} bytes)"
+            )),
+            Failure::TimedOut(t) => RequestBodyTimeout::new_err(format!(
+                "no request body bytes arrived for {} s (body_read_timeout)",
+                t.as_secs_f64()
             )),
             Failure::Disconnected(m) => ClientDisconnected::new_err(m.clone()),
             Failure::Invalid(m) => RequestBodyError::new_err(m.clone()),
@@ -48,12 +58,18 @@ impl Failure {
 #[pyclass(module = "gristmill._core", name = "Input", frozen)]
 pub struct Input {
     state: Mutex<State>,
-    handle: Handle,
+    waiter: Waiter,
     limit: Option<u64>,
+    timeout: Duration,
 }
 
 impl Input {
-    pub fn new(body: Option<Incoming>, handle: Handle, limit: Option<u64>) -> Self {
+    pub fn new(
+        body: Option<Incoming>,
+        waiter: Waiter,
+        limit: Option<u64>,
+        timeout: Duration,
+    ) -> Self {
         Input {
             state: Mutex::new(State {
                 body,
@@ -61,8 +77,9 @@ impl Input {
                 received: 0,
                 failed: None,
             }),
-            handle,
+            waiter,
             limit,
+            timeout,
         }
     }
 
@@ -81,8 +98,19 @@ impl Input {
             let Some(body) = st.body.as_mut() else {
                 return Ok(false);
             };
-            let handle = &self.handle;
-            let frame = py.detach(|| handle.block_on(body.frame()));
+            // Built inside the future: the timer needs the runtime's context.
+            let timeout = self.timeout;
+            let frame = self.waiter.wait(py, async move {
+                tokio::time::timeout(timeout, body.frame()).await
+            });
+            let frame = match frame {
+                Some(Ok(frame)) => frame,
+                Some(Err(_)) => return Err(Self::fail(st, Failure::TimedOut(self.timeout))),
+                None => {
+                    let f = Failure::Disconnected("the worker is stopping".into());
+                    return Err(Self::fail(st, f));
+                }
+            };
             match frame {
                 None => {
                     st.body = None;
@@ -98,17 +126,13 @@ impl Input {
                     st.received += data.len() as u64;
                     if let Some(max) = self.limit {
                         if st.received > max {
-                            st.body = None;
-                            let f = Failure::TooLarge(max);
-                            st.failed = Some(f.clone());
-                            return Err(f.to_err());
+                            return Err(Self::fail(st, Failure::TooLarge(max)));
                         }
                     }
                     st.buf.extend_from_slice(&data);
                     return Ok(true);
                 }
                 Some(Err(e)) => {
-                    st.body = None;
                     let f = if e.is_incomplete_message() || e.is_closed() {
                         Failure::Disconnected(format!(
                             "client disconnected before the request body was complete ({})",
@@ -117,11 +141,18 @@ impl Input {
                     } else {
                         Failure::Invalid(format!("invalid request body: {}", describe(&e)))
                     };
-                    st.failed = Some(f.clone());
-                    return Err(f.to_err());
+                    return Err(Self::fail(st, f));
                 }
             }
         }
+    }
+
+    /// Stop reading for good: this and every later read raise `f`.
+    fn fail(st: &mut State, f: Failure) -> PyErr {
+        st.body = None;
+        let err = f.to_err();
+        st.failed = Some(f);
+        err
     }
 
     fn take<'py>(py: Python<'py>, st: &mut State, n: usize) -> Bound<'py, PyBytes> {

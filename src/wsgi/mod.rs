@@ -1,5 +1,10 @@
-//! The WSGI bridge: a request becomes a task on the Python threads, which builds the
+//! The WSGI bridge: a request becomes a [`Job`] for a Python thread, which builds the
 //! environ, calls the application and drives its response (see `response.rs`).
+//!
+//! Where the job runs is the [`Dispatch`]: on a pool of Python threads beside a
+//! multi-thread I/O runtime, or — with one Python thread and one I/O thread — on the I/O
+//! thread itself, between turns of its current-thread runtime (see `inline.rs`), which
+//! saves two thread switches per request.
 //!
 //! Everything the application does wrong is caught here: an exception or invalid
 //! output gives a 500 when nothing was sent yet (or aborts the connection when the
@@ -8,6 +13,7 @@
 
 mod environ;
 mod file_wrapper;
+mod inline;
 mod input;
 mod response;
 
@@ -21,19 +27,22 @@ use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub use file_wrapper::FileWrapper;
+pub use inline::run_inline;
 pub use input::Input;
 pub use response::StartResponse;
 
 use crate::access_log::{AccessLog, Record};
 use crate::config::Config;
-use crate::errors::{ClientDisconnected, RequestBodyError, RequestBodyTooLarge};
+use crate::errors::{
+    ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
+};
 use crate::http::{plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
-use crate::pool::{Pool, Task};
+use crate::pool::{Pool, Task, Waiter};
 use crate::server::{ConnCtx, Handler};
 use crate::tls::TlsInfo;
 
@@ -42,24 +51,38 @@ pub struct Shared {
     app: Py<PyAny>,
     base_environ: Py<PyDict>,
     config: Arc<Config>,
+    /// For blocking work off the Python threads (sending files).
     runtime: Handle,
+    /// How the Python threads wait for the network.
+    waiter: Waiter,
     access: Option<AccessLog>,
+}
+
+/// Where jobs run.
+enum Dispatch {
+    /// On `--threads` Python threads beside a multi-thread runtime.
+    Pool(Pool<Job>),
+    /// On the runtime's own thread, which takes them from this queue (`run_inline`).
+    Inline(mpsc::UnboundedSender<Job>),
 }
 
 /// The WSGI [`Handler`]: hands requests to the Python threads.
 pub struct Wsgi {
-    pool: Pool<Job>,
+    dispatch: Dispatch,
     shared: Arc<Shared>,
 }
 
 impl Wsgi {
+    /// With `Waiter::Driving`, jobs go to the returned queue, which the runtime's thread
+    /// must serve with [`run_inline`]; otherwise a pool of `config.threads` runs them.
     pub fn new(
         py: Python<'_>,
         app: Py<PyAny>,
         config: Arc<Config>,
         runtime: Handle,
+        waiter: Waiter,
         access: Option<AccessLog>,
-    ) -> PyResult<Self> {
+    ) -> PyResult<(Self, Option<mpsc::UnboundedReceiver<Job>>)> {
         let errors = py
             .import("gristmill.logging")?
             .call_method0("wsgi_errors_stream")?;
@@ -70,10 +93,17 @@ impl Wsgi {
             base_environ: base.unbind(),
             config: config.clone(),
             runtime,
+            waiter: waiter.clone(),
             access,
         });
-        let pool = Pool::start(config.threads)?;
-        Ok(Wsgi { pool, shared })
+        let (dispatch, jobs) = match waiter {
+            Waiter::Driving(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Dispatch::Inline(tx), Some(rx))
+            }
+            Waiter::Beside(_) => (Dispatch::Pool(Pool::start(config.threads)?), None),
+        };
+        Ok((Wsgi { dispatch, shared }, jobs))
     }
 }
 
@@ -97,7 +127,11 @@ impl Handler for Wsgi {
             guard,
             started,
         };
-        if self.pool.submit(job).is_err() {
+        let submitted = match &self.dispatch {
+            Dispatch::Pool(pool) => pool.submit(job).is_ok(),
+            Dispatch::Inline(jobs) => jobs.send(job).is_ok(),
+        };
+        if !submitted {
             return plain_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
@@ -176,7 +210,12 @@ impl Task for Job {
         } = self;
         let sr = match Bound::new(
             py,
-            StartResponse::new(reply, guard, shared.config.server_header),
+            StartResponse::new(
+                reply,
+                guard,
+                shared.config.server_header,
+                shared.waiter.clone(),
+            ),
         ) {
             Ok(sr) => sr,
             Err(e) => {
@@ -191,8 +230,9 @@ impl Task for Job {
                 py,
                 Input::new(
                     Some(body),
-                    shared.runtime.clone(),
+                    shared.waiter.clone(),
                     shared.config.max_body_size,
+                    shared.config.body_read_timeout,
                 ),
             )?;
             let environ = environ::build(
@@ -261,6 +301,10 @@ fn report(py: Python<'_>, sr: &StartResponse, failure: Failure, what: &str) {
         Failure::Raised(e) if e.is_instance_of::<RequestBodyTooLarge>(py) => {
             log::log(log::INFO, &format!("{what}: {}", e.value(py)));
             sr.fail(py, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+        }
+        Failure::Raised(e) if e.is_instance_of::<RequestBodyTimeout>(py) => {
+            log::log(log::INFO, &format!("{what}: {}", e.value(py)));
+            sr.fail(py, StatusCode::REQUEST_TIMEOUT, "Request Timeout");
         }
         Failure::Raised(e) if e.is_instance_of::<ClientDisconnected>(py) => {
             log::log(log::DEBUG, &format!("{what}: {}", e.value(py)));

@@ -25,6 +25,7 @@ use crate::http::body::{BodyAborted, Chunk};
 use crate::http::head::Head;
 use crate::http::{plain_response, validate::parse_content_length, ResponseBody};
 use crate::net::ActiveGuard;
+use crate::pool::Waiter;
 
 /// Chunks in flight between the application thread and the connection.
 const STREAM_DEPTH: usize = 4;
@@ -54,6 +55,7 @@ struct State {
 pub struct StartResponse {
     state: Mutex<State>,
     server_header: bool,
+    waiter: Waiter,
 }
 
 /// Status line text to (code, reason kept when it is not the standard one).
@@ -191,6 +193,7 @@ impl StartResponse {
         reply: oneshot::Sender<Response<ResponseBody>>,
         guard: ActiveGuard,
         server_header: bool,
+        waiter: Waiter,
     ) -> Self {
         StartResponse {
             state: Mutex::new(State {
@@ -200,6 +203,7 @@ impl StartResponse {
                 bytes: 0,
             }),
             server_header,
+            waiter,
         }
     }
 
@@ -234,6 +238,7 @@ impl StartResponse {
     /// Send the head with a body built from `make_body` (which gets the guard).
     fn send_head(
         &self,
+        py: Python<'_>,
         st: &mut State,
         make_body: impl FnOnce(ActiveGuard) -> ResponseBody,
     ) -> Result<(), Gone> {
@@ -245,8 +250,9 @@ impl StartResponse {
         };
         let head = st.head.take().expect("send_head requires a head");
         st.status = head.status.as_u16();
-        reply
-            .send(head.into_response(make_body(guard), self.server_header))
+        let resp = head.into_response(make_body(guard), self.server_header);
+        self.waiter
+            .hand_over(py, move || reply.send(resp).map_err(drop))
             .map_err(|_| Gone)
     }
 
@@ -254,7 +260,7 @@ impl StartResponse {
     pub fn finish_with(&self, py: Python<'_>, chunks: VecDeque<Bytes>) -> Result<(), Gone> {
         let mut st = self.lock(py);
         st.bytes += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-        self.send_head(&mut st, |g| ResponseBody::chunks(chunks).with_guard(g))
+        self.send_head(py, &mut st, |g| ResponseBody::chunks(chunks).with_guard(g))
     }
 
     /// Stream one chunk, sending the head first if needed; blocks (GIL released) while
@@ -263,7 +269,7 @@ impl StartResponse {
         let mut st = self.lock(py);
         if let Phase::Pending(..) = st.phase {
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            self.send_head(&mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
+            self.send_head(py, &mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
             st.phase = Phase::Streaming(tx);
         }
         let Phase::Streaming(tx) = &st.phase else {
@@ -271,12 +277,25 @@ impl StartResponse {
         };
         let n = chunk.len() as u64;
         let tx = tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(chunk)) = tx.try_send(Ok(chunk)) {
-            py.detach(|| tx.blocking_send(chunk)).map_err(|_| Gone)?;
+        let sent = self.waiter.hand_over(py, || tx.try_send(Ok(chunk)));
+        if let Err(mpsc::error::TrySendError::Full(chunk)) = sent {
+            match self.waiter.wait(py, tx.send(chunk)) {
+                Some(Ok(())) => {}
+                _ => return Err(Gone),
+            }
         } else if tx.is_closed() {
             return Err(Gone);
         }
         st.bytes += n;
+        if self.waiter.drives() {
+            // Inline, nothing sends while the application runs: wait until the
+            // connection took every chunk, or a generator that pauses between chunks
+            // (server-sent events, progress output) would hold them back.
+            match self.waiter.wait(py, tx.reserve_many(STREAM_DEPTH)) {
+                Some(Ok(_permits)) => {}
+                _ => return Err(Gone),
+            }
+        }
         Ok(())
     }
 
@@ -286,7 +305,8 @@ impl StartResponse {
         if pending {
             return self.finish_with(py, VecDeque::new());
         }
-        self.lock(py).phase = Phase::Done; // drops the sender: end of stream
+        let phase = std::mem::replace(&mut self.lock(py).phase, Phase::Done);
+        self.waiter.hand_over(py, move || drop(phase)); // drops the sender: end of stream
         Ok(())
     }
 
@@ -298,7 +318,7 @@ impl StartResponse {
         }
         st.bytes += length;
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(&mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
+        self.send_head(py, &mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
         Ok(tx)
     }
 
@@ -310,10 +330,14 @@ impl StartResponse {
             Phase::Pending(reply, guard) => {
                 st.status = status.as_u16();
                 let resp = plain_response(status, message, true, self.server_header);
-                let _ = reply.send(crate::http::guarded(resp, guard));
+                let resp = crate::http::guarded(resp, guard);
+                let _ = self
+                    .waiter
+                    .hand_over(py, move || reply.send(resp).map_err(drop));
             }
             Phase::Streaming(tx) => {
-                let _ = tx.try_send(Err(BodyAborted(message.to_owned())));
+                let aborted = Err(BodyAborted(message.to_owned()));
+                let _ = self.waiter.hand_over(py, move || tx.try_send(aborted));
             }
             Phase::Done => {}
         }

@@ -1,0 +1,130 @@
+//! How a worker learns that it must stop, and the backstop that makes sure it does.
+//!
+//! A thread of its own (with a tiny current-thread runtime) waits for SIGTERM (drain,
+//! then stop), SIGQUIT (stop now) and for the supervisor to disappear (checked every
+//! second: an orphaned worker drains and stops). It publishes the decision on a watch
+//! channel the server reads. Because it does not depend on the serving thread, a stop
+//! is noticed even while that thread runs a long application call — which, in the
+//! inline WSGI mode, is also the thread that would otherwise read the signal.
+//!
+//! The backstop: if the worker has not finished [`LATE`] after its deadline
+//! (`graceful_timeout` after SIGTERM, at once after SIGQUIT), an application call is
+//! holding the serving thread; the watcher logs that and ends the process, as the
+//! drain would have done on its own (its exit status is the same as after a drain).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::log;
+
+/// Why a worker stopped serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Graceful,
+    Immediate,
+}
+
+/// Grace beyond the deadline before the backstop ends the process: the normal path
+/// (the server returns, the runtime shuts down within 0.5 s) takes less.
+const LATE: Duration = Duration::from_secs(1);
+
+/// The worker's side of the watcher: read the decision, say when serving is over.
+pub struct StopWatch {
+    pub decision: watch::Receiver<Option<Stop>>,
+    finished: Arc<AtomicBool>,
+}
+
+impl StopWatch {
+    /// Serving is over: the backstop must not fire.
+    pub fn finished(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Install the signal handlers and start the watcher thread.
+pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
+    let (tx, rx) = watch::channel(None);
+    let finished = Arc::new(AtomicBool::new(false));
+    let (installed_tx, installed_rx) = std::sync::mpsc::sync_channel(1);
+    let done = finished.clone();
+    std::thread::Builder::new()
+        .name("gristmill-stop".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(installed_tx.send(Err(e))),
+            };
+            rt.block_on(async move {
+                let signals = signal(SignalKind::terminate())
+                    .and_then(|term| Ok((term, signal(SignalKind::quit())?)));
+                let (mut term, mut quit) = match signals {
+                    Ok(s) => {
+                        let _ = installed_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => return drop(installed_tx.send(Err(e))),
+                };
+                let parent = unsafe { libc::getppid() };
+                let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
+                let stop = loop {
+                    tokio::select! {
+                        _ = term.recv() => break Stop::Graceful,
+                        _ = quit.recv() => break Stop::Immediate,
+                        _ = orphan_check.tick() => {
+                            if unsafe { libc::getppid() } != parent {
+                                log::log(log::WARNING, "supervisor went away; stopping");
+                                break Stop::Graceful;
+                            }
+                        }
+                    }
+                };
+                let _ = tx.send(Some(stop));
+                let mut deadline = Instant::now() + LATE;
+                if stop == Stop::Graceful {
+                    deadline += graceful_timeout;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {}
+                        _ = quit.recv() => {
+                            let _ = tx.send(Some(Stop::Immediate));
+                            deadline = Instant::now() + LATE;
+                        }
+                    }
+                }
+                tokio::time::sleep_until(deadline).await;
+                if !done.load(Ordering::SeqCst) {
+                    exit_late();
+                }
+            })
+        })?;
+    installed_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the stop watcher thread died"))??;
+    Ok(StopWatch {
+        decision: rx,
+        finished,
+    })
+}
+
+/// End the process: an application call still holds the serving thread.
+fn exit_late() -> ! {
+    // Logging needs the GIL, which an application stuck in C code may hold: give it a
+    // moment on a thread of its own, then exit regardless.
+    let (said, heard) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new().spawn(move || {
+        log::log(
+            log::WARNING,
+            "an application call is still running past the stop deadline; exiting",
+        );
+        let _ = said.send(());
+    });
+    let _ = heard.recv_timeout(Duration::from_secs(1));
+    unsafe { libc::_exit(0) }
+}

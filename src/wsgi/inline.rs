@@ -1,0 +1,63 @@
+//! The inline mode: one thread is both the worker's I/O thread and its Python thread.
+//!
+//! The thread owns a current-thread tokio runtime and alternates between two things:
+//! turning the runtime (accepting, parsing, writing responses) until a request is
+//! ready, and running that request's [`Job`] with the GIL held. Between jobs the GIL is
+//! released, so application threads of its own still run. While a job waits for the
+//! network (a `wsgi.input` read, a full response channel) its [`Waiter`] turns the
+//! runtime, so every other connection keeps moving meanwhile.
+//!
+//! Compared with a pool thread beside the runtime this saves a wake-up and a thread
+//! switch each way per request — the dominant cost on a busy core (`bench/NOTES.md`).
+//! The price: while the application computes, no other connection of this worker is
+//! served (with one Python thread no other request could run anyway), and a signal is
+//! noticed when the current job returns or waits.
+//!
+//! [`Waiter`]: crate::pool::Waiter
+
+use std::future::Future;
+
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use super::Job;
+use crate::pool::Task;
+
+// Short-lived and moved once: boxing the job would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Next<T> {
+    Job(Job),
+    Done(T),
+}
+
+/// Drive `serving` (the server's main future) on `rt`, running jobs from `jobs` on this
+/// thread as they come, until `serving` ends; returns its output.
+pub fn run_inline<F>(
+    py: Python<'_>,
+    rt: &Runtime,
+    serving: F,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let mut serving = std::pin::pin!(serving);
+    loop {
+        let next = py.detach(|| {
+            rt.block_on(async {
+                tokio::select! {
+                    // Jobs first: a drain only ends once the requests it waits for ran.
+                    biased;
+                    Some(job) = jobs.recv() => Next::Job(job),
+                    out = &mut serving => Next::Done(out),
+                }
+            })
+        });
+        match next {
+            Next::Job(job) => job.run(py),
+            Next::Done(out) => return out,
+        }
+    }
+}

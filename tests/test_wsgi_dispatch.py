@@ -1,0 +1,103 @@
+"""How WSGI requests reach Python: inline (one thread does I/O and calls the app, the
+default with --threads 1 --runtime-threads 1) and the thread pool (--threads N > 1).
+
+Both must behave the same to the application and the client: the GIL is free between
+requests, a body can be read from another thread, a stalled upload ends in 408 after
+--body-read-timeout, and a stop is enforced even while the application is stuck.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from _support import WSGI_MODES, http_request, wait_until
+
+APP = "dispatch_app:application"
+
+
+@pytest.fixture(params=list(WSGI_MODES))
+def mode(request) -> tuple[str, ...]:
+    return WSGI_MODES[request.param]
+
+
+def test_mode_is_logged(server):
+    inline = server(APP, "--log-level", "debug")
+    inline.wait_for_line(r"WSGI requests run inline on the I/O thread")
+    pool = server(APP, "--threads", "3", "--log-level", "debug")
+    pool.wait_for_line(r"WSGI requests run on 3 Python threads")
+
+
+def test_gil_is_free_between_requests(server, mode):
+    srv = server(APP, *mode)
+    first = int(srv.get("/ticks").text)
+    # The application's own thread keeps running while the worker waits for requests.
+    wait_until(lambda: int(srv.get("/ticks").text) > first + 5, 10, message="ticks advance")
+
+
+def test_body_read_from_an_application_thread(server, mode):
+    srv = server(APP, *mode)
+    body = bytes(range(256)) * 1000
+    r = srv.post("/thread-read", content=body)
+    assert r.status_code == 200
+    assert r.content == body
+
+
+def test_stalled_upload_gets_408_and_worker_keeps_serving(server, mode):
+    srv = server("input_app:application", *mode, "--body-read-timeout", "0.5")
+    mark = srv.mark()
+    with srv.raw() as conn:
+        head = http_request("POST", "/propagate", headers={"Content-Length": "100"})
+        conn.send(head + b"only part of it")
+        start = time.monotonic()
+        resp = conn.final_response()
+        waited = time.monotonic() - start
+    assert resp.status == 408
+    assert 0.4 < waited < 5
+    srv.wait_for_line(r"GM-PROPAGATE raised RequestBodyTimeout oserror=True", start=mark)
+    srv.wait_for_line(r"no request body bytes arrived for 0.5 s", start=mark)
+    assert srv.post("/echo", content=b"next").content == b"next"
+
+
+def test_slow_but_steady_upload_is_not_cut_off(server, mode):
+    srv = server("input_app:application", *mode, "--body-read-timeout", "0.5")
+    with srv.raw() as conn:
+        conn.send(http_request("POST", "/strict", headers={"Content-Length": "8"}))
+        for i in range(4):  # 1.2 s in all, never 0.5 s without a byte
+            conn.send(b"ab")
+            if i < 3:
+                time.sleep(0.3)
+        resp = conn.final_response()
+    assert (resp.status, resp.body) == (200, b"complete:8")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGTERM])
+def test_stop_is_enforced_while_the_application_is_stuck(server, mode, sig):
+    srv = server(APP, *mode, "--graceful-timeout", "1")
+    mark = srv.mark()
+    worker = next(iter(srv.worker_pids()))
+    t = threading.Thread(target=_swallow, args=(f"{srv.url}/hang?s=30",), daemon=True)
+    t.start()
+    srv.wait_for_line(r"GM-HANG-START", start=mark)
+    start = time.monotonic()
+    os.kill(worker, sig)  # the worker itself: the supervisor would escalate on its own
+    wait_until(lambda: worker not in srv.worker_pids(), 10, message="worker gone")
+    # graceful-timeout 1 s (SIGTERM only), then at most ~1 s of backstop grace.
+    assert time.monotonic() - start < 4
+
+
+def test_inline_runs_the_application_on_the_main_thread(server):
+    # Applications that install signal handlers or check for the main thread work.
+    assert server(APP).get("/thread-name").text == "MainThread"
+
+
+def _swallow(url: str) -> None:
+    try:
+        httpx.get(url, timeout=40)
+    except httpx.HTTPError:
+        pass
