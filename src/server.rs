@@ -431,7 +431,7 @@ async fn serve_connection<H: Handler>(
                     validate::check_request(req.version(), req.headers(), config.max_body_size);
                 if checked.is_ok()
                     && req.headers().contains_key(http::header::TRANSFER_ENCODING)
-                    && activity.had_length_conflict(req.method().as_str(), &req.uri().to_string())
+                    && activity.had_length_conflict(guard.request_index())
                 {
                     checked = Err(validate::Rejection {
                         status: http::StatusCode::BAD_REQUEST,
