@@ -191,6 +191,23 @@ impl ConnActivity {
     }
 }
 
+/// A connection's place under `max_connections` (a semaphore permit). The accept loop
+/// releases it when the connection ends, unless the connection was upgraded: the
+/// upgraded socket (a WebSocket) takes the permit over and holds it until it closes, so
+/// it still counts against the limit and the graceful drain waits for it.
+pub struct ConnSlot(parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+
+impl ConnSlot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Arc<Self> {
+        Arc::new(ConnSlot(parking_lot::Mutex::new(Some(permit))))
+    }
+
+    /// Take the permit over; `None` once the connection released it.
+    pub fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.lock().take()
+    }
+}
+
 /// Held by a response body for as long as the response is being sent.
 pub struct ActiveGuard {
     activity: Arc<ConnActivity>,

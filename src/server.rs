@@ -43,7 +43,7 @@ use crate::config::{Config, HttpMode};
 use crate::http::{plain_response, validate, ResponseBody};
 use crate::log;
 use crate::net::{
-    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, Listener, Plain, Stream,
+    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, ConnSlot, Listener, Plain, Stream,
     TrackedStream,
 };
 use crate::tls::TlsInfo;
@@ -51,9 +51,9 @@ use crate::tls::TlsInfo;
 /// What a connection tells its requests.
 pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
-    /// Connection slots: an upgraded connection (WebSocket) takes one of its own, so it
-    /// counts against `max_connections` and the graceful drain waits for it.
-    pub slots: Arc<Semaphore>,
+    /// This connection's slot under `max_connections`; an upgrade (WebSocket) takes it
+    /// over, so the upgraded socket keeps counting and the graceful drain waits for it.
+    pub slot: Arc<ConnSlot>,
     /// Flips to true when the worker starts draining.
     pub shutdown: watch::Receiver<bool>,
     /// Set on TLS connections.
@@ -312,13 +312,14 @@ async fn accept_loop<H: Handler>(
                         }
                     },
                 };
+                let slot = ConnSlot::new(permit);
                 let conn = serve_connection(
                     stream,
                     addrs,
                     handler.clone(),
                     config.clone(),
                     builder.clone(),
-                    slots.clone(),
+                    slot.clone(),
                     Ctl {
                         shutdown: ctl.shutdown.clone(),
                         pressure: ctl.pressure.clone(),
@@ -326,7 +327,7 @@ async fn accept_loop<H: Handler>(
                 );
                 tokio::spawn(async move {
                     conn.await;
-                    drop(permit);
+                    drop(slot.take()); // unless an upgrade took it over
                 });
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -353,7 +354,7 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     config: Arc<Config>,
     builder: Arc<Builders>,
-    slots: Arc<Semaphore>,
+    slot: Arc<ConnSlot>,
     ctl: Ctl,
 ) {
     let (stream, tls, alpn) = match &builder.tls {
@@ -412,7 +413,7 @@ async fn serve_connection<H: Handler>(
     let io = TokioIo::new(io);
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
-        slots,
+        slot,
         shutdown: ctl.shutdown.clone(),
         tls,
     });

@@ -470,6 +470,10 @@ class RawConn:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
+    def read_exact(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (buffered first); :class:`ConnectionClosed` at EOF."""
+        return self._read_exact(n)
+
     def response(self, method: str = "GET") -> RawResponse:
         """Parse one response (an interim 1xx response is returned as is)."""
         resp = self.read_head()

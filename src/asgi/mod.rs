@@ -37,7 +37,7 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::http::{plain_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs};
+use crate::net::{ActiveGuard, Addrs, ConnSlot};
 use crate::server::{ConnCtx, Handler};
 
 /// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
@@ -74,7 +74,7 @@ pub struct NewSocket {
     addrs: Arc<Addrs>,
     tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
-    slots: Arc<tokio::sync::Semaphore>,
+    slot: Arc<ConnSlot>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -203,7 +203,7 @@ impl Bridge {
             addrs,
             tls,
             started,
-            slots,
+            slot,
             shutdown,
         } = sock;
         let result = (|| -> PyResult<()> {
@@ -216,7 +216,7 @@ impl Bridge {
                     parts,
                     addrs,
                     started,
-                    slots,
+                    slot,
                     shutdown,
                 ),
             )?;
@@ -435,7 +435,7 @@ impl Asgi {
             addrs: conn.addrs.clone(),
             tls: conn.tls.clone(),
             started,
-            slots: conn.slots.clone(),
+            slot: conn.slot.clone(),
             shutdown: conn.shutdown.clone(),
         })));
         let resp = rx.await;

@@ -42,7 +42,7 @@ use crate::access_log::Record;
 use crate::http::head::Head;
 use crate::http::{plain_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs};
+use crate::net::{ActiveGuard, Addrs, ConnSlot};
 
 /// Messages read ahead of the application before reading pauses.
 const READ_AHEAD: usize = 16;
@@ -101,6 +101,8 @@ struct State {
     /// The close the socket task sends when the application returned without one.
     final_close: Option<Close>,
     status: u16,
+    /// The application's share of the connection slot, released when it returns.
+    slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// One WebSocket's state, shared by the loop thread and its socket task.
@@ -132,6 +134,7 @@ impl WsShared {
                 close_sent: false,
                 final_close: None,
                 status: 0,
+                slot: None,
             }),
             room: Notify::new(),
         }
@@ -242,7 +245,8 @@ pub struct WsProtocol {
     parts: Parts,
     addrs: Arc<Addrs>,
     started: Instant,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// The HTTP connection's slot under `max_connections`, taken over on accept.
+    slot: Arc<ConnSlot>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -254,7 +258,7 @@ impl WsProtocol {
         parts: Parts,
         addrs: Arc<Addrs>,
         started: Instant,
-        slots: Arc<tokio::sync::Semaphore>,
+        slot: Arc<ConnSlot>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         WsProtocol {
@@ -263,7 +267,7 @@ impl WsProtocol {
             parts,
             addrs,
             started,
-            slots,
+            slot,
             shutdown,
         }
     }
@@ -326,17 +330,23 @@ impl WsProtocol {
         st.status = 101;
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);
         st.phase = Phase::Open(tx);
+        // The WebSocket keeps the connection's slot: taken before the 101 goes out, since
+        // the connection releases what is left when hyper hands the socket over. Both
+        // the socket task and the application hold it, so the graceful drain waits for
+        // the application to handle its `websocket.disconnect` too.
+        let slot = self.slot.take().map(Arc::new);
         if reply.send(resp).is_err() {
             st.phase = Phase::Closed;
             st.disconnected = Some((1006, String::new()));
             return Ok(());
         }
+        st.slot = slot.clone();
         let task = SocketTask {
             shared: self.shared.clone(),
             bridge: self.bridge.clone(),
             outbound: rx,
             shutdown: self.shutdown.clone(),
-            slot: self.slots.clone().try_acquire_owned().ok(),
+            slot,
             _guard: guard,
             max_size: self.bridge.config.ws_max_size,
         };
@@ -565,6 +575,7 @@ impl WsProtocol {
         if let Phase::Open(_) = st.phase {
             st.phase = Phase::Closed;
         }
+        st.slot = None;
     }
 }
 
@@ -574,7 +585,7 @@ struct SocketTask {
     bridge: Arc<Bridge>,
     outbound: mpsc::Receiver<Message>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Arc<OwnedSemaphorePermit>>,
     _guard: ActiveGuard,
     max_size: usize,
 }
