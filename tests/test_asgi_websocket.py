@@ -362,3 +362,15 @@ def test_sigterm_waits_for_a_websocket_holding_the_last_slot(server):
         ws.send(close_frame(1000))
         srv.wait_for_line(r"ws-disconnect /echo 1000  1$")
     assert srv.proc.wait(15) == 0  # stopping already: no second signal
+
+
+def test_client_that_stops_reading_is_dropped_after_ws_send_timeout(server):
+    """A client that never reads cannot hold the socket and the app's send(): once a
+    write stalls for --ws-send-timeout the connection is closed, the app gets 1006."""
+    srv = server(APP, "--ws-send-timeout", "1")
+    with raw_ws(srv, "/flood", rcvbuf=4096) as ws:
+        # Never read: the socket buffers fill up and the server's write stalls.
+        srv.wait_for_line(r"ws-disconnect /flood 1006  1$", timeout=20)
+        srv.wait_for_line(r"WebSocket /flood: the client stopped reading .*ws_send_timeout")
+        srv.wait_for_line(r"ws-flood sends released")
+        ws.read_to_eof(10)  # what was in flight, then the server's close of the socket

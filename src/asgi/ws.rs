@@ -9,7 +9,9 @@
 //! sends. `websocket.disconnect` is delivered exactly once, with the code the peer sent
 //! (1005 when it sent none, 1006 when the connection dropped, 1009 for a message over
 //! `--ws-max-size`). `send()` after the connection closed is a no-op (logged at debug),
-//! so an application racing a disconnect never sees an exception from it.
+//! so an application racing a disconnect never sees an exception from it. Every write
+//! to the peer is bounded by `--ws-send-timeout`: a peer that stops reading cannot hold
+//! the socket (and the application's `send()`) until the worker stops.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -349,6 +351,8 @@ impl WsProtocol {
             slot,
             _guard: guard,
             max_size: self.bridge.config.ws_max_size,
+            send_timeout: self.bridge.config.ws_send_timeout,
+            what: self.what(),
         };
         self.bridge.runtime.spawn(task.run(upgrade));
         Ok(())
@@ -588,6 +592,35 @@ struct SocketTask {
     slot: Option<Arc<OwnedSemaphorePermit>>,
     _guard: ActiveGuard,
     max_size: usize,
+    /// `--ws-send-timeout`: how long one write to the peer may take.
+    send_timeout: Duration,
+    /// `WebSocket <path>`, for log lines.
+    what: String,
+}
+
+/// One write to the peer (a frame, or flushing one out), bounded by `--ws-send-timeout`.
+/// `Err` when the write failed, or when the peer stopped reading (its receive window and
+/// our send buffer are full): the caller then drops the connection without a close
+/// handshake, which could not get through either.
+async fn write_within<F>(limit: Duration, what: &str, write: F) -> Result<(), ()>
+where
+    F: std::future::Future<Output = Result<(), WsError>>,
+{
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            log::log(
+                log::INFO,
+                &format!(
+                    "{what}: the client stopped reading (a write took over {:.1}s, \
+                     ws_send_timeout); closing the connection",
+                    limit.as_secs_f64()
+                ),
+            );
+            Err(())
+        }
+    }
 }
 
 impl SocketTask {
@@ -611,12 +644,11 @@ impl SocketTask {
         let shared = self.shared.clone();
         let bridge = self.bridge.clone();
         let deliver = |msg| shared.deliver(&bridge, msg, &shared);
+        let (limit, what) = (self.send_timeout, self.what.clone());
         let mut closing: Option<tokio::time::Instant> = None;
         let mut outbound_open = true;
         let mut shutdown_live = true;
         let disconnect = loop {
-            // While closing, keep reading whatever the queue holds: the peer's close
-            // frame must get through.
             // Once closing, or once the application is gone, keep reading regardless
             // of the queue: the peer's close frame must get through.
             let room = closing.is_some() || !outbound_open || shared.queued() < READ_AHEAD;
@@ -626,7 +658,7 @@ impl SocketTask {
                 out = self.outbound.recv(), if outbound_open => match out {
                     Some(msg) => {
                         let is_close = matches!(msg, Message::Close(_));
-                        if sink.send(msg).await.is_err() {
+                        if write_within(limit, &what, sink.send(msg)).await.is_err() {
                             break (1006, String::new());
                         }
                         if is_close {
@@ -639,7 +671,8 @@ impl SocketTask {
                         outbound_open = false;
                         let last = shared.state.lock().final_close.take();
                         if let (Some((code, reason)), None) = (last, closing) {
-                            if sink.send(close_message(code, &reason)).await.is_err() {
+                            let close = close_message(code, &reason);
+                            if write_within(limit, &what, sink.send(close)).await.is_err() {
                                 break (1006, String::new());
                             }
                             closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
@@ -651,7 +684,7 @@ impl SocketTask {
                     Some(Ok(Message::Binary(b))) => deliver(Inbound::Binary(b)),
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite queued the close reply; flush it out.
-                        let _ = sink.close().await;
+                        let _ = write_within(limit, &what, sink.close()).await;
                         break match frame {
                             Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
                             None => (1005, String::new()),
@@ -660,8 +693,10 @@ impl SocketTask {
                     Some(Ok(_)) => {} // ping/pong are answered by tungstenite
                     Some(Err(WsError::Capacity(e))) => {
                         log::log(log::DEBUG, &format!("websocket message too big: {e}"));
-                        let _ = sink.send(close_message(1009, "message too big")).await;
-                        let _ = sink.close().await;
+                        let close = close_message(1009, "message too big");
+                        if write_within(limit, &what, sink.send(close)).await.is_ok() {
+                            let _ = write_within(limit, &what, sink.close()).await;
+                        }
                         break (1009, "message too big".to_owned());
                     }
                     Some(Err(e)) => {
@@ -675,7 +710,8 @@ impl SocketTask {
                     if r.is_err() || *self.shutdown.borrow() {
                         shutdown_live = r.is_ok();
                         // The worker is stopping: 1001, "going away" (RFC 6455 §7.4.1).
-                        if sink.send(close_message(1001, "server shutting down")).await.is_err() {
+                        let close = close_message(1001, "server shutting down");
+                        if write_within(limit, &what, sink.send(close)).await.is_err() {
                             break (1006, String::new());
                         }
                         closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);

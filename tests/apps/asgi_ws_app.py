@@ -2,6 +2,7 @@
 
 Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 4000),
 ``/close`` accepts and closes at once with 4321, ``/deny`` closes before accepting,
+``/flood`` sends 64 KiB messages until the client stops reading (or 2000 of them),
 ``/denial`` answers 418 through ``websocket.http.response.*``, ``/send-after`` keeps
 sending after the client left, ``/raise`` accepts then raises. Every disconnect the app
 sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code>
@@ -56,6 +57,24 @@ async def app(scope, receive, send):
             await send({"type": "websocket.send", "text": "timed-out"})
         m = await receive()
         await send({"type": "websocket.send", "text": m.get("text")})
+        return
+    if path == "/flood":
+        # Send until the client stops reading; report when the sends are released.
+        done = asyncio.Event()
+
+        async def flood():
+            for _ in range(2000):
+                if done.is_set():
+                    return
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                await asyncio.sleep(0)
+
+        sender = asyncio.ensure_future(flood())
+        m = await receive()
+        done.set()
+        log.warning("ws-disconnect %s %s %s %d", path, m["code"], m["reason"], 1)
+        await sender
+        log.warning("ws-flood sends released")
         return
     if path == "/burst":
         # More messages than the outbound queue holds, then return without closing.
