@@ -169,6 +169,20 @@ def test_close_before_accept_is_403_and_denial_response(server):
     run(go())
 
 
+def test_invalid_subprotocol_raises_and_leaves_the_handshake_pending(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/bad-subprotocol")) as ws:
+            assert ws.subprotocol is None
+            assert await ws.recv() == 'invalid subprotocol "bad\\nproto"'
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 4002
+
+    run(go())
+
+
 def test_max_size_closes_with_1009(server):
     srv = server(APP, "--ws-max-size", "1024")
 

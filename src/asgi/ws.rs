@@ -291,8 +291,16 @@ impl WsProtocol {
 
     fn accept(&self, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<()> {
         let py = msg.py();
-        let subprotocol: Option<String> = match msg.get_item(intern!(py, "subprotocol"))? {
-            Some(s) if !s.is_none() => Some(s.extract()?),
+        // Everything that can fail is checked before the handshake state is taken: an
+        // invalid accept raises and leaves the handshake pending (the application may
+        // accept again, or deny; if it gives up, the client gets a 500).
+        let subprotocol = match msg.get_item(intern!(py, "subprotocol"))? {
+            Some(s) if !s.is_none() => {
+                let p: String = s.extract()?;
+                let value = HeaderValue::from_str(&p)
+                    .map_err(|_| PyValueError::new_err(format!("invalid subprotocol {p:?}")))?;
+                Some(value)
+            }
             _ => None,
         };
         let extra = match msg.get_item(intern!(py, "headers"))? {
@@ -322,12 +330,8 @@ impl WsProtocol {
             HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
                 .expect("base64 is a valid header value"),
         );
-        if let Some(p) = &subprotocol {
-            h.insert(
-                SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_str(p)
-                    .map_err(|_| PyValueError::new_err(format!("invalid subprotocol {p:?}")))?,
-            );
+        if let Some(p) = subprotocol {
+            h.insert(SEC_WEBSOCKET_PROTOCOL, p);
         }
         st.status = 101;
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);

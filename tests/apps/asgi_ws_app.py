@@ -2,7 +2,8 @@
 
 Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 4000),
 ``/close`` accepts and closes at once with 4321, ``/deny`` closes before accepting,
-``/flood`` sends 64 KiB messages until the client stops reading (or 2000 of them),
+``/bad-subprotocol`` accepts with an invalid subprotocol, then validly, and sends the
+error it got, ``/flood`` sends 64 KiB messages until the client stops reading (or 2000 of them),
 ``/denial`` answers 418 through ``websocket.http.response.*``, ``/send-after`` keeps
 sending after the client left, ``/raise`` accepts then raises. Every disconnect the app
 sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code>
@@ -42,6 +43,18 @@ async def app(scope, receive, send):
             }
         )
         await send({"type": "websocket.http.response.body", "body": b"no sockets here"})
+        return
+    if path == "/bad-subprotocol":
+        # An invalid accept raises; the handshake is still pending, so accept again.
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "bad\nproto"})
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            error = "accepted an invalid subprotocol"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": error})
+        await send({"type": "websocket.close", "code": 4002})
         return
     sub = scope["subprotocols"][-1] if scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": sub, "headers": [(b"x-extra", b"1")]})
