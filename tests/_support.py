@@ -581,6 +581,40 @@ def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
 
 
+# --- raw WebSocket (RFC 6455), for clients that misbehave on purpose -----------------------
+TEXT, CLOSE = 0x1, 0x8
+
+
+def raw_ws(srv: Server, path: str, rcvbuf: int | None = None) -> RawConn:
+    """Open a WebSocket on a raw socket: the 101 is read, frames are left to the test."""
+    conn = srv.raw(rcvbuf=rcvbuf)
+    conn.send(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = conn.read_head()
+    assert head.status == 101, head.head
+    return conn
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked client frame with FIN set (payloads under 64 KiB)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode]) + size + mask + masked
+
+
+def read_ws_frame(conn: RawConn) -> tuple[int, bytes]:
+    """One (unmasked) server frame: (opcode, payload)."""
+    b0, b1 = conn.read_exact(2)
+    n = b1 & 0x7F
+    if n >= 126:
+        n = int.from_bytes(conn.read_exact(2 if n == 126 else 8), "big")
+    return b0 & 0x0F, conn.read_exact(n)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

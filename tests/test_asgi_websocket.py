@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from _support import RawConn, http_request
+from _support import CLOSE, TEXT, http_request, raw_ws, read_ws_frame, ws_frame
 
 APP = "asgi_ws_app:app"
 
@@ -25,45 +24,6 @@ def ws_url(srv, path: str) -> str:
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-# --- WebSocket by hand, for clients that misbehave on purpose ------------------------------
-TEXT, CLOSE = 0x1, 0x8
-
-
-def raw_ws(srv, path: str, rcvbuf: int | None = None) -> RawConn:
-    """Open a WebSocket on a raw socket: the 101 is read, frames are left to the test."""
-    conn = srv.raw(rcvbuf=rcvbuf)
-    conn.send(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    head = conn.read_head()
-    assert head.status == 101, head.head
-    return conn
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked client frame with FIN set (payloads under 64 KiB)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    return (
-        bytes([0x80 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    )
-
-
-def close_frame(code: int) -> bytes:
-    return client_frame(CLOSE, code.to_bytes(2, "big"))
-
-
-def read_frame(conn: RawConn) -> tuple[int, bytes]:
-    """One (unmasked) server frame: (opcode, payload)."""
-    b0, b1 = conn.read_exact(2)
-    n = b1 & 0x7F
-    if n >= 126:
-        n = int.from_bytes(conn.read_exact(2 if n == 126 else 8), "big")
-    return b0 & 0x0F, conn.read_exact(n)
 
 
 def test_echo_text_bytes_subprotocol_and_accept_headers(server):
@@ -348,14 +308,14 @@ def test_websocket_keeps_its_connection_slot(server):
     open WebSocket makes the next client wait until it closes."""
     srv = server(APP, "--max-connections", "1")
     with raw_ws(srv, "/echo") as ws, srv.raw() as other:
-        ws.send(client_frame(TEXT, b"hi"))
-        assert read_frame(ws) == (TEXT, b"hi")
+        ws.send(ws_frame(TEXT, b"hi"))
+        assert read_ws_frame(ws) == (TEXT, b"hi")
         other.send(http_request("GET", "/plain"))
         other.sock.settimeout(1.0)
         with pytest.raises(TimeoutError):
             other.sock.recv(1)  # not served while the WebSocket holds the only slot
-        ws.send(close_frame(1000))
-        assert read_frame(ws)[0] == CLOSE
+        ws.send(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert read_ws_frame(ws)[0] == CLOSE
         other.sock.settimeout(10.0)
         resp = other.final_response()
     assert (resp.status, resp.body) == (200, b"plain http")
@@ -366,14 +326,14 @@ def test_sigterm_waits_for_a_websocket_holding_the_last_slot(server):
     worker sends 1001 and waits for the client's close instead of exiting under it."""
     srv = server(APP, "--max-connections", "1")
     with raw_ws(srv, "/echo") as ws:
-        ws.send(client_frame(TEXT, b"hi"))
-        assert read_frame(ws) == (TEXT, b"hi")
+        ws.send(ws_frame(TEXT, b"hi"))
+        assert read_ws_frame(ws) == (TEXT, b"hi")
         srv.send_signal(signal.SIGTERM)
-        opcode, payload = read_frame(ws)
+        opcode, payload = read_ws_frame(ws)
         assert (opcode, int.from_bytes(payload[:2], "big")) == (CLOSE, 1001)
         with pytest.raises(subprocess.TimeoutExpired):
             srv.proc.wait(1.0)  # still draining: the close handshake is not over
-        ws.send(close_frame(1000))
+        ws.send(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
         srv.wait_for_line(r"ws-disconnect /echo 1000  1$")
     assert srv.proc.wait(15) == 0  # stopping already: no second signal
 

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -224,12 +224,15 @@ pub fn deliver_to_waiter(py: Python<'_>, shared: &WsShared, fut: Py<PyAny>) {
             set_result(fut.bind(py), msg);
         }
         Ok(None) => st.waiter = Some(fut),
-        Err(e) => log_with(
-            py,
-            log::ERROR,
-            "building a websocket message failed",
-            Some(&e),
-        ),
+        Err(e) => {
+            drop(st); // logging runs Python handlers: never with the state locked
+            log_with(
+                py,
+                log::ERROR,
+                "building a websocket message failed",
+                Some(&e),
+            );
+        }
     }
 }
 
@@ -362,21 +365,29 @@ impl WsProtocol {
         Ok(())
     }
 
-    fn outbound(&self, py: Python<'_>, st: &mut State, msg: Message) -> PyResult<Py<PyAny>> {
+    /// Queue `msg` for the socket; takes the state's lock guard, to log unlocked.
+    fn outbound(
+        &self,
+        py: Python<'_>,
+        mut st: MutexGuard<'_, State>,
+        msg: Message,
+    ) -> PyResult<Py<PyAny>> {
         let Phase::Open(tx) = &st.phase else {
+            drop(st);
             log::log(
                 log::DEBUG,
                 &format!("{}: send after the connection closed ignored", self.what()),
             );
             return ready(py, py.None());
         };
+        let tx = tx.clone();
         if st.close_sent {
             return ready(py, py.None());
         }
         if matches!(msg, Message::Close(_)) {
             st.close_sent = true;
         }
-        let tx = tx.clone();
+        drop(st);
         match tx.try_send(msg) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
             Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -518,7 +529,7 @@ impl WsProtocol {
                         ))
                     }
                 };
-                self.outbound(py, &mut st, out)
+                self.outbound(py, st, out)
             }
             "websocket.close" => {
                 let code: u16 = match msg.get_item(intern!(py, "code"))? {
@@ -529,7 +540,7 @@ impl WsProtocol {
                     Some(r) if !r.is_none() => r.extract()?,
                     _ => String::new(),
                 };
-                self.outbound(py, &mut st, close_message(code, &reason))
+                self.outbound(py, st, close_message(code, &reason))
             }
             _ if matches!(st.phase, Phase::Closed) => ready(py, py.None()),
             _ => Err(unexpected("'websocket.send' or 'websocket.close'", &typ)),
@@ -573,17 +584,19 @@ impl WsProtocol {
             }
             _ => {}
         }
-        if let Some(access) = &self.bridge.access {
-            access.emit(
-                py,
-                &Record::new(&self.parts, self.addrs.peer, st.status, 0, self.started),
-            );
-        }
         // The application is gone: nothing will read what is queued.
         if let Phase::Open(_) = st.phase {
             st.phase = Phase::Closed;
         }
-        st.slot = None;
+        let (status, slot) = (st.status, st.slot.take());
+        drop(st); // logging runs Python handlers: never with the state locked
+        if let Some(access) = &self.bridge.access {
+            access.emit(
+                py,
+                &Record::new(&self.parts, self.addrs.peer, status, 0, self.started),
+            );
+        }
+        drop(slot); // the drain may end now
     }
 }
 

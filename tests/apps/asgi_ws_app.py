@@ -1,14 +1,16 @@
 """WebSocket fixture app: echo, subprotocols, close codes, denial and disconnect records.
 
 Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 4000),
-``/close`` accepts and closes at once with 4321, ``/deny`` closes before accepting,
-``/bad-subprotocol`` accepts with an invalid subprotocol, then validly, and sends the
-error it got, ``/flood`` sends 64 KiB messages until the client stops reading (or 2000 of them),
-``/denial`` answers 418 through ``websocket.http.response.*``, ``/send-after`` keeps
-sending after the client left, ``/raise`` accepts then raises. Every disconnect the app
-sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code>
-<reason> <count>`` so tests can wait for it; ``/send-after`` logs ``ws-send-after ok``
-when its sends after the disconnect returned without raising.
+``/close`` accepts and closes at once with 4321, ``/return`` accepts and returns,
+``/deny`` closes before accepting, ``/denial`` answers 418 through
+``websocket.http.response.*``, ``/bad-subprotocol`` accepts with an invalid subprotocol,
+then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until the
+client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
+sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
+accepts then raises. Every disconnect the app sees is logged at WARNING to
+``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
+wait for it; ``/send-after`` logs ``ws-send-after ok`` when its sends after the
+disconnect returned without raising.
 """
 
 import asyncio
@@ -58,6 +60,8 @@ async def app(scope, receive, send):
         return
     sub = scope["subprotocols"][-1] if scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": sub, "headers": [(b"x-extra", b"1")]})
+    if path == "/return":
+        return
     if path == "/close":
         await send({"type": "websocket.close", "code": 4321, "reason": "bye now"})
     if path == "/raise":
