@@ -7,6 +7,7 @@ tests can wait for a log line (polling what was captured, never sleeping blindly
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -613,6 +614,41 @@ def read_ws_frame(conn: RawConn) -> tuple[int, bytes]:
     if n >= 126:
         n = int.from_bytes(conn.read_exact(2 if n == 126 else 8), "big")
     return b0 & 0x0F, conn.read_exact(n)
+
+
+# --- a log handler that blocks (tests/apps/log_gate.py) -----------------------------------
+def gated_log_config(folder: Path, match: str) -> str:
+    """Write a --log-config (stderr, plus ``log_gate.GateHandler``) into ``folder``: the
+    thread that logs the first record containing ``match`` writes ``folder/blocked`` and
+    waits there until the test creates ``folder/gate``. Returns the file's path."""
+    handlers = {
+        "err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "gate": {"()": "log_gate.GateHandler", "match": match, "folder": str(folder)},
+    }
+    logger = {"level": "INFO", "handlers": ["err", "gate"], "propagate": False}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": handlers,
+        "loggers": {"gristmill.error": logger, "gristmill.access": logger},
+    }
+    path = folder / "logging.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def block_io_thread(srv: Server, folder: Path) -> RawConn:
+    """With ``gated_log_config(folder, BAD_REQUEST_LOGGED)`` and ``--runtime-threads 1``:
+    send a request the I/O thread answers alone (no Host: 400), whose access line then
+    blocks it until ``folder/gate`` exists. Returns that connection, to close later."""
+    conn = srv.raw()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    wait_for_file(folder / "blocked")
+    return conn
+
+
+#: The access line of ``block_io_thread``'s request.
+BAD_REQUEST_LOGGED = '"GET / HTTP/1.1" 400'
 
 
 def free_port() -> int:

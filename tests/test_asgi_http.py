@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from _support import (
-    ConnectionClosed,
+    BAD_REQUEST_LOGGED,
     Server,
+    block_io_thread,
     chunked,
+    gated_log_config,
     http_request,
     wait_for_file,
     wait_until,
@@ -568,18 +570,31 @@ def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, pa
 
 
 @pytest.mark.parametrize(("path", "what"), MIDSTREAM)
-def test_failure_right_after_the_first_chunk_is_not_a_complete_response(hsrv, path, what):
-    mark = hsrv.mark()
-    with hsrv.raw() as conn:
-        conn.send(http_request("GET", path))
-        try:
-            resp = conn.final_response()
-        except ConnectionClosed:
-            pass  # the head had not left yet: the client sees no response at all
-        else:
-            raise AssertionError(f"a complete response: {resp.head!r} {resp.body!r}")
-    hsrv.wait_for_output(what, start=mark, stream="stderr", flags=0)
-    assert hsrv.get("/ok").text == "ok"
+def test_failure_right_after_the_first_chunk_sends_it_then_aborts(server, tmp_path, path, what):
+    """The app sends the head and one chunk (more_body) and fails at once, all before the
+    connection wrote a byte (its I/O thread is held up meanwhile): the head and the chunk
+    still reach the client, then the connection is aborted, the body never ended."""
+    log_config = gated_log_config(tmp_path, BAD_REQUEST_LOGGED)
+    srv = server(
+        "asgi_http_app:app",
+        *("--runtime-threads", "1", "--log-config", log_config),
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    before = tmp_path / "before"
+    with srv.raw() as conn:
+        conn.send(http_request("GET", f"{path}?tag=once&before={before}"))
+        wait_for_file(tmp_path / "once-waiting")
+        with block_io_thread(srv, tmp_path):
+            before.write_text("go")  # the app answers and fails while the I/O thread waits
+            srv.wait_for_line(r'"GET /v/\S+ HTTP/1\.1" 200')  # its access line: it is over
+            (tmp_path / "gate").write_text("open")
+        head = conn.read_head()
+        assert head.status == 200, head.head
+        assert head.header("transfer-encoding") == "chunked"
+        rest = conn.read_to_eof(5.0)
+    assert rest == b"8\r\npartial-\r\n", rest  # the chunk, and no last chunk
+    srv.wait_for_output(what, stream="stderr", flags=0)
+    assert srv.get("/ok").text == "ok"
 
 
 # --- ASGI 2, event loops, graceful stop -----------------------------------------------------

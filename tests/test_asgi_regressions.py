@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import socket
-from pathlib import Path
 
-from _support import TEXT, http_request, raw_ws, wait_for_file, wait_until, ws_frame
+from _support import (
+    TEXT,
+    gated_log_config,
+    http_request,
+    raw_ws,
+    wait_for_file,
+    wait_until,
+    ws_frame,
+)
 
 
 def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
@@ -29,24 +35,6 @@ def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
 
 
 # --- a slow log handler must not hold up the I/O threads -------------------------------------
-def _gated_logging(folder: Path, match: str) -> str:
-    """A --log-config whose extra handler blocks the thread that logs ``match``."""
-    handlers = {
-        "err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
-        "gate": {"()": "log_gate.GateHandler", "match": match, "folder": str(folder)},
-    }
-    logger = {"level": "INFO", "handlers": ["err", "gate"], "propagate": False}
-    config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "handlers": handlers,
-        "loggers": {"gristmill.error": logger, "gristmill.access": logger},
-    }
-    path = folder / "logging.json"
-    path.write_text(json.dumps(config))
-    return str(path)
-
-
 def _io_thread_answers(srv) -> bool:
     """Whether the I/O thread answers a request it handles alone (no Host: a 400)."""
     with srv.raw(timeout=3) as conn:
@@ -61,7 +49,7 @@ def test_a_blocked_log_handler_does_not_stall_websocket_io(server, tmp_path):
     """The access line of a finished WebSocket used to be logged with its state locked:
     a log handler that blocked left the socket task (and with it, with one I/O thread,
     the whole worker) waiting for that lock."""
-    logging = _gated_logging(tmp_path, '"GET /return HTTP/1.1"')
+    logging = gated_log_config(tmp_path, '"GET /return HTTP/1.1"')
     srv = server("asgi_ws_app:app", "--runtime-threads", "1", "--log-config", logging)
     with raw_ws(srv, "/return") as ws:
         wait_for_file(tmp_path / "blocked")  # the app returned; its access line is stuck
@@ -75,7 +63,7 @@ def test_a_blocked_log_handler_does_not_stall_http_io(server, tmp_path):
     """The same for an HTTP request whose application raised: its error line used to be
     logged with the request state locked, which the connection needs when it drops the
     response."""
-    logging = _gated_logging(tmp_path, "Exception in ASGI application for GET /v/raise")
+    logging = gated_log_config(tmp_path, "Exception in ASGI application for GET /v/raise")
     srv = server(
         "asgi_http_app:app",
         "--runtime-threads",
