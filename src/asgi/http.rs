@@ -32,7 +32,7 @@ use crate::errors::ClientDisconnected;
 use crate::http::body::{BodyAborted, Chunk};
 use crate::http::head::Head;
 use crate::http::validate::parse_content_length;
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 
@@ -127,8 +127,7 @@ fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
     match std::mem::replace(&mut st.phase, Phase::Done) {
         Phase::Pending(reply, guard) => {
             st.status = status.as_u16();
-            let msg = status.canonical_reason().unwrap_or("Error");
-            let resp = plain_response(status, msg, true, server_header);
+            let resp = error_response(status, server_header);
             let _ = reply.send(crate::http::guarded(resp, guard));
         }
         Phase::Streaming(tx) => {

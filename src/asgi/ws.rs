@@ -42,7 +42,7 @@ use super::http::{future_done, parse_headers, parse_start, ready, set_result};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
 use crate::http::head::Head;
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs, ConnSlot};
 
@@ -468,12 +468,7 @@ impl WsProtocol {
             }
             "websocket.close" if handshake && !denying => {
                 // Closing before accepting denies the handshake with 403 (ASGI spec).
-                let resp = plain_response(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    true,
-                    self.bridge.config.server_header,
-                );
+                let resp = error_response(StatusCode::FORBIDDEN, self.bridge.config.server_header);
                 self.deny(&mut st, resp);
                 ready(py, py.None())
             }
@@ -568,8 +563,7 @@ impl WsProtocol {
                 } else {
                     StatusCode::FORBIDDEN
                 };
-                let msg = status.canonical_reason().unwrap_or("Error");
-                let resp = plain_response(status, msg, true, self.bridge.config.server_header);
+                let resp = error_response(status, self.bridge.config.server_header);
                 self.deny(&mut st, resp);
             }
             Phase::Open(_) if !st.close_sent => {
