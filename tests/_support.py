@@ -637,18 +637,38 @@ def gated_log_config(folder: Path, match: str) -> str:
     return str(path)
 
 
+#: The access line of ``block_io_thread``'s request.
+BAD_REQUEST_LOGGED = '"GET / HTTP/1.1" 400'
+
+
+def io_gated_args(folder: Path) -> list[str]:
+    """Server arguments for :func:`block_io_thread`: one I/O thread, and a log handler
+    that blocks on the access line of the 400 it provokes."""
+    return ["--runtime-threads", "1", "--log-config", gated_log_config(folder, BAD_REQUEST_LOGGED)]
+
+
 def block_io_thread(srv: Server, folder: Path) -> RawConn:
-    """With ``gated_log_config(folder, BAD_REQUEST_LOGGED)`` and ``--runtime-threads 1``:
-    send a request the I/O thread answers alone (no Host: 400), whose access line then
-    blocks it until ``folder/gate`` exists. Returns that connection, to close later."""
+    """On a server started with :func:`io_gated_args`: send a request the I/O thread
+    answers alone (no Host: 400), whose access line then holds that thread until
+    ``folder/gate`` exists. Returns that connection, to close later."""
     conn = srv.raw()
     conn.send(b"GET / HTTP/1.1\r\n\r\n")
     wait_for_file(folder / "blocked")
     return conn
 
 
-#: The access line of ``block_io_thread``'s request.
-BAD_REQUEST_LOGGED = '"GET / HTTP/1.1" 400'
+def answer_while_io_thread_blocked(srv: Server, folder: Path, done: str) -> None:
+    """Let an application answer while the server's only I/O thread is held up, so that
+    all it sends is queued before the connection writes a byte.
+
+    The application must be waiting for ``folder/before`` after writing
+    ``folder/once-waiting`` (``?tag=once&before=<folder>/before`` on asgi_http_app's
+    streaming routes). ``done`` is a pattern of the log line that says it finished."""
+    wait_for_file(folder / "once-waiting")
+    with block_io_thread(srv, folder):
+        (folder / "before").write_text("go")
+        srv.wait_for_line(done)
+        (folder / "gate").write_text("open")
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 from websockets.asyncio.client import connect
 
 from _h2 import H2Raw, h2_tls_context
-from _support import BAD_REQUEST_LOGGED, block_io_thread, gated_log_config, wait_for_file
+from _support import answer_while_io_thread_blocked, io_gated_args, wait_for_file
 
 SCOPE_APP = "asgi_scope_app:app"
 
@@ -115,20 +115,10 @@ def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(server
     """Over HTTP/2, the app sending the head and one chunk and failing at once (before
     the connection wrote anything) gets the head and the chunk out, then the stream is
     reset (INTERNAL_ERROR); the connection's other streams carry on."""
-    srv = server(
-        "asgi_http_app:app",
-        *("--runtime-threads", "1", "--interface", "asgi"),
-        *("--log-config", gated_log_config(tmp_path, BAD_REQUEST_LOGGED)),
-        env={"GM_TEST_DIR": str(tmp_path)},
-    )
-    before = tmp_path / "before"
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
     with H2Raw(srv.port) as conn:
-        sid = conn.request(f"{path}?tag=once&before={before}")
-        wait_for_file(tmp_path / "once-waiting")
-        with block_io_thread(srv, tmp_path):
-            before.write_text("go")  # the app answers and fails while the I/O thread waits
-            srv.wait_for_line(r'"GET /v/\S+ HTTP/2" 200')  # its access line: it is over
-            (tmp_path / "gate").write_text("open")
+        sid = conn.request(f"{path}?tag=once&before={tmp_path / 'before'}")
+        answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/2" 200')
         frames = [f for f in conn.frames_until(RstStreamFrame) if f.stream_id == sid]
         assert [type(f) for f in frames] == [HeadersFrame, DataFrame, RstStreamFrame], frames
         assert dict(frames[0].decoded)[":status"] == "200"

@@ -20,12 +20,11 @@ import httpx
 import pytest
 
 from _support import (
-    BAD_REQUEST_LOGGED,
     Server,
-    block_io_thread,
+    answer_while_io_thread_blocked,
     chunked,
-    gated_log_config,
     http_request,
+    io_gated_args,
     wait_for_file,
     wait_until,
 )
@@ -574,20 +573,11 @@ def test_failure_right_after_the_first_chunk_sends_it_then_aborts(server, tmp_pa
     """The app sends the head and one chunk (more_body) and fails at once, all before the
     connection wrote a byte (its I/O thread is held up meanwhile): the head and the chunk
     still reach the client, then the connection is aborted, the body never ended."""
-    log_config = gated_log_config(tmp_path, BAD_REQUEST_LOGGED)
-    srv = server(
-        "asgi_http_app:app",
-        *("--runtime-threads", "1", "--log-config", log_config),
-        env={"GM_TEST_DIR": str(tmp_path)},
-    )
-    before = tmp_path / "before"
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
     with srv.raw() as conn:
-        conn.send(http_request("GET", f"{path}?tag=once&before={before}"))
-        wait_for_file(tmp_path / "once-waiting")
-        with block_io_thread(srv, tmp_path):
-            before.write_text("go")  # the app answers and fails while the I/O thread waits
-            srv.wait_for_line(r'"GET /v/\S+ HTTP/1\.1" 200')  # its access line: it is over
-            (tmp_path / "gate").write_text("open")
+        conn.send(http_request("GET", f"{path}?tag=once&before={tmp_path / 'before'}"))
+        # Its access line says the app is over: head, chunk and failure are all queued.
+        answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/1\.1" 200')
         head = conn.read_head()
         assert head.status == 200, head.head
         assert head.header("transfer-encoding") == "chunked"
