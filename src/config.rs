@@ -52,6 +52,7 @@ pub struct RawSettings {
     pub access_log_format: String,
     pub ws: bool,
     pub ws_max_size: usize,
+    pub ws_send_timeout: f64,
     pub http: HttpMode,
     pub http2_max_concurrent_streams: u32,
     pub http2_initial_stream_window_size: u32,
@@ -98,6 +99,8 @@ pub struct Config {
     /// Serve WebSocket upgrades (ASGI).
     pub ws: bool,
     pub ws_max_size: usize,
+    /// How long one WebSocket write may take before the connection is dropped.
+    pub ws_send_timeout: Duration,
     pub http: HttpMode,
     pub http2: Http2Config,
     /// `None` serves cleartext.
@@ -235,6 +238,7 @@ impl TryFrom<(RawSettings, RawTls)> for Config {
             access_log_format: r.access_log_format,
             ws: r.ws,
             ws_max_size: r.ws_max_size,
+            ws_send_timeout: seconds("ws_send_timeout", r.ws_send_timeout)?,
             http: r.http,
             http2: Http2Config {
                 max_concurrent_streams: r.http2_max_concurrent_streams,

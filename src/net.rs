@@ -5,13 +5,12 @@
 //! address family) and wraps accepted connections in one [`Stream`] type so the rest of
 //! the server has a single serve path whatever the transport.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::http::framing::{Conflict, FramingScanner};
+use crate::http::framing::FramingScanner;
 
 /// A listening socket inherited from the supervisor.
 pub enum Listener {
@@ -126,8 +125,9 @@ pub struct ConnActivity {
     pub request_arrived: tokio::sync::Notify,
     /// Requests started so far (`request_arrived` may hold a stale wake-up).
     arrivals: AtomicUsize,
-    /// Heads the framing scanner saw with both Content-Length and Transfer-Encoding.
-    conflicts: parking_lot::Mutex<VecDeque<Conflict>>,
+    /// The index of the request the framing scanner saw with both Content-Length and
+    /// Transfer-Encoding (it stops following the connection after one).
+    conflict: OnceLock<usize>,
 }
 
 impl ConnActivity {
@@ -139,7 +139,7 @@ impl ConnActivity {
             served: AtomicUsize::new(0),
             request_arrived: tokio::sync::Notify::new(),
             arrivals: AtomicUsize::new(0),
-            conflicts: parking_lot::Mutex::new(VecDeque::new()),
+            conflict: OnceLock::new(),
         })
     }
 
@@ -166,18 +166,11 @@ impl ConnActivity {
         self.served.load(Ordering::Acquire) > 0 && self.idle_for().is_some()
     }
 
-    /// Whether the request with this method and target carried both Content-Length
-    /// and Transfer-Encoding (see `http::framing`). Only requests with a
-    /// Transfer-Encoding need to ask.
-    pub fn had_length_conflict(&self, method: &str, target: &str) -> bool {
-        let mut c = self.conflicts.lock();
-        match c.front() {
-            Some(f) if f.method == method && f.target == target => {
-                c.pop_front();
-                true
-            }
-            _ => false,
-        }
+    /// Whether the request with this index on the connection (see
+    /// [`ActiveGuard::request_index`]) carried both Content-Length and Transfer-Encoding
+    /// (see `http::framing`). Only requests with a Transfer-Encoding need to ask.
+    pub fn had_length_conflict(&self, request_index: usize) -> bool {
+        self.conflict.get() == Some(&request_index)
     }
 
     /// How many requests this connection has started.
@@ -189,20 +182,52 @@ impl ConnActivity {
     /// response body is done or abandoned).
     pub fn request_started(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.arrivals.fetch_add(1, Ordering::AcqRel);
+        let index = self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request_arrived.notify_one();
-        ActiveGuard(self.clone())
+        ActiveGuard {
+            activity: self.clone(),
+            index,
+        }
+    }
+}
+
+/// A connection's place under `max_connections` (a semaphore permit). The accept loop
+/// releases it when the connection ends, unless the connection was upgraded: the
+/// upgraded socket (a WebSocket) takes the permit over and holds it until it closes, so
+/// it still counts against the limit and the graceful drain waits for it.
+pub struct ConnSlot(parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+
+impl ConnSlot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Arc<Self> {
+        Arc::new(ConnSlot(parking_lot::Mutex::new(Some(permit))))
+    }
+
+    /// Take the permit over; `None` once the connection released it.
+    pub fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.lock().take()
     }
 }
 
 /// Held by a response body for as long as the response is being sent.
-pub struct ActiveGuard(Arc<ConnActivity>);
+pub struct ActiveGuard {
+    activity: Arc<ConnActivity>,
+    index: usize,
+}
+
+impl ActiveGuard {
+    /// The request's index on its connection: 0 for the first. On HTTP/1.1 requests
+    /// start one after the other, in the order their heads arrived.
+    pub fn request_index(&self) -> usize {
+        self.index
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.served.fetch_add(1, Ordering::AcqRel);
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        let a = &self.activity;
+        a.touch();
+        a.served.fetch_add(1, Ordering::AcqRel);
+        a.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -336,11 +361,8 @@ impl AsyncRead for TrackedStream {
             this.activity.touch();
             if let Some(scanner) = this.scanner.as_mut() {
                 scanner.feed(&buf.filled()[before..]);
-                if !scanner.conflicts.is_empty() {
-                    this.activity
-                        .conflicts
-                        .lock()
-                        .extend(scanner.conflicts.drain(..));
+                if let Some(index) = scanner.conflict.take() {
+                    let _ = this.activity.conflict.set(index);
                 }
                 if !scanner.is_on() {
                     this.scanner = None;

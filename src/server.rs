@@ -42,7 +42,7 @@ use crate::config::{Config, HttpMode};
 use crate::http::{plain_response, validate, ResponseBody};
 use crate::log;
 use crate::net::{
-    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, Listener, Plain, Stream,
+    is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, ConnSlot, Listener, Plain, Stream,
     TrackedStream,
 };
 pub use crate::stop::Stop;
@@ -51,9 +51,9 @@ use crate::tls::TlsInfo;
 /// What a connection tells its requests.
 pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
-    /// Connection slots: an upgraded connection (WebSocket) takes one of its own, so it
-    /// counts against `max_connections` and the graceful drain waits for it.
-    pub slots: Arc<Semaphore>,
+    /// This connection's slot under `max_connections`; an upgrade (WebSocket) takes it
+    /// over, so the upgraded socket keeps counting and the graceful drain waits for it.
+    pub slot: Arc<ConnSlot>,
     /// Flips to true when the worker starts draining.
     pub shutdown: watch::Receiver<bool>,
     /// Set on TLS connections.
@@ -303,13 +303,14 @@ async fn accept_loop<H: Handler>(
                         }
                     },
                 };
+                let slot = ConnSlot::new(permit);
                 let conn = serve_connection(
                     stream,
                     addrs,
                     handler.clone(),
                     config.clone(),
                     builder.clone(),
-                    slots.clone(),
+                    slot.clone(),
                     Ctl {
                         shutdown: ctl.shutdown.clone(),
                         pressure: ctl.pressure.clone(),
@@ -317,7 +318,7 @@ async fn accept_loop<H: Handler>(
                 );
                 tokio::spawn(async move {
                     conn.await;
-                    drop(permit);
+                    drop(slot.take()); // unless an upgrade took it over
                 });
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -344,7 +345,7 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     config: Arc<Config>,
     builder: Arc<Builders>,
-    slots: Arc<Semaphore>,
+    slot: Arc<ConnSlot>,
     ctl: Ctl,
 ) {
     let (stream, tls, alpn) = match &builder.tls {
@@ -403,7 +404,7 @@ async fn serve_connection<H: Handler>(
     let io = TokioIo::new(io);
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
-        slots,
+        slot,
         shutdown: ctl.shutdown.clone(),
         tls,
     });
@@ -422,7 +423,7 @@ async fn serve_connection<H: Handler>(
                     validate::check_request(req.version(), req.headers(), config.max_body_size);
                 if checked.is_ok()
                     && req.headers().contains_key(http::header::TRANSFER_ENCODING)
-                    && activity.had_length_conflict(req.method().as_str(), &req.uri().to_string())
+                    && activity.had_length_conflict(guard.request_index())
                 {
                     checked = Err(validate::Rejection {
                         status: http::StatusCode::BAD_REQUEST,

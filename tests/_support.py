@@ -7,6 +7,7 @@ tests can wait for a log line (polling what was captured, never sleeping blindly
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -475,6 +476,10 @@ class RawConn:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
+    def read_exact(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (buffered first); :class:`ConnectionClosed` at EOF."""
+        return self._read_exact(n)
+
     def response(self, method: str = "GET") -> RawResponse:
         """Parse one response (an interim 1xx response is returned as is)."""
         resp = self.read_head()
@@ -580,6 +585,95 @@ def http_request(
 def chunked(*pieces: bytes) -> bytes:
     """Encode ``pieces`` as a chunked body, with the terminating zero chunk."""
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+
+
+# --- raw WebSocket (RFC 6455), for clients that misbehave on purpose -----------------------
+TEXT, CLOSE = 0x1, 0x8
+
+
+def raw_ws(srv: Server, path: str, rcvbuf: int | None = None) -> RawConn:
+    """Open a WebSocket on a raw socket: the 101 is read, frames are left to the test."""
+    conn = srv.raw(rcvbuf=rcvbuf)
+    conn.send(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = conn.read_head()
+    assert head.status == 101, head.head
+    return conn
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked client frame with FIN set (payloads under 64 KiB)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode]) + size + mask + masked
+
+
+def read_ws_frame(conn: RawConn) -> tuple[int, bytes]:
+    """One (unmasked) server frame: (opcode, payload)."""
+    b0, b1 = conn.read_exact(2)
+    n = b1 & 0x7F
+    if n >= 126:
+        n = int.from_bytes(conn.read_exact(2 if n == 126 else 8), "big")
+    return b0 & 0x0F, conn.read_exact(n)
+
+
+# --- a log handler that blocks (tests/apps/log_gate.py) -----------------------------------
+def gated_log_config(folder: Path, match: str) -> str:
+    """Write a --log-config (stderr, plus ``log_gate.GateHandler``) into ``folder``: the
+    thread that logs the first record containing ``match`` writes ``folder/blocked`` and
+    waits there until the test creates ``folder/gate``. Returns the file's path."""
+    handlers = {
+        "err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "gate": {"()": "log_gate.GateHandler", "match": match, "folder": str(folder)},
+    }
+    logger = {"level": "INFO", "handlers": ["err", "gate"], "propagate": False}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": handlers,
+        "loggers": {"gristmill.error": logger, "gristmill.access": logger},
+    }
+    path = folder / "logging.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+#: The access line of ``block_io_thread``'s request.
+BAD_REQUEST_LOGGED = '"GET / HTTP/1.1" 400'
+
+
+def io_gated_args(folder: Path) -> list[str]:
+    """Server arguments for :func:`block_io_thread`: one I/O thread, and a log handler
+    that blocks on the access line of the 400 it provokes."""
+    return ["--runtime-threads", "1", "--log-config", gated_log_config(folder, BAD_REQUEST_LOGGED)]
+
+
+def block_io_thread(srv: Server, folder: Path) -> RawConn:
+    """On a server started with :func:`io_gated_args`: send a request the I/O thread
+    answers alone (no Host: 400), whose access line then holds that thread until
+    ``folder/gate`` exists. Returns that connection, to close later."""
+    conn = srv.raw()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    wait_for_file(folder / "blocked")
+    return conn
+
+
+def answer_while_io_thread_blocked(srv: Server, folder: Path, done: str) -> None:
+    """Let an application answer while the server's only I/O thread is held up, so that
+    all it sends is queued before the connection writes a byte.
+
+    The application must be waiting for ``folder/before`` after writing
+    ``folder/once-waiting`` (``?tag=once&before=<folder>/before`` on asgi_http_app's
+    streaming routes). ``done`` is a pattern of the log line that says it finished."""
+    wait_for_file(folder / "once-waiting")
+    with block_io_thread(srv, folder):
+        (folder / "before").write_text("go")
+        srv.wait_for_line(done)
+        (folder / "gate").write_text("open")
 
 
 def free_port() -> int:

@@ -8,11 +8,12 @@ import asyncio
 import ssl
 
 import httpx
-from hyperframe.frame import RstStreamFrame
+import pytest
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 from websockets.asyncio.client import connect
 
 from _h2 import H2Raw, h2_tls_context
-from _support import wait_for_file
+from _support import answer_while_io_thread_blocked, io_gated_args, wait_for_file
 
 SCOPE_APP = "asgi_scope_app:app"
 
@@ -105,5 +106,23 @@ def test_asgi_stream_reset_gives_http_disconnect(server, tmp_path):
         wait_for_file(tmp_path / "h2-rst-waiting")
         conn.send(RstStreamFrame(sid, error_code=0x8))  # CANCEL
         assert wait_for_file(tmp_path / "h2-rst") == "http.disconnect"
+        other = conn.request("/ok")
+        assert conn.response(other).body == b"ok"
+
+
+@pytest.mark.parametrize("path", ["/v/raise-midstream", "/v/return-midstream"])
+def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(server, tmp_path, path):
+    """Over HTTP/2, the app sending the head and one chunk and failing at once (before
+    the connection wrote anything) gets the head and the chunk out, then the stream is
+    reset (INTERNAL_ERROR); the connection's other streams carry on."""
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
+    with H2Raw(srv.port) as conn:
+        sid = conn.request(f"{path}?tag=once&before={tmp_path / 'before'}")
+        answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/2" 200')
+        frames = [f for f in conn.frames_until(RstStreamFrame) if f.stream_id == sid]
+        assert [type(f) for f in frames] == [HeadersFrame, DataFrame, RstStreamFrame], frames
+        assert dict(frames[0].decoded)[":status"] == "200"
+        assert frames[1].data == b"partial-" and "END_STREAM" not in frames[1].flags
+        assert frames[2].error_code == 0x2  # INTERNAL_ERROR
         other = conn.request("/ok")
         assert conn.response(other).body == b"ok"

@@ -20,10 +20,11 @@ import httpx
 import pytest
 
 from _support import (
-    ConnectionClosed,
     Server,
+    answer_while_io_thread_blocked,
     chunked,
     http_request,
+    io_gated_args,
     wait_for_file,
     wait_until,
 )
@@ -568,18 +569,22 @@ def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, pa
 
 
 @pytest.mark.parametrize(("path", "what"), MIDSTREAM)
-def test_failure_right_after_the_first_chunk_is_not_a_complete_response(hsrv, path, what):
-    mark = hsrv.mark()
-    with hsrv.raw() as conn:
-        conn.send(http_request("GET", path))
-        try:
-            resp = conn.final_response()
-        except ConnectionClosed:
-            pass  # the head had not left yet: the client sees no response at all
-        else:
-            raise AssertionError(f"a complete response: {resp.head!r} {resp.body!r}")
-    hsrv.wait_for_output(what, start=mark, stream="stderr", flags=0)
-    assert hsrv.get("/ok").text == "ok"
+def test_failure_right_after_the_first_chunk_sends_it_then_aborts(server, tmp_path, path, what):
+    """The app sends the head and one chunk (more_body) and fails at once, all before the
+    connection wrote a byte (its I/O thread is held up meanwhile): the head and the chunk
+    still reach the client, then the connection is aborted, the body never ended."""
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
+    with srv.raw() as conn:
+        conn.send(http_request("GET", f"{path}?tag=once&before={tmp_path / 'before'}"))
+        # Its access line says the app is over: head, chunk and failure are all queued.
+        answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/1\.1" 200')
+        head = conn.read_head()
+        assert head.status == 200, head.head
+        assert head.header("transfer-encoding") == "chunked"
+        rest = conn.read_to_eof(5.0)
+    assert rest == b"8\r\npartial-\r\n", rest  # the chunk, and no last chunk
+    srv.wait_for_output(what, stream="stderr", flags=0)
+    assert srv.get("/ok").text == "ok"
 
 
 # --- ASGI 2, event loops, graceful stop -----------------------------------------------------

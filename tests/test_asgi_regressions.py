@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import socket
 
-from _support import wait_until
+from _support import (
+    TEXT,
+    gated_log_config,
+    http_request,
+    raw_ws,
+    wait_for_file,
+    wait_until,
+    ws_frame,
+)
 
 
 def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
@@ -24,3 +32,50 @@ def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
     )
     assert "slow-finished ClientDisconnected" in srv.output()
     assert srv.get("/").text == "ok"
+
+
+# --- a slow log handler must not hold up the I/O threads -------------------------------------
+def _io_thread_answers(srv) -> bool:
+    """Whether the I/O thread answers a request it handles alone (no Host: a 400)."""
+    with srv.raw(timeout=3) as conn:
+        conn.send(b"GET / HTTP/1.1\r\n\r\n")
+        try:
+            return conn.final_response().status == 400
+        except TimeoutError:
+            return False
+
+
+def test_a_blocked_log_handler_does_not_stall_websocket_io(server, tmp_path):
+    """The access line of a finished WebSocket used to be logged with its state locked:
+    a log handler that blocked left the socket task (and with it, with one I/O thread,
+    the whole worker) waiting for that lock."""
+    logging = gated_log_config(tmp_path, '"GET /return HTTP/1.1"')
+    srv = server("asgi_ws_app:app", "--runtime-threads", "1", "--log-config", logging)
+    with raw_ws(srv, "/return") as ws:
+        wait_for_file(tmp_path / "blocked")  # the app returned; its access line is stuck
+        ws.send(ws_frame(TEXT, b"for the reader"))  # the socket task needs the state now
+        answered = _io_thread_answers(srv)
+        (tmp_path / "gate").write_text("open")
+    assert answered, "the I/O thread waited for the blocked log handler"
+
+
+def test_a_blocked_log_handler_does_not_stall_http_io(server, tmp_path):
+    """The same for an HTTP request whose application raised: its error line used to be
+    logged with the request state locked, which the connection needs when it drops the
+    response."""
+    logging = gated_log_config(tmp_path, "Exception in ASGI application for GET /v/raise")
+    srv = server(
+        "asgi_http_app:app",
+        "--runtime-threads",
+        "1",
+        "--log-config",
+        logging,
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    with srv.raw() as conn:
+        conn.send(http_request("GET", "/v/raise-midstream"))
+        wait_for_file(tmp_path / "blocked")  # the app raised; its error line is stuck
+        conn.close()  # the connection drops the response: it needs the state now
+        answered = _io_thread_answers(srv)
+        (tmp_path / "gate").write_text("open")
+    assert answered, "the I/O thread waited for the blocked log handler"

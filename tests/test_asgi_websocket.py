@@ -13,6 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from _support import CLOSE, TEXT, http_request, raw_ws, read_ws_frame, ws_frame
+
 APP = "asgi_ws_app:app"
 
 
@@ -123,6 +125,20 @@ def test_close_before_accept_is_403_and_denial_response(server):
         assert info.value.response.status_code == 418
         assert info.value.response.headers["x-why"] == "teapot"
         assert bytes(info.value.response.body) == b"no sockets here"
+
+    run(go())
+
+
+def test_invalid_subprotocol_raises_and_leaves_the_handshake_pending(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/bad-subprotocol")) as ws:
+            assert ws.subprotocol is None
+            assert await ws.recv() == 'invalid subprotocol "bad\\nproto"'
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 4002
 
     run(go())
 
@@ -285,3 +301,50 @@ def test_app_returning_after_a_burst_still_closes_with_1000(server):
             assert info.value.rcvd.code == 1000
 
     run(go())
+
+
+def test_websocket_keeps_its_connection_slot(server):
+    """An upgraded connection keeps its slot under --max-connections: with one slot, an
+    open WebSocket makes the next client wait until it closes."""
+    srv = server(APP, "--max-connections", "1")
+    with raw_ws(srv, "/echo") as ws, srv.raw() as other:
+        ws.send(ws_frame(TEXT, b"hi"))
+        assert read_ws_frame(ws) == (TEXT, b"hi")
+        other.send(http_request("GET", "/plain"))
+        other.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            other.sock.recv(1)  # not served while the WebSocket holds the only slot
+        ws.send(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert read_ws_frame(ws)[0] == CLOSE
+        other.sock.settimeout(10.0)
+        resp = other.final_response()
+    assert (resp.status, resp.body) == (200, b"plain http")
+
+
+def test_sigterm_waits_for_a_websocket_holding_the_last_slot(server):
+    """The graceful drain counts the WebSocket (it holds its connection's slot): the
+    worker sends 1001 and waits for the client's close instead of exiting under it."""
+    srv = server(APP, "--max-connections", "1")
+    with raw_ws(srv, "/echo") as ws:
+        ws.send(ws_frame(TEXT, b"hi"))
+        assert read_ws_frame(ws) == (TEXT, b"hi")
+        srv.send_signal(signal.SIGTERM)
+        opcode, payload = read_ws_frame(ws)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (CLOSE, 1001)
+        with pytest.raises(subprocess.TimeoutExpired):
+            srv.proc.wait(1.0)  # still draining: the close handshake is not over
+        ws.send(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
+        srv.wait_for_line(r"ws-disconnect /echo 1000  1$")
+    assert srv.proc.wait(15) == 0  # stopping already: no second signal
+
+
+def test_client_that_stops_reading_is_dropped_after_ws_send_timeout(server):
+    """A client that never reads cannot hold the socket and the app's send(): once a
+    write stalls for --ws-send-timeout the connection is closed, the app gets 1006."""
+    srv = server(APP, "--ws-send-timeout", "1")
+    with raw_ws(srv, "/flood", rcvbuf=4096) as ws:
+        # Never read: the socket buffers fill up and the server's write stalls.
+        srv.wait_for_line(r"ws-disconnect /flood 1006  1$", timeout=20)
+        srv.wait_for_line(r"WebSocket /flood: the client stopped reading .*ws_send_timeout")
+        srv.wait_for_line(r"ws-flood sends released")
+        ws.read_to_eof(10)  # what was in flight, then the server's close of the socket

@@ -248,6 +248,24 @@ def test_smuggled_request_is_never_answered(hsrv, case):
     assert not any("GM-HIDDEN-REACHED smuggled" in line for line in hsrv.lines())
 
 
+def test_length_conflict_is_answered_on_its_own_request_not_an_earlier_one(hsrv):
+    """Two pipelined requests with the same request line, in one write: the first is a
+    valid chunked POST, the second has both Content-Length and Transfer-Encoding. The 400
+    belongs to the second; the first is served."""
+    first = http_request("POST", "/echo", headers={"Transfer-Encoding": "chunked"})
+    second = http_request(
+        "POST", "/echo", headers={"Content-Length": "5", "Transfer-Encoding": "chunked"}
+    )
+    with hsrv.raw() as conn:
+        conn.send(first + chunked(b"hello") + second + chunked(b"smugg"))
+        resp = conn.final_response()
+        assert (resp.status, resp.body) == (200, b"hello"), resp.head
+        resp = conn.final_response()
+        assert resp.status == 400, resp.head
+        rest = conn.read_to_eof(5)
+    assert status_lines(rest) == [], rest
+
+
 # --- invalid chunked bodies make wsgi.input raise -----------------------------------------
 INVALID_BODIES = {
     "bad-hex-size": b"5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",

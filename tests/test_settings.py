@@ -150,6 +150,7 @@ def test_missing_config_file(tmp_path):
         ({"threads": 0}, "threads"),
         ({"port": 70000}, "port"),
         ({"keepalive_timeout": 0.0}, "keepalive_timeout"),
+        ({"ws_send_timeout": 0.0}, "ws_send_timeout"),
         ({"max_body_size": -1}, "max_body"),
         ({"max_header_size": 100}, "max_header_size"),
         ({"root_path": "app"}, "root_path"),

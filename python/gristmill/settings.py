@@ -149,6 +149,15 @@ class Settings:
         group="ASGI",
         metavar="BYTES",
     )
+    ws_send_timeout: float = _setting(
+        20.0,
+        "Seconds a WebSocket message (or close frame) may take to be written to the "
+        "client; a client that stops reading for longer has its connection closed "
+        "without a close handshake, and the application gets `websocket.disconnect` "
+        "with code 1006. Default is 20 seconds.",
+        group="ASGI",
+        metavar="SECONDS",
+    )
 
     # --- Binding and processes -------------------------------------------------------
     host: str = _setting(
@@ -569,6 +578,7 @@ def validate(s: Settings) -> Settings:
         "body_read_timeout",
         "keepalive_timeout",
         "graceful_timeout",
+        "ws_send_timeout",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")

@@ -32,7 +32,7 @@ use crate::errors::ClientDisconnected;
 use crate::http::body::{BodyAborted, Chunk};
 use crate::http::head::Head;
 use crate::http::validate::parse_content_length;
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 
@@ -127,8 +127,7 @@ fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
     match std::mem::replace(&mut st.phase, Phase::Done) {
         Phase::Pending(reply, guard) => {
             st.status = status.as_u16();
-            let msg = status.canonical_reason().unwrap_or("Error");
-            let resp = plain_response(status, msg, true, server_header);
+            let resp = error_response(status, server_header);
             let _ = reply.send(crate::http::guarded(resp, guard));
         }
         Phase::Streaming(tx) => {
@@ -249,6 +248,8 @@ pub fn body_read(
             _ => {} // failures are handled below; the answer is http.disconnect anyway
         }
     }
+    // What to log, once the state is unlocked (logging runs Python handlers).
+    let mut note = None;
     let msg = match read {
         BodyRead::Data(data, more) => {
             st.received += data.len() as u64;
@@ -256,10 +257,10 @@ pub fn body_read(
         }
         BodyRead::End => request_message(py, b"", false),
         BodyRead::TooLarge => {
-            log::log(
+            note = Some((
                 log::INFO,
-                "request body larger than max_body_size; answering 413",
-            );
+                "request body larger than max_body_size; answering 413".to_owned(),
+            ));
             fail_locked(
                 &mut st,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -269,7 +270,7 @@ pub fn body_read(
             disconnect_message(py)
         }
         BodyRead::Failed(e) => {
-            log::log(log::DEBUG, &format!("request body read failed: {e}"));
+            note = Some((log::DEBUG, format!("request body read failed: {e}")));
             fail_locked(
                 &mut st,
                 StatusCode::BAD_REQUEST,
@@ -280,6 +281,9 @@ pub fn body_read(
         }
     };
     drop(st);
+    if let Some((level, text)) = note {
+        log::log(level, &text);
+    }
     match msg {
         Ok(m) => set_result(fut.bind(py), m),
         Err(e) => log_with(py, log::ERROR, "building http.request failed", Some(&e)),
@@ -650,12 +654,27 @@ impl HttpProtocol {
     }
 
     /// Called by `gristmill._asgi.run_http` when the application returns or raises.
+    ///
+    /// Logging runs Python handlers that may block, so it happens with the request's
+    /// state unlocked (the I/O threads lock it too): first the log line, then the
+    /// response is ended (a 500, or an aborted body), then the access log.
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
-        let mut st = self.shared.state.lock();
-        let server_header = self.bridge.config.server_header;
+        let (disconnected, unfinished) = {
+            let st = self.shared.state.lock();
+            // What a returning application left undone, and what the client gets then.
+            let unfinished = match st.phase {
+                Phase::Pending(..) if st.head.is_some() => {
+                    Some(("sending the response body", "; sending 500"))
+                }
+                Phase::Pending(..) => Some(("starting a response", "; sending 500")),
+                Phase::Streaming(_) => Some(("completing the response", "")),
+                Phase::Done => None,
+            };
+            (st.disconnected, unfinished)
+        };
         match exc {
-            Some(e) if st.disconnected || e.is_instance_of::<ClientDisconnected>() => {
+            Some(e) if disconnected || e.is_instance_of::<ClientDisconnected>() => {
                 if log::debug_enabled() {
                     log::log(
                         log::DEBUG,
@@ -672,44 +691,34 @@ impl HttpProtocol {
                     Some(&err),
                 );
             }
-            None => match st.phase {
-                Phase::Pending(..) if !st.disconnected => log_with(
-                    py,
-                    log::ERROR,
-                    &format!(
-                        "ASGI callable returned without {} for {}; sending 500",
-                        if st.head.is_some() {
-                            "sending the response body"
-                        } else {
-                            "starting a response"
-                        },
-                        self.what()
-                    ),
-                    None,
-                ),
-                Phase::Streaming(_) if !st.disconnected => log_with(
-                    py,
-                    log::ERROR,
-                    &format!(
-                        "ASGI callable returned without completing the response for {}",
-                        self.what()
-                    ),
-                    None,
-                ),
+            None => match unfinished {
+                Some((what, then)) if !disconnected => {
+                    log_with(
+                        py,
+                        log::ERROR,
+                        &format!(
+                            "ASGI callable returned without {what} for {}{then}",
+                            self.what()
+                        ),
+                        None,
+                    );
+                }
                 _ => {}
             },
         }
-        fail_locked(&mut st, StatusCode::INTERNAL_SERVER_ERROR, server_header);
+        let (status, bytes) = {
+            let mut st = self.shared.state.lock();
+            fail_locked(
+                &mut st,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                self.bridge.config.server_header,
+            );
+            (st.status, st.bytes)
+        };
         if let Some(access) = &self.bridge.access {
             access.emit(
                 py,
-                &Record::new(
-                    &self.parts,
-                    self.addrs.peer,
-                    st.status,
-                    st.bytes,
-                    self.started,
-                ),
+                &Record::new(&self.parts, self.addrs.peer, status, bytes, self.started),
             );
         }
     }

@@ -35,9 +35,9 @@ pub use ws::WsProtocol;
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, plain_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs};
+use crate::net::{ActiveGuard, Addrs, ConnSlot};
 use crate::server::{ConnCtx, Handler};
 
 /// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
@@ -74,7 +74,7 @@ pub struct NewSocket {
     addrs: Arc<Addrs>,
     tls: Option<Arc<crate::tls::TlsInfo>>,
     started: Instant,
-    slots: Arc<tokio::sync::Semaphore>,
+    slot: Arc<ConnSlot>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -203,7 +203,7 @@ impl Bridge {
             addrs,
             tls,
             started,
-            slots,
+            slot,
             shutdown,
         } = sock;
         let result = (|| -> PyResult<()> {
@@ -216,7 +216,7 @@ impl Bridge {
                     parts,
                     addrs,
                     started,
-                    slots,
+                    slot,
                     shutdown,
                 ),
             )?;
@@ -425,26 +425,39 @@ impl Asgi {
         };
         let (reply, rx) = oneshot::channel();
         let shared = Arc::new(ws::WsShared::new(reply, guard, upgrade, key));
-        let mut watch = ServiceGuard(Some(Box::new({
+        let on_gone = {
             let (shared, bridge) = (shared.clone(), self.bridge.clone());
             move || shared.client_gone(&bridge, &shared)
-        })));
-        self.bridge.push(Event::WsOpen(Box::new(NewSocket {
+        };
+        let socket = NewSocket {
             shared,
             parts,
             addrs: conn.addrs.clone(),
             tls: conn.tls.clone(),
             started,
-            slots: conn.slots.clone(),
+            slot: conn.slot.clone(),
             shutdown: conn.shutdown.clone(),
-        })));
+        };
+        self.dispatch(Event::WsOpen(Box::new(socket)), rx, Box::new(on_gone))
+            .await
+    }
+
+    /// Hand `event` to the loop and wait for the response it produces on `rx`.
+    /// `on_gone` runs if the connection drops the request before the answer; a request
+    /// dropped unanswered on the loop side (its task could not start) gets a 500.
+    async fn dispatch(
+        &self,
+        event: Event,
+        rx: oneshot::Receiver<Response<ResponseBody>>,
+        on_gone: Box<dyn FnOnce() + Send>,
+    ) -> Response<ResponseBody> {
+        let mut watch = ServiceGuard(Some(on_gone));
+        self.bridge.push(event);
         let resp = rx.await;
         watch.disarm();
         resp.unwrap_or_else(|_| {
-            plain_response(
+            error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                true,
                 self.bridge.config.server_header,
             )
         })
@@ -480,27 +493,19 @@ impl Handler for Asgi {
         };
         let (reply, rx) = oneshot::channel();
         let shared = Arc::new(HttpShared::new(source, reply, guard));
-        let mut watch = ServiceGuard(Some(Box::new({
+        let on_gone = {
             let (shared, bridge) = (shared.clone(), self.bridge.clone());
             move || shared.client_gone(&bridge)
-        })));
-        self.bridge.push(Event::Request(Box::new(NewRequest {
+        };
+        let request = NewRequest {
             shared,
             parts,
             addrs: conn.addrs.clone(),
             tls: conn.tls.clone(),
             started,
-        })));
-        let resp = rx.await;
-        watch.disarm();
-        resp.unwrap_or_else(|_| {
-            plain_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                true,
-                self.bridge.config.server_header,
-            )
-        })
+        };
+        self.dispatch(Event::Request(Box::new(request)), rx, Box::new(on_gone))
+            .await
     }
 
     fn access_log(&self) -> Option<&AccessLog> {

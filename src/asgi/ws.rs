@@ -9,7 +9,9 @@
 //! sends. `websocket.disconnect` is delivered exactly once, with the code the peer sent
 //! (1005 when it sent none, 1006 when the connection dropped, 1009 for a message over
 //! `--ws-max-size`). `send()` after the connection closed is a no-op (logged at debug),
-//! so an application racing a disconnect never sees an exception from it.
+//! so an application racing a disconnect never sees an exception from it. Every write
+//! to the peer is bounded by `--ws-send-timeout`: a peer that stops reading cannot hold
+//! the socket (and the application's `send()`) until the worker stops.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -40,9 +42,9 @@ use super::http::{future_done, parse_headers, parse_start, ready, set_result};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
 use crate::http::head::Head;
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs};
+use crate::net::{ActiveGuard, Addrs, ConnSlot};
 
 /// Messages read ahead of the application before reading pauses.
 const READ_AHEAD: usize = 16;
@@ -101,6 +103,8 @@ struct State {
     /// The close the socket task sends when the application returned without one.
     final_close: Option<Close>,
     status: u16,
+    /// The application's share of the connection slot, released when it returns.
+    slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// One WebSocket's state, shared by the loop thread and its socket task.
@@ -132,6 +136,7 @@ impl WsShared {
                 close_sent: false,
                 final_close: None,
                 status: 0,
+                slot: None,
             }),
             room: Notify::new(),
         }
@@ -219,12 +224,15 @@ pub fn deliver_to_waiter(py: Python<'_>, shared: &WsShared, fut: Py<PyAny>) {
             set_result(fut.bind(py), msg);
         }
         Ok(None) => st.waiter = Some(fut),
-        Err(e) => log_with(
-            py,
-            log::ERROR,
-            "building a websocket message failed",
-            Some(&e),
-        ),
+        Err(e) => {
+            drop(st); // logging runs Python handlers: never with the state locked
+            log_with(
+                py,
+                log::ERROR,
+                "building a websocket message failed",
+                Some(&e),
+            );
+        }
     }
 }
 
@@ -242,7 +250,8 @@ pub struct WsProtocol {
     parts: Parts,
     addrs: Arc<Addrs>,
     started: Instant,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// The HTTP connection's slot under `max_connections`, taken over on accept.
+    slot: Arc<ConnSlot>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -254,7 +263,7 @@ impl WsProtocol {
         parts: Parts,
         addrs: Arc<Addrs>,
         started: Instant,
-        slots: Arc<tokio::sync::Semaphore>,
+        slot: Arc<ConnSlot>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         WsProtocol {
@@ -263,7 +272,7 @@ impl WsProtocol {
             parts,
             addrs,
             started,
-            slots,
+            slot,
             shutdown,
         }
     }
@@ -285,8 +294,16 @@ impl WsProtocol {
 
     fn accept(&self, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<()> {
         let py = msg.py();
-        let subprotocol: Option<String> = match msg.get_item(intern!(py, "subprotocol"))? {
-            Some(s) if !s.is_none() => Some(s.extract()?),
+        // Everything that can fail is checked before the handshake state is taken: an
+        // invalid accept raises and leaves the handshake pending (the application may
+        // accept again, or deny; if it gives up, the client gets a 500).
+        let subprotocol = match msg.get_item(intern!(py, "subprotocol"))? {
+            Some(s) if !s.is_none() => {
+                let p: String = s.extract()?;
+                let value = HeaderValue::from_str(&p)
+                    .map_err(|_| PyValueError::new_err(format!("invalid subprotocol {p:?}")))?;
+                Some(value)
+            }
             _ => None,
         };
         let extra = match msg.get_item(intern!(py, "headers"))? {
@@ -316,49 +333,61 @@ impl WsProtocol {
             HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
                 .expect("base64 is a valid header value"),
         );
-        if let Some(p) = &subprotocol {
-            h.insert(
-                SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_str(p)
-                    .map_err(|_| PyValueError::new_err(format!("invalid subprotocol {p:?}")))?,
-            );
+        if let Some(p) = subprotocol {
+            h.insert(SEC_WEBSOCKET_PROTOCOL, p);
         }
         st.status = 101;
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);
         st.phase = Phase::Open(tx);
+        // The WebSocket keeps the connection's slot: taken before the 101 goes out, since
+        // the connection releases what is left when hyper hands the socket over. Both
+        // the socket task and the application hold it, so the graceful drain waits for
+        // the application to handle its `websocket.disconnect` too.
+        let slot = self.slot.take().map(Arc::new);
         if reply.send(resp).is_err() {
             st.phase = Phase::Closed;
             st.disconnected = Some((1006, String::new()));
             return Ok(());
         }
+        st.slot = slot.clone();
         let task = SocketTask {
             shared: self.shared.clone(),
             bridge: self.bridge.clone(),
             outbound: rx,
             shutdown: self.shutdown.clone(),
-            slot: self.slots.clone().try_acquire_owned().ok(),
+            slot,
             _guard: guard,
             max_size: self.bridge.config.ws_max_size,
+            send_timeout: self.bridge.config.ws_send_timeout,
+            what: self.what(),
         };
         self.bridge.runtime.spawn(task.run(upgrade));
         Ok(())
     }
 
-    fn outbound(&self, py: Python<'_>, st: &mut State, msg: Message) -> PyResult<Py<PyAny>> {
+    /// Queue `msg` for the socket; takes the state's lock guard, to log unlocked.
+    fn outbound(
+        &self,
+        py: Python<'_>,
+        mut st: MutexGuard<'_, State>,
+        msg: Message,
+    ) -> PyResult<Py<PyAny>> {
         let Phase::Open(tx) = &st.phase else {
+            drop(st);
             log::log(
                 log::DEBUG,
                 &format!("{}: send after the connection closed ignored", self.what()),
             );
             return ready(py, py.None());
         };
+        let tx = tx.clone();
         if st.close_sent {
             return ready(py, py.None());
         }
         if matches!(msg, Message::Close(_)) {
             st.close_sent = true;
         }
-        let tx = tx.clone();
+        drop(st);
         match tx.try_send(msg) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
             Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -439,12 +468,7 @@ impl WsProtocol {
             }
             "websocket.close" if handshake && !denying => {
                 // Closing before accepting denies the handshake with 403 (ASGI spec).
-                let resp = plain_response(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    true,
-                    self.bridge.config.server_header,
-                );
+                let resp = error_response(StatusCode::FORBIDDEN, self.bridge.config.server_header);
                 self.deny(&mut st, resp);
                 ready(py, py.None())
             }
@@ -500,7 +524,7 @@ impl WsProtocol {
                         ))
                     }
                 };
-                self.outbound(py, &mut st, out)
+                self.outbound(py, st, out)
             }
             "websocket.close" => {
                 let code: u16 = match msg.get_item(intern!(py, "code"))? {
@@ -511,7 +535,7 @@ impl WsProtocol {
                     Some(r) if !r.is_none() => r.extract()?,
                     _ => String::new(),
                 };
-                self.outbound(py, &mut st, close_message(code, &reason))
+                self.outbound(py, st, close_message(code, &reason))
             }
             _ if matches!(st.phase, Phase::Closed) => ready(py, py.None()),
             _ => Err(unexpected("'websocket.send' or 'websocket.close'", &typ)),
@@ -539,8 +563,7 @@ impl WsProtocol {
                 } else {
                     StatusCode::FORBIDDEN
                 };
-                let msg = status.canonical_reason().unwrap_or("Error");
-                let resp = plain_response(status, msg, true, self.bridge.config.server_header);
+                let resp = error_response(status, self.bridge.config.server_header);
                 self.deny(&mut st, resp);
             }
             Phase::Open(_) if !st.close_sent => {
@@ -555,16 +578,19 @@ impl WsProtocol {
             }
             _ => {}
         }
-        if let Some(access) = &self.bridge.access {
-            access.emit(
-                py,
-                &Record::new(&self.parts, self.addrs.peer, st.status, 0, self.started),
-            );
-        }
         // The application is gone: nothing will read what is queued.
         if let Phase::Open(_) = st.phase {
             st.phase = Phase::Closed;
         }
+        let (status, slot) = (st.status, st.slot.take());
+        drop(st); // logging runs Python handlers: never with the state locked
+        if let Some(access) = &self.bridge.access {
+            access.emit(
+                py,
+                &Record::new(&self.parts, self.addrs.peer, status, 0, self.started),
+            );
+        }
+        drop(slot); // the drain may end now
     }
 }
 
@@ -574,9 +600,38 @@ struct SocketTask {
     bridge: Arc<Bridge>,
     outbound: mpsc::Receiver<Message>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Arc<OwnedSemaphorePermit>>,
     _guard: ActiveGuard,
     max_size: usize,
+    /// `--ws-send-timeout`: how long one write to the peer may take.
+    send_timeout: Duration,
+    /// `WebSocket <path>`, for log lines.
+    what: String,
+}
+
+/// One write to the peer (a frame, or flushing one out), bounded by `--ws-send-timeout`.
+/// `Err` when the write failed, or when the peer stopped reading (its receive window and
+/// our send buffer are full): the caller then drops the connection without a close
+/// handshake, which could not get through either.
+async fn write_within<F>(limit: Duration, what: &str, write: F) -> Result<(), ()>
+where
+    F: std::future::Future<Output = Result<(), WsError>>,
+{
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            log::log(
+                log::INFO,
+                &format!(
+                    "{what}: the client stopped reading (a write took over {:.1}s, \
+                     ws_send_timeout); closing the connection",
+                    limit.as_secs_f64()
+                ),
+            );
+            Err(())
+        }
+    }
 }
 
 impl SocketTask {
@@ -600,12 +655,11 @@ impl SocketTask {
         let shared = self.shared.clone();
         let bridge = self.bridge.clone();
         let deliver = |msg| shared.deliver(&bridge, msg, &shared);
+        let (limit, what) = (self.send_timeout, self.what.clone());
         let mut closing: Option<tokio::time::Instant> = None;
         let mut outbound_open = true;
         let mut shutdown_live = true;
         let disconnect = loop {
-            // While closing, keep reading whatever the queue holds: the peer's close
-            // frame must get through.
             // Once closing, or once the application is gone, keep reading regardless
             // of the queue: the peer's close frame must get through.
             let room = closing.is_some() || !outbound_open || shared.queued() < READ_AHEAD;
@@ -615,7 +669,7 @@ impl SocketTask {
                 out = self.outbound.recv(), if outbound_open => match out {
                     Some(msg) => {
                         let is_close = matches!(msg, Message::Close(_));
-                        if sink.send(msg).await.is_err() {
+                        if write_within(limit, &what, sink.send(msg)).await.is_err() {
                             break (1006, String::new());
                         }
                         if is_close {
@@ -628,7 +682,8 @@ impl SocketTask {
                         outbound_open = false;
                         let last = shared.state.lock().final_close.take();
                         if let (Some((code, reason)), None) = (last, closing) {
-                            if sink.send(close_message(code, &reason)).await.is_err() {
+                            let close = close_message(code, &reason);
+                            if write_within(limit, &what, sink.send(close)).await.is_err() {
                                 break (1006, String::new());
                             }
                             closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
@@ -640,7 +695,7 @@ impl SocketTask {
                     Some(Ok(Message::Binary(b))) => deliver(Inbound::Binary(b)),
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite queued the close reply; flush it out.
-                        let _ = sink.close().await;
+                        let _ = write_within(limit, &what, sink.close()).await;
                         break match frame {
                             Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
                             None => (1005, String::new()),
@@ -649,8 +704,10 @@ impl SocketTask {
                     Some(Ok(_)) => {} // ping/pong are answered by tungstenite
                     Some(Err(WsError::Capacity(e))) => {
                         log::log(log::DEBUG, &format!("websocket message too big: {e}"));
-                        let _ = sink.send(close_message(1009, "message too big")).await;
-                        let _ = sink.close().await;
+                        let close = close_message(1009, "message too big");
+                        if write_within(limit, &what, sink.send(close)).await.is_ok() {
+                            let _ = write_within(limit, &what, sink.close()).await;
+                        }
                         break (1009, "message too big".to_owned());
                     }
                     Some(Err(e)) => {
@@ -664,7 +721,8 @@ impl SocketTask {
                     if r.is_err() || *self.shutdown.borrow() {
                         shutdown_live = r.is_ok();
                         // The worker is stopping: 1001, "going away" (RFC 6455 §7.4.1).
-                        if sink.send(close_message(1001, "server shutting down")).await.is_err() {
+                        let close = close_message(1001, "server shutting down");
+                        if write_within(limit, &what, sink.send(close)).await.is_err() {
                             break (1006, String::new());
                         }
                         closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);

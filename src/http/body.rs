@@ -4,7 +4,9 @@
 //!
 //! The body holds the request's [`ActiveGuard`], so the connection counts as busy until
 //! the response is fully sent or abandoned; dropping a stream body closes the channel,
-//! which is how the producer learns that the client went away.
+//! which is how the producer learns that the client went away. An error from the
+//! producer (the application failed mid-body) is reported one poll late, so what it
+//! sent before still reaches the client before the abort.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -40,6 +42,8 @@ enum Kind {
 /// A response body; see the module docs.
 pub struct ResponseBody {
     kind: Kind,
+    /// An abort held back for one poll (see `poll_frame`).
+    aborted: Option<BodyAborted>,
     _guard: Option<ActiveGuard>,
     /// Dropped with the body: lets an interface learn the response is over.
     _notifier: Option<Box<dyn Send>>,
@@ -58,6 +62,7 @@ impl ResponseBody {
         let len = chunks.iter().map(|c| c.len() as u64).sum();
         ResponseBody {
             kind: Kind::Chunks(chunks, len),
+            aborted: None,
             _guard: None,
             _notifier: None,
         }
@@ -66,6 +71,7 @@ impl ResponseBody {
     pub fn stream(rx: mpsc::Receiver<Chunk>) -> Self {
         ResponseBody {
             kind: Kind::Stream(rx),
+            aborted: None,
             _guard: None,
             _notifier: None,
         }
@@ -92,14 +98,27 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        if let Some(e) = this.aborted.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match &mut this.kind {
             Kind::Chunks(chunks, len) => Poll::Ready(chunks.pop_front().map(|c| {
                 *len -= c.len() as u64;
                 Ok(Frame::data(c))
             })),
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    // An error drops what hyper has not written yet: HTTP/1.1 returns it
+                    // before flushing its write buffer (the head and the chunks polled
+                    // just before), and the HTTP/2 reset clears the frames the stream
+                    // still has queued. Yield once, so what came before the error goes
+                    // out first; the next poll reports the error and aborts.
+                    this.aborted = Some(e);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },

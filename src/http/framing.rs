@@ -8,10 +8,9 @@
 //! bytes are never mistaken for a head. Whenever it meets something it does not follow
 //! (an upgrade, CONNECT, an oversized or malformed head, a bad chunk) it switches
 //! itself off: hyper rejects those requests anyway, and a scanner that is off only
-//! reports nothing. A report carries the request line, and the server acts on it only
-//! for the request with that line, so a report can never hit the wrong request.
-
-use std::collections::VecDeque;
+//! reports nothing. A report names the request by its index on the connection (0 for
+//! the first request), and the server acts on it only for the request with that index:
+//! pipelined requests with the same request line cannot take each other's report.
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -24,19 +23,16 @@ enum State {
     Off,
 }
 
-/// A request line seen with both Content-Length and Transfer-Encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    pub method: String,
-    pub target: String,
-}
-
 /// See the module docs.
 pub struct FramingScanner {
     state: State,
     head: Vec<u8>,
     max_head: usize,
-    pub conflicts: VecDeque<Conflict>,
+    /// Complete request heads seen so far: the index of the next request.
+    requests: usize,
+    /// The index of the request that carried both Content-Length and Transfer-Encoding
+    /// (there is at most one: the scanner stops following the connection after it).
+    pub conflict: Option<usize>,
 }
 
 impl FramingScanner {
@@ -45,7 +41,8 @@ impl FramingScanner {
             state: State::Head,
             head: Vec::new(),
             max_head,
-            conflicts: VecDeque::new(),
+            requests: 0,
+            conflict: None,
         }
     }
 
@@ -79,7 +76,9 @@ impl FramingScanner {
                             let rest_from = end - (self.head.len() - data.len());
                             data = &data[rest_from..];
                             let head = std::mem::take(&mut self.head);
-                            self.state = self.parse_head(&head[..end]);
+                            let index = self.requests;
+                            self.requests += 1;
+                            self.state = self.parse_head(&head[..end], index);
                             self.head = head;
                             self.head.clear();
                         }
@@ -160,8 +159,9 @@ impl FramingScanner {
         }
     }
 
-    /// Read the framing headers of one complete head; returns the state after it.
-    fn parse_head(&mut self, head: &[u8]) -> State {
+    /// Read the framing headers of one complete head (of the request numbered `index`);
+    /// returns the state after it.
+    fn parse_head(&mut self, head: &[u8], index: usize) -> State {
         let mut lines = head
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -169,7 +169,7 @@ impl FramingScanner {
             return State::Off;
         };
         let mut parts = request_line.split(|&b| b == b' ');
-        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        let (Some(method), Some(_target)) = (parts.next(), parts.next()) else {
             return State::Off;
         };
         if method == b"CONNECT" {
@@ -194,10 +194,7 @@ impl FramingScanner {
             }
         }
         if chunked && length.is_some() {
-            self.conflicts.push_back(Conflict {
-                method: String::from_utf8_lossy(method).into_owned(),
-                target: String::from_utf8_lossy(target).into_owned(),
-            });
+            self.conflict = Some(index);
             // hyper closes the connection after this request: nothing more to follow.
             return State::Off;
         }
@@ -246,12 +243,17 @@ mod tests {
             &b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             &b"POST /a HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"[..],
         ] {
-            let s = scan(&[head]);
-            assert_eq!(
-                s.conflicts.front(),
-                Some(&Conflict { method: "POST".into(), target: "/a".into() })
-            );
+            assert_eq!(scan(&[head]).conflict, Some(0));
         }
+    }
+
+    #[test]
+    fn names_the_request_by_its_index_not_its_line() {
+        // The same request line twice: only the second one has both headers.
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3\r\nabc\r\n0\r\n\r\n\
+            POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(scan(&[stream]).conflict, Some(1));
     }
 
     #[test]
@@ -261,12 +263,12 @@ mod tests {
             POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nT: 1\r\n\r\n\
             GET /next HTTP/1.1\r\nHost: h\r\n\r\n\
             POST /bad HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        // The fake head is inside the first body: never reported.
+        // The fake head is inside the first body: neither reported nor counted, so the
+        // conflict is the fourth request's (/x, /c, /next, /bad).
         let whole = scan(&[stream]);
         let bytewise = scan(&stream.iter().map(std::slice::from_ref).collect::<Vec<_>>());
         for s in [whole, bytewise] {
-            let targets: Vec<_> = s.conflicts.iter().map(|c| c.target.as_str()).collect();
-            assert_eq!(targets, ["/bad"]);
+            assert_eq!(s.conflict, Some(3));
         }
     }
 

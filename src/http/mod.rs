@@ -24,6 +24,14 @@ pub fn guarded(
     Response::from_parts(parts, body.with_guard(guard))
 }
 
+/// The server's own answer for `status` (its reason phrase as the body), closing the
+/// connection: the 500 when an application failed before its response started, the
+/// 403 of a refused WebSocket, the 400 or 413 of a bad request body.
+pub fn error_response(status: StatusCode, server_header: bool) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    plain_response(status, reason, true, server_header)
+}
+
 /// A plain-text response written by the server itself. `close` asks hyper to close the
 /// connection afterwards (needed whenever the request body was not read).
 pub fn plain_response(

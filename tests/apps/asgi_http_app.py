@@ -307,10 +307,18 @@ async def v_raise(scope, receive, send):
 
 
 async def _start_streaming(scope, send):
-    """Start a streamed response; with ``gate``, wait until the client let us go on."""
+    """Start a streamed response: the head and one chunk.
+
+    With ``before`` (and ``tag``): first write the marker ``<tag>-waiting`` and wait for
+    the file ``before``, then send the head and the chunk and carry on without a pause.
+    With ``gate``: after the chunk, wait until the client let us go on.
+    """
+    q = _query(scope)
+    if "before" in q:
+        _marker(q["tag"] + "-waiting", "")
+        await _wait_for_file(q["before"])
     await send(START)
     await send({"type": "http.response.body", "body": b"partial-", "more_body": True})
-    q = _query(scope)
     if "gate" in q:
         await _wait_for_file(q["gate"])
 

@@ -1,12 +1,16 @@
 """WebSocket fixture app: echo, subprotocols, close codes, denial and disconnect records.
 
 Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 4000),
-``/close`` accepts and closes at once with 4321, ``/deny`` closes before accepting,
-``/denial`` answers 418 through ``websocket.http.response.*``, ``/send-after`` keeps
-sending after the client left, ``/raise`` accepts then raises. Every disconnect the app
-sees is logged at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code>
-<reason> <count>`` so tests can wait for it; ``/send-after`` logs ``ws-send-after ok``
-when its sends after the disconnect returned without raising.
+``/close`` accepts and closes at once with 4321, ``/return`` accepts and returns,
+``/deny`` closes before accepting, ``/denial`` answers 418 through
+``websocket.http.response.*``, ``/bad-subprotocol`` accepts with an invalid subprotocol,
+then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until the
+client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
+sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
+accepts then raises. Every disconnect the app sees is logged at WARNING to
+``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
+wait for it; ``/send-after`` logs ``ws-send-after ok`` when its sends after the
+disconnect returned without raising.
 """
 
 import asyncio
@@ -42,8 +46,22 @@ async def app(scope, receive, send):
         )
         await send({"type": "websocket.http.response.body", "body": b"no sockets here"})
         return
+    if path == "/bad-subprotocol":
+        # An invalid accept raises; the handshake is still pending, so accept again.
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "bad\nproto"})
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            error = "accepted an invalid subprotocol"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": error})
+        await send({"type": "websocket.close", "code": 4002})
+        return
     sub = scope["subprotocols"][-1] if scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": sub, "headers": [(b"x-extra", b"1")]})
+    if path == "/return":
+        return
     if path == "/close":
         await send({"type": "websocket.close", "code": 4321, "reason": "bye now"})
     if path == "/raise":
@@ -56,6 +74,24 @@ async def app(scope, receive, send):
             await send({"type": "websocket.send", "text": "timed-out"})
         m = await receive()
         await send({"type": "websocket.send", "text": m.get("text")})
+        return
+    if path == "/flood":
+        # Send until the client stops reading; report when the sends are released.
+        done = asyncio.Event()
+
+        async def flood():
+            for _ in range(2000):
+                if done.is_set():
+                    return
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                await asyncio.sleep(0)
+
+        sender = asyncio.ensure_future(flood())
+        m = await receive()
+        done.set()
+        log.warning("ws-disconnect %s %s %s %d", path, m["code"], m["reason"], 1)
+        await sender
+        log.warning("ws-flood sends released")
         return
     if path == "/burst":
         # More messages than the outbound queue holds, then return without closing.
