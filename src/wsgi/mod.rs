@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::errors::{
     ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
 };
-use crate::http::{plain_response, ResponseBody};
+use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task, Waiter};
@@ -132,20 +132,16 @@ impl Handler for Wsgi {
             Dispatch::Inline(jobs) => jobs.send(job).is_ok(),
         };
         if !submitted {
-            return plain_response(
+            return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable",
-                true,
                 self.shared.config.server_header,
             );
         }
         match rx.await {
             Ok(resp) => resp,
             // The task ended without answering: only possible if it panicked.
-            Err(_) => plain_response(
+            Err(_) => error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                true,
                 self.shared.config.server_header,
             ),
         }
