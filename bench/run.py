@@ -72,6 +72,10 @@ class Server:
     http1: bool = True  # runs the HTTP/1.1 tests
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
+    # A twin is another configuration of the server named here (Granian's `--http 2`
+    # baseline for the h2 row): `--servers NAME` brings its twins along, so that a row
+    # never loses its baseline because the baseline has a different name.
+    twin_of: str | None = None
     # Filled in at run time:
     port: int = 0
     proc: subprocess.Popen | None = None
@@ -199,9 +203,15 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             granian("wsgi", "wsgi_app:application", "2"),
             http1=False,
             h2=True,
+            twin_of="granian-wsgi",
         ),
         Server(
-            "granian-asgi-h2", "asgi", granian("asgi", "asgi_app:app", "2"), http1=False, h2=True
+            "granian-asgi-h2",
+            "asgi",
+            granian("asgi", "asgi_app:app", "2"),
+            http1=False,
+            h2=True,
+            twin_of="granian-asgi",
         ),
         Server(
             "ceiling",
@@ -627,23 +637,35 @@ def run_once(
 # --- Orchestration ---------------------------------------------------------------------------
 
 
-def participants(test: Test, servers: list[Server]) -> list[Server]:
-    live = [s for s in servers if not s.skipped]
+def takes_part(srv: Server, test: Test) -> bool:
+    """Whether ``srv`` runs ``test`` (before the checks say what it really speaks)."""
     if test.kind == "h1":
-        return [s for s in live if s.http1]
+        return srv.http1
     if test.kind == "h2":
-        return [s for s in live if s.h2]
-    return [s for s in live if s.ws]
+        return srv.h2
+    return srv.ws
+
+
+def participants(test: Test, servers: list[Server]) -> list[Server]:
+    return [s for s in servers if not s.skipped and takes_part(s, test)]
+
+
+def select_servers(specs: list[Server], names: list[str] | None, tests: list[Test]) -> list[Server]:
+    """The servers named (all when none are), with their twins, less those that run no test.
+
+    Twins come along so that naming ``granian-wsgi`` also brings the ``--http 2`` Granian
+    the h2 row is compared with; without it that row has no *vs Granian* ratio.
+    """
+    chosen = [s for s in specs if not names or s.name in names or s.twin_of in names]
+    return [s for s in chosen if any(takes_part(s, t) for t in tests)]
 
 
 def run_suite(suite: Suite, args, python_bin: Path) -> dict:
     say = print
-    servers = [
-        s
-        for s in server_specs(python_bin, suite.workers, args.threads)
-        if not args.servers or s.name in args.servers
-    ]
     tests = [t for t in TESTS if t.key in suite.tests and (not args.tests or t.key in args.tests)]
+    servers = select_servers(
+        server_specs(python_bin, suite.workers, args.threads), args.servers, tests
+    )
     logdir = RESULTS / "logs" / suite.key
     logdir.mkdir(parents=True, exist_ok=True)
     for srv, port in zip(servers, pick_ports(len(servers), BASE_PORT), strict=True):
@@ -773,6 +795,27 @@ def baseline_name(srv_name: str, interface: str, test: Test) -> str | None:
     return f"granian-{interface}-h2" if test.kind == "h2" else f"granian-{interface}"
 
 
+def _missing_baselines(test: Test, per_server: dict, servers: dict) -> list[str]:
+    """A line per Granian baseline that a row of this table lacks, saying why."""
+    wanting: dict[str, list[str]] = {}
+    for name in per_server:
+        base = baseline_name(name, servers[name]["interface"], test)
+        if base and base != name and base not in per_server:
+            wanting.setdefault(base, []).append(name)
+    lines = []
+    for base, names in wanting.items():
+        info = servers.get(base)
+        if info is None:
+            why = "was not in this run (name it, or the server it is a twin of, in --servers)"
+        elif info["skipped"]:
+            why = f"was skipped: {info['skipped']}"
+        else:
+            why = f"did not take part: {'; '.join(info['notes']) or 'no result'}"
+        rows = ", ".join(names)
+        lines += [f"No *vs Granian* for {rows}: {base} {why}.", ""]
+    return lines
+
+
 def render_suite(result: dict) -> str:
     suite = result["suite"]
     servers = result["servers"]
@@ -817,6 +860,7 @@ def render_suite(result: dict) -> str:
                 f" | {rss:.0f} | {err} | {_median([r['gen_cpu_pct'] for r in rs]):.0f} |"
             )
         lines.append("")
+        lines += _missing_baselines(test, per_server, servers)
     skipped = {n: s for n, s in servers.items() if s["skipped"]}
     notes = {n: s["notes"] for n, s in servers.items() if s["notes"] and not s["skipped"]}
     if skipped or notes:
