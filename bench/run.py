@@ -73,9 +73,11 @@ class Server:
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
     # A twin is another configuration of the server named here (Granian's `--http 2`
-    # baseline for the h2 row): `--servers NAME` brings its twins along, so that a row
-    # never loses its baseline because the baseline has a different name.
+    # baseline for the h2 row, a server with its access log on): `--servers NAME` brings
+    # its twins along, so that a row never loses its baseline to a different name.
     twin_of: str | None = None
+    # Access log on, as deployed: runs only the access-log test, next to its twin (log off).
+    access_log: bool = False
     # Filled in at run time:
     port: int = 0
     proc: subprocess.Popen | None = None
@@ -89,7 +91,8 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
     vbin = python_bin.parent
     w = str(workers)
 
-    def gristmill(interface: str, target: str) -> list[str]:
+    def gristmill(interface: str, target: str, access_log: bool = False) -> list[str]:
+        # The access log on is gristmill's default: the default format, on stdout.
         return [
             str(vbin / "gristmill"),
             target,
@@ -103,10 +106,9 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             w,
             "--threads",
             str(threads),
-            "--no-access-log",
-        ]
+        ] + ([] if access_log else ["--no-access-log"])
 
-    def granian(interface: str, target: str, http: str) -> list[str]:
+    def granian(interface: str, target: str, http: str, access_log: bool = False) -> list[str]:
         cmd = [
             str(vbin / "granian"),
             "--interface",
@@ -123,7 +125,8 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             http,
             "--log-level",
             "warning",
-            "--no-access-log",
+            # On: Granian's default format, on stdout (the --log-level leaves it alone).
+            "--access-log" if access_log else "--no-access-log",
         ]
         if interface == "wsgi":
             cmd += ["--blocking-threads", str(threads), "--no-ws"]
@@ -214,6 +217,34 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             twin_of="granian-asgi",
         ),
         Server(
+            "gristmill-wsgi-log",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application", access_log=True),
+            twin_of="gristmill-wsgi",
+            access_log=True,
+        ),
+        Server(
+            "gristmill-asgi-log",
+            "asgi",
+            gristmill("asgi", "asgi_app:app", access_log=True),
+            twin_of="gristmill-asgi",
+            access_log=True,
+        ),
+        Server(
+            "granian-wsgi-log",
+            "wsgi",
+            granian("wsgi", "wsgi_app:application", "1", access_log=True),
+            twin_of="granian-wsgi",
+            access_log=True,
+        ),
+        Server(
+            "granian-asgi-log",
+            "asgi",
+            granian("asgi", "asgi_app:app", "1", access_log=True),
+            twin_of="granian-asgi",
+            access_log=True,
+        ),
+        Server(
             "ceiling",
             "rust",
             [str(CEILING), "--host", HOST, "--port", "{port}", "--threads", w],
@@ -236,6 +267,7 @@ class Test:
     conns: int = 64
     streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
     lua: str | None = None  # wrk script, for the POST
+    access_log: bool = False  # runs the access-log twins, each next to its log-off server
 
 
 ECHO_LUA = (
@@ -246,6 +278,14 @@ ECHO_LUA = (
 
 TESTS = [
     Test("plain", "`/` plaintext, 64 connections", "h1", "/", 64),
+    Test(
+        "access-log",
+        "`/` plaintext, 64 connections, access log on and off",
+        "h1",
+        "/",
+        64,
+        access_log=True,
+    ),
     Test("plain-1c", "`/` plaintext, 1 connection (latency)", "h1", "/", 1),
     Test("json", "`/json`, 64 connections", "h1", "/json", 64),
     Test("echo", "`/echo` POST 4 KiB echoed, 64 connections", "h1", "/echo", 64, lua=ECHO_LUA),
@@ -637,8 +677,18 @@ def run_once(
 # --- Orchestration ---------------------------------------------------------------------------
 
 
-def takes_part(srv: Server, test: Test) -> bool:
-    """Whether ``srv`` runs ``test`` (before the checks say what it really speaks)."""
+def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
+    """Whether ``srv`` runs ``test`` among ``servers``.
+
+    The access-log test runs each server with its access log on next to its twin with the
+    log off (both must be there); the log-on servers run nothing else.
+    """
+    if test.access_log:
+        if srv.access_log:
+            return any(o.name == srv.twin_of for o in servers)
+        return any(o.access_log and o.twin_of == srv.name for o in servers)
+    if srv.access_log:
+        return False
     if test.kind == "h1":
         return srv.http1
     if test.kind == "h2":
@@ -646,8 +696,27 @@ def takes_part(srv: Server, test: Test) -> bool:
     return srv.ws
 
 
-def participants(test: Test, servers: list[Server]) -> list[Server]:
-    return [s for s in servers if not s.skipped and takes_part(s, test)]
+def participant_groups(test: Test, servers: list[Server]) -> list[list[Server]]:
+    """The live servers that run ``test``, in groups measured back to back.
+
+    A group is one server, except in the access-log test: there it is a log-off server and
+    its log-on twin, kept adjacent so the pair sees the same background load.
+    """
+    live = [s for s in servers if not s.skipped]
+    if not test.access_log:
+        return [[s] for s in live if takes_part(s, test, live)]
+    by_name = {s.name: s for s in live}
+    return [[by_name[s.twin_of], s] for s in live if s.access_log and s.twin_of in by_name]
+
+
+def round_order(groups: list[list[Server]], rnd: int) -> list[Server]:
+    """Rotate the groups by one per round, and the servers within each group likewise."""
+    shift = rnd % len(groups)
+    order = []
+    for group in groups[shift:] + groups[:shift]:
+        k = rnd % len(group)
+        order += group[k:] + group[:k]
+    return order
 
 
 def select_servers(specs: list[Server], names: list[str] | None, tests: list[Test]) -> list[Server]:
@@ -657,7 +726,7 @@ def select_servers(specs: list[Server], names: list[str] | None, tests: list[Tes
     the h2 row is compared with; without it that row has no *vs Granian* ratio.
     """
     chosen = [s for s in specs if not names or s.name in names or s.twin_of in names]
-    return [s for s in chosen if any(takes_part(s, t) for t in tests)]
+    return [s for s in chosen if any(takes_part(s, t, chosen) for t in tests)]
 
 
 def run_suite(suite: Suite, args, python_bin: Path) -> dict:
@@ -700,23 +769,21 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
             for srv in servers:
                 if srv.skipped:
                     continue
-                warm = next((t for t in tests if srv in participants(t, servers)), None)
+                warm = next((t for t in tests if takes_part(srv, t, servers)), None)
                 if warm is not None:
                     run_once(warm, srv, args.warmup, suite, python_bin, scratch)
             for rnd in range(args.rounds):
                 for test in tests:
-                    order = participants(test, servers)
-                    if not order:
+                    groups = participant_groups(test, servers)
+                    if not groups:
                         continue
-                    shift = rnd % len(order)
-                    order = order[shift:] + order[:shift]
-                    for srv in order:
+                    for srv in round_order(groups, rnd):
                         res = run_once(test, srv, args.duration, suite, python_bin, scratch)
                         res["round"] = rnd
                         runs[test.key].setdefault(srv.name, []).append(res)
                         err = f"  ERRORS {res['errors']}" if res["errors"] else ""
                         say(
-                            f"  r{rnd + 1} {test.key:<9} {srv.name:<17} "
+                            f"  r{rnd + 1} {test.key:<10} {srv.name:<18} "
                             f"{res['rps']:>10.0f}/s  cpu {res['cpu_pct']:>3.0f}%{err}"
                         )
                         if not res["alive"]:
@@ -734,6 +801,8 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
                 "skipped": s.skipped,
                 "notes": s.notes,
                 "command": s.cmd,
+                "twin_of": s.twin_of,
+                "access_log": s.access_log,
             }
             for s in servers
         },
@@ -789,17 +858,21 @@ def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def baseline_name(srv_name: str, interface: str, test: Test) -> str | None:
+def baseline_name(info: dict, test: Test) -> str | None:
+    """The Granian a row is compared with: same interface, same protocol, same logging."""
+    interface = info["interface"]
     if interface not in ("wsgi", "asgi"):
         return None
-    return f"granian-{interface}-h2" if test.kind == "h2" else f"granian-{interface}"
+    if test.kind == "h2":
+        return f"granian-{interface}-h2"
+    return f"granian-{interface}-log" if info.get("access_log") else f"granian-{interface}"
 
 
 def _missing_baselines(test: Test, per_server: dict, servers: dict) -> list[str]:
     """A line per Granian baseline that a row of this table lacks, saying why."""
     wanting: dict[str, list[str]] = {}
     for name in per_server:
-        base = baseline_name(name, servers[name]["interface"], test)
+        base = baseline_name(servers[name], test)
         if base and base != name and base not in per_server:
             wanting.setdefault(base, []).append(name)
     lines = []
@@ -814,6 +887,44 @@ def _missing_baselines(test: Test, per_server: dict, servers: dict) -> list[str]
         rows = ", ".join(names)
         lines += [f"No *vs Granian* for {rows}: {base} {why}.", ""]
     return lines
+
+
+def _access_log_cost(per_server: dict, servers: dict) -> list[str]:
+    """log on ÷ log off per server: of the req/s medians, within each round, and of req/CPU-s.
+
+    The req/CPU-s ratio is the steadier one when other load steals CPU from the server (it
+    is what the req/s ratio converges to when the server has its core to itself).
+    """
+    lines = [
+        "Access log cost (issue 5: at most 15 % of req/s on `/`, i.e. on ÷ off ≥ 0.85×):",
+        "",
+        "| server | log off req/s | log on req/s | on ÷ off | cost | on ÷ off per round "
+        "| on ÷ off, req/CPU-s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for on_name, on_runs in per_server.items():
+        off_name = servers[on_name].get("twin_of")
+        off_runs = per_server.get(off_name)
+        if not servers[on_name].get("access_log") or not off_runs:
+            continue
+        on = _median([r["rps"] for r in on_runs])
+        off = _median([r["rps"] for r in off_runs])
+        if not on or not off:
+            continue
+        off_by_round = {r["round"]: r["rps"] for r in off_runs}
+        per_round = [
+            f"{r['rps'] / off_by_round[r['round']]:.2f}×"
+            for r in on_runs
+            if off_by_round.get(r["round"])
+        ]
+        on_cpu = _median([r["req_per_cpu_s"] for r in on_runs])
+        off_cpu = _median([r["req_per_cpu_s"] for r in off_runs])
+        cpu_ratio = f"{on_cpu / off_cpu:.2f}×" if on_cpu and off_cpu else "—"
+        lines.append(
+            f"| {off_name} | {_fmt_rate(off)} | {_fmt_rate(on)} | {on / off:.2f}× "
+            f"| {100 * (1 - on / off):.0f} % | {', '.join(per_round)} | {cpu_ratio} |"
+        )
+    return lines + [""]
 
 
 def render_suite(result: dict) -> str:
@@ -839,7 +950,7 @@ def render_suite(result: dict) -> str:
             med = medians[name]
             rates = [r["rps"] for r in rs]
             spread = f"{_fmt_rate(min(rates))}–{_fmt_rate(max(rates))}" if len(rates) > 1 else "—"
-            base = baseline_name(name, servers[name]["interface"], test)
+            base = baseline_name(servers[name], test)
             base_med = medians.get(base) if base and base != name else None
             vs_granian = f"{med / base_med:.2f}×" if base_med and med is not None else "—"
             vs_ceiling = (
@@ -861,6 +972,8 @@ def render_suite(result: dict) -> str:
             )
         lines.append("")
         lines += _missing_baselines(test, per_server, servers)
+        if test.access_log:
+            lines += _access_log_cost(per_server, servers)
     skipped = {n: s for n, s in servers.items() if s["skipped"]}
     notes = {n: s["notes"] for n, s in servers.items() if s["notes"] and not s["skipped"]}
     if skipped or notes:
