@@ -369,19 +369,30 @@ def process_tree(root: int) -> tuple[list[int], float]:
     return pids, sum(table[p][1] for p in pids) / CLK_TCK
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def tree_rss_mib(root: int) -> float:
     """Resident memory of ``root`` and its descendants, MiB (sum of ``VmRSS``)."""
-    total_kib = 0
-    for pid in process_tree(root)[0]:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total_kib / 1024
+    return sum(_rss_kib(pid) for pid in process_tree(root)[0]) / 1024
+
+
+def worker_rss_mib(root: int) -> float:
+    """Resident memory of the workers, MiB: ``root``'s descendants, or ``root`` if it has none.
+
+    With 1 worker that is the one process serving requests: gristmill's and Granian's
+    worker below their supervisor (which is left out), uvicorn's single process.
+    """
+    pids = process_tree(root)[0]
+    return sum(_rss_kib(pid) for pid in (pids[1:] or pids)) / 1024
 
 
 # --- Starting, checking, stopping ------------------------------------------------------------
@@ -729,6 +740,48 @@ def select_servers(specs: list[Server], names: list[str] | None, tests: list[Tes
     return [s for s in chosen if any(takes_part(s, t, chosen) for t in tests)]
 
 
+def bring_up(
+    servers: list[Server], workers: int, pin: str | None, logdir: Path, args, python_bin: Path
+) -> None:
+    """Start every server at once, wait for each port, and gate each on the checks."""
+    say = print
+    for srv in servers:
+        if srv.name == "ceiling" and not CEILING.exists():
+            srv.skipped = f"{CEILING} not built (bench.sh builds it)"
+            continue
+        exe = srv.cmd[0]
+        if not Path(exe).exists():
+            srv.skipped = f"{Path(exe).name} is not installed in the bench venv"
+            continue
+        start_server(srv, workers, pin, logdir)
+    for srv in servers:
+        if srv.skipped or not wait_ready(srv, args.start_timeout):
+            say(f"  skip {srv.name}: {srv.skipped}")
+            continue
+        check(srv, python_bin)
+        if srv.skipped:
+            say(f"  skip {srv.name}: {srv.skipped}")
+            stop_server(srv)
+        else:
+            extra = f" ({'; '.join(srv.notes)})" if srv.notes else ""
+            say(f"  ok   {srv.name} on port {srv.port}{extra}")
+
+
+def server_summary(servers: list[Server]) -> dict:
+    return {
+        s.name: {
+            "interface": s.interface,
+            "port": s.port,
+            "skipped": s.skipped,
+            "notes": s.notes,
+            "command": s.cmd,
+            "twin_of": s.twin_of,
+            "access_log": s.access_log,
+        }
+        for s in servers
+    }
+
+
 def run_suite(suite: Suite, args, python_bin: Path) -> dict:
     say = print
     tests = [t for t in TESTS if t.key in suite.tests and (not args.tests or t.key in args.tests)]
@@ -743,26 +796,7 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
     say(f"\n== {suite.title}")
     runs: dict[str, dict[str, list[dict]]] = {t.key: {} for t in tests}
     try:
-        for srv in servers:
-            if srv.name == "ceiling" and not CEILING.exists():
-                srv.skipped = f"{CEILING} not built (bench.sh builds it)"
-                continue
-            exe = srv.cmd[0]
-            if not Path(exe).exists():
-                srv.skipped = f"{Path(exe).name} is not installed in the bench venv"
-                continue
-            start_server(srv, suite.workers, pin, logdir)
-        for srv in servers:
-            if srv.skipped or not wait_ready(srv, args.start_timeout):
-                say(f"  skip {srv.name}: {srv.skipped}")
-                continue
-            check(srv, python_bin)
-            if srv.skipped:
-                say(f"  skip {srv.name}: {srv.skipped}")
-                stop_server(srv)
-            else:
-                extra = f" ({'; '.join(srv.notes)})" if srv.notes else ""
-                say(f"  ok   {srv.name} on port {srv.port}{extra}")
+        bring_up(servers, suite.workers, pin, logdir, args, python_bin)
         with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as tmp:
             scratch = Path(tmp)
             say(f"  warm-up {args.warmup:g} s each")
@@ -794,18 +828,7 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
             stop_server(srv)
     return {
         "suite": dataclasses.asdict(suite),
-        "servers": {
-            s.name: {
-                "interface": s.interface,
-                "port": s.port,
-                "skipped": s.skipped,
-                "notes": s.notes,
-                "command": s.cmd,
-                "twin_of": s.twin_of,
-                "access_log": s.access_log,
-            }
-            for s in servers
-        },
+        "servers": server_summary(servers),
         "tests": [dataclasses.asdict(t) for t in tests],
         "runs": runs,
     }
@@ -832,6 +855,235 @@ def check(srv: Server, python_bin: Path) -> None:
         if why:
             srv.ws = False
             srv.notes.append(f"no WebSocket row: {why}")
+
+
+# --- RSS growth mode -------------------------------------------------------------------------
+
+RSS_SERVERS = ("gristmill-wsgi", "gristmill-asgi", "granian-wsgi", "granian-asgi")
+# The routes of the RSS run, as requests per 100, spread evenly over each cycle of 100.
+RSS_MIX = {"/": 44, "/json": 30, "/echo": 24, "/big": 1, "/stream": 1}
+RSS_CONNS = 64
+RSS_RUN_MAX_S = 1.0  # longest wrk run: bounds the overshoot when the rate estimate is off
+
+
+def mix_lua(mix: dict[str, int]) -> str:
+    """A wrk script cycling through the requests of ``mix`` (POST for ``/echo``, else GET)."""
+    slots = sorted(((j + 0.5) / n, path) for path, n in mix.items() for j in range(n))
+    lines = [
+        "-- bench/run.py --rss-growth: the route mix, cycled in a fixed order.",
+        "local reqs = {}",
+        "local i = 0",
+        "function init(args)",
+        '  local headers = {["Content-Type"] = "application/octet-stream"}',
+        f'  local body = string.rep("x", {ECHO_SIZE})',
+    ]
+    for k, (_, path) in enumerate(slots, 1):
+        if path == "/echo":
+            lines.append(f'  reqs[{k}] = wrk.format("POST", "/echo", headers, body)')
+        else:
+            lines.append(f'  reqs[{k}] = wrk.format("GET", "{path}")')
+    lines += [
+        "end",
+        "function request()",
+        "  i = i % #reqs + 1",
+        "  return reqs[i]",
+        "end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def rss_drive(srv: Server, want: int, rate: float | None, script: Path) -> dict:
+    """One wrk run of the mix against ``srv``, for about ``want`` requests or 1 s if fewer.
+
+    wrk runs for a duration, not a count, and takes whole seconds: it gets a long one and
+    is stopped with SIGINT (after which it reports as usual) once ``want`` requests should
+    be done at ``rate`` (the rate of the server's previous run). Runs of at most a second
+    keep a wrong estimate cheap: these shared machines slow a server down by 10x at times.
+    """
+    secs = min(RSS_RUN_MAX_S, max(0.25, want / rate)) if rate else RSS_RUN_MAX_S
+    cmd = ["taskset", "-c", "1", "wrk", "-t", "1", "-c", str(RSS_CONNS)]
+    cmd += ["-d", f"{int(secs) + 10}s", "--timeout", "5s", "-s", str(script)]
+    cmd += [f"http://{HOST}:{srv.port}/"]
+    t0 = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        time.sleep(secs)
+        wrk.send_signal(signal.SIGINT)
+        try:
+            out, err = wrk.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            out, err = "", "wrk did not stop within 30 s of SIGINT"
+    res = parse_wrk(out)
+    if not out:
+        res["errors"] = max(res["errors"], 1)
+    res["wall"] = time.monotonic() - t0
+    if not res["requests"]:
+        res["why"] = (
+            " / ".join((out + err).strip().splitlines()[-3:]) or f"wrk exit {wrk.returncode}"
+        )
+    return res
+
+
+def rss_sample(srv: Server, requests: int, t0: float) -> dict:
+    return {
+        "requests": requests,
+        "seconds": round(time.monotonic() - t0, 1),
+        "worker_mib": round(worker_rss_mib(srv.proc.pid), 2),
+        "tree_mib": round(tree_rss_mib(srv.proc.pid), 2),
+    }
+
+
+def run_rss(args, python_bin: Path) -> dict:
+    """Drive ``args.rss_growth`` requests through each server and follow its worker's RSS.
+
+    All servers run at once (1 worker, pinned to CPU 0, wrk on CPU 1) and take turns: each
+    turn gives one server about ``requests / samples`` requests of the route mix and then
+    samples its RSS, with the order rotated per turn as in the suites.
+    """
+    say = print
+    names = args.servers or RSS_SERVERS
+    servers = [s for s in server_specs(python_bin, 1, args.threads) if s.name in names and s.http1]
+    logdir = RESULTS / "logs" / "rss"
+    logdir.mkdir(parents=True, exist_ok=True)
+    for srv, port in zip(servers, pick_ports(len(servers), BASE_PORT), strict=True):
+        srv.port = port
+    total, warmup = args.rss_growth, args.rss_warmup
+    chunk = max(1, total // max(1, args.rss_samples))
+    state = {s.name: {"requests": 0, "errors": 0, "busy_s": 0.0, "samples": []} for s in servers}
+    say(f"\n== RSS growth: {total:,} requests per server after {warmup:,} of warm-up")
+    t0 = time.monotonic()
+    try:
+        bring_up(servers, 1, "0", logdir, args, python_bin)
+        with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as tmp:
+            script = Path(tmp) / "mix.lua"
+            script.write_text(mix_lua(RSS_MIX))
+            rate: dict[str, float | None] = {s.name: None for s in servers}
+
+            def turn(srv: Server, want: int, when: str) -> dict:
+                """wrk runs until ``want`` requests are done, or the server fails.
+
+                A server that dies, or completes no request in 3 runs in a row, is driven
+                no more.
+                """
+                done = {"requests": 0, "errors": 0, "wall": 0.0}
+                idle = 0
+                while not srv.skipped and done["requests"] < want:
+                    res = rss_drive(srv, want - done["requests"], rate[srv.name], script)
+                    rate[srv.name] = res["rps"] or rate[srv.name]
+                    for key in done:
+                        done[key] += res[key]
+                    idle = 0 if res["requests"] else idle + 1
+                    if srv.proc.poll() is not None:
+                        srv.skipped = f"died {when}: {log_tail(srv.log)}"
+                    elif idle == 3:
+                        srv.skipped = f"no request completed in 3 wrk runs {when}: {res['why']}"
+                    if srv.skipped:
+                        say(f"  skip {srv.name}: {srv.skipped}")
+                return done
+
+            for srv in servers:
+                done = turn(srv, warmup, "during the warm-up")["requests"]
+                if not srv.skipped:
+                    state[srv.name]["samples"].append(rss_sample(srv, 0, t0))
+                    start = state[srv.name]["samples"][0]["worker_mib"]
+                    say(f"  warm {srv.name:<18} {done:>9,} requests  worker RSS {start:.1f} MiB")
+            rnd = 0
+            while True:
+                todo = [s for s in servers if not s.skipped and state[s.name]["requests"] < total]
+                if not todo:
+                    break
+                shift = rnd % len(todo)
+                for srv in todo[shift:] + todo[:shift]:
+                    st = state[srv.name]
+                    when = f"after {st['requests']:,} requests"
+                    res = turn(srv, min(chunk, total - st["requests"]), when)
+                    st["busy_s"] += res["wall"]
+                    st["requests"] += res["requests"]
+                    st["errors"] += res["errors"]
+                    if srv.skipped:
+                        continue
+                    sample = rss_sample(srv, st["requests"], t0)
+                    st["samples"].append(sample)
+                    err = f"  ERRORS {st['errors']}" if st["errors"] else ""
+                    say(
+                        f"  {srv.name:<18} {st['requests']:>9,} requests  "
+                        f"worker RSS {sample['worker_mib']:.1f} MiB  "
+                        f"(tree {sample['tree_mib']:.1f}){err}"
+                    )
+                rnd += 1
+    finally:
+        for srv in servers:
+            stop_server(srv)
+    return {
+        "requests": total,
+        "warmup": warmup,
+        "chunk": chunk,
+        "mix": RSS_MIX,
+        "connections": RSS_CONNS,
+        "servers": server_summary(servers),
+        "state": state,
+    }
+
+
+def _growth(start: float, end: float) -> str:
+    return f"{100 * (end - start) / start:+.1f} %" if start else "—"
+
+
+def render_rss(env: dict, result: dict) -> str:
+    total = result["requests"]
+    mix = ", ".join(f"`{path}` {n}" for path, n in result["mix"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines = [
+        f"# gristmill bench — RSS growth over {total:,} requests",
+        "",
+        f"- Date: {env['date']}",
+        f"- Machine: `nproc` = {env['nproc']}, kernel `{env['kernel']}`, {env['cpu']}, "
+        f"Python {env['python']}",
+        f"- Command: `{env['command']}`",
+        f"- Load: {env['wrk']}, 1 thread, {result['connections']} connections, on CPU 1; "
+        f"each server 1 worker on CPU 0. Route mix per 100 requests: {mix} "
+        f"(`/echo` POSTs {ECHO_SIZE} bytes). {result['warmup']:,} requests of warm-up, then "
+        f"turns of about {result['chunk']:,} requests per server, rotated, with the RSS "
+        "sampled after each turn",
+        f"- Versions: {versions}",
+        "",
+        "*start* is the worker's RSS after the warm-up, *end* after the last request; "
+        "*growth* is end ÷ start − 1, *2nd half* the growth over the second half of the "
+        "requests (a leak keeps growing there; a warm-up that was too short does not). "
+        "*worker* is the process serving requests (without a supervisor or master process); "
+        "*tree* adds those. Issue 5's target: growth < 5 % over 1,000,000 requests.",
+        "",
+        "| server | requests | req/s | worker start MiB | end MiB | max MiB | growth "
+        "| 2nd half | tree start → end MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    servers = result["servers"]
+    series = []
+    for name, st in result["state"].items():
+        samples = st["samples"]
+        if len(samples) < 2:
+            continue
+        first, last = samples[0], samples[-1]
+        mid = next((x for x in samples if x["requests"] >= st["requests"] / 2), last)
+        worker = [x["worker_mib"] for x in samples]
+        rps = st["requests"] / st["busy_s"] if st["busy_s"] else None
+        err = f"**{st['errors']} ⚠**" if st["errors"] else "0"
+        partial = " (stopped early)" if servers[name]["skipped"] else ""
+        lines.append(
+            f"| {name}{partial} | {st['requests']:,} | {_fmt_rate(rps)} "
+            f"| {first['worker_mib']:.1f} | {last['worker_mib']:.1f} | {max(worker):.1f} "
+            f"| {_growth(first['worker_mib'], last['worker_mib'])} "
+            f"| {_growth(mid['worker_mib'], last['worker_mib'])} "
+            f"| {first['tree_mib']:.1f} → {last['tree_mib']:.1f} | {err} |"
+        )
+        series.append(f"- **{name}**: {', '.join(f'{w:.1f}' for w in worker)}")
+    lines += ["", "Worker RSS samples, MiB (after the warm-up, then after each turn):", ""]
+    lines += series + [""]
+    skipped = {n: s["skipped"] for n, s in servers.items() if s["skipped"]}
+    if skipped:
+        lines += ["Skipped or stopped servers:", ""]
+        lines += [f"- **{n}**: {why}" for n, why in skipped.items()] + [""]
+    return "\n".join(lines)
 
 
 # --- Report ----------------------------------------------------------------------------------
@@ -1016,7 +1268,7 @@ def environment(args) -> dict:
         "cpu": cpu,
         "python": platform.python_version(),
         "command": command,
-        "mode": "full" if args.full else "quick",
+        "mode": "rss" if args.rss_growth else "full" if args.full else "quick",
         "duration": args.duration,
         "rounds": args.rounds,
         "warmup": args.warmup,
@@ -1084,7 +1336,32 @@ def main() -> int:
         help="seconds to wait for each server's port (default 30)",
     )
     parser.add_argument(
-        "--out", type=Path, default=RESULTS / "latest.md", help="where to write the Markdown report"
+        "--rss-growth",
+        type=int,
+        metavar="N",
+        help="instead of the suites: drive N requests (issue 5: 1000000) of a route mix "
+        "through each server and report its worker's RSS growth (servers: "
+        f"{' '.join(RSS_SERVERS)} unless --servers)",
+    )
+    parser.add_argument(
+        "--rss-warmup",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="requests per server before the first RSS sample (default 50000)",
+    )
+    parser.add_argument(
+        "--rss-samples",
+        type=int,
+        default=20,
+        metavar="K",
+        help="RSS samples per server after the warm-up, one per turn (default 20)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the Markdown report (default bench/results/latest.md, "
+        "or rss.md with --rss-growth); the raw data goes next to it as .json",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.full else 1)
@@ -1094,15 +1371,23 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("run.py: fewer than 2 CPUs; the pinned suite cannot pin apart", file=sys.stderr)
         return 2
+    if args.rss_growth is not None and args.rss_growth < 1:
+        parser.error("--rss-growth needs a positive number of requests")
     python_bin = Path(sys.executable)
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = environment(args)
-    results = [run_suite(SUITES[key], args, python_bin) for key in suites]
-    report = render(env, results)
+    if args.rss_growth:
+        args.out = args.out or RESULTS / "rss.md"
+        rss = run_rss(args, python_bin)
+        report, data = render_rss(env, rss), {"env": env, "rss": rss}
+    else:
+        args.out = args.out or RESULTS / "latest.md"
+        results = [run_suite(SUITES[key], args, python_bin) for key in suites]
+        report, data = render(env, results), {"env": env, "suites": results}
     print("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"env": env, "suites": results}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"written: {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
