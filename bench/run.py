@@ -46,7 +46,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 RESULTS = BENCH / "results"
-CEILING = BENCH / "ceiling" / "target" / "release" / "ceiling"
+# BENCH_CEILING runs a ceiling built elsewhere (bench.sh with BENCH_INSTALL=0 builds none).
+CEILING = Path(
+    os.environ.get("BENCH_CEILING") or BENCH / "ceiling" / "target" / "release" / "ceiling"
+)
 HOST = "127.0.0.1"
 BASE_PORT = 18200
 
