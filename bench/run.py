@@ -17,7 +17,12 @@ the raw runs go to ``bench/results/latest.json``.
 
 Suites: "1 worker, pinned" (server on CPU 0, load generator on CPU 1, via ``taskset``) and,
 with ``--full``, "2 workers, unpinned". Load: ``wrk`` for HTTP/1.1, ``h2load`` for h2c,
-``wsload.py`` (next to this file) for WebSocket echo.
+``wsload.py`` (next to this file) for WebSocket echo. The 1-worker suite's access-log test
+measures each server with its access log on next to the same server with it off.
+
+``--rss-growth N`` runs the RSS growth mode instead of the suites: N requests of a route mix
+through each server, with its worker's resident memory sampled along the way, reported in
+``bench/results/rss.md``. bench/NOTES.md describes the methodology of both.
 """
 
 from __future__ import annotations
