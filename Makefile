@@ -62,8 +62,8 @@ fmt: install ## Format Rust and Python sources, fix what ruff can
 docs: ## Regenerate docs/settings.md and the README settings table from the schema
 	$(PY) scripts/gen_settings_doc.py
 
-bench: install ## Run the benchmarks (FULL=1 for the long run)
-	$(if $(FULL),FULL=$(FULL) )bash bench/bench.sh
+bench: install ## Run the benchmarks (FULL=1 for the long run; MODE=access-log or MODE=rss)
+	$(if $(FULL),FULL=$(FULL) )$(if $(MODE),MODE=$(MODE) )$(if $(RSS_REQUESTS),RSS_REQUESTS=$(RSS_REQUESTS) )bash bench/bench.sh
 
 clean: ## Remove .venv, build output and caches
 	rm -rf $(VENV) target dist build .pytest_cache .ruff_cache

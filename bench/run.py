@@ -17,7 +17,12 @@ the raw runs go to ``bench/results/latest.json``.
 
 Suites: "1 worker, pinned" (server on CPU 0, load generator on CPU 1, via ``taskset``) and,
 with ``--full``, "2 workers, unpinned". Load: ``wrk`` for HTTP/1.1, ``h2load`` for h2c,
-``wsload.py`` (next to this file) for WebSocket echo.
+``wsload.py`` (next to this file) for WebSocket echo. The 1-worker suite's access-log test
+measures each server with its access log on next to the same server with it off.
+
+``--rss-growth N`` runs the RSS growth mode instead of the suites: N requests of a route mix
+through each server, with its worker's resident memory sampled along the way, reported in
+``bench/results/rss.md``. bench/NOTES.md describes the methodology of both.
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 RESULTS = BENCH / "results"
-CEILING = BENCH / "ceiling" / "target" / "release" / "ceiling"
+# BENCH_CEILING runs a ceiling built elsewhere (bench.sh with BENCH_INSTALL=0 builds none).
+CEILING = Path(
+    os.environ.get("BENCH_CEILING") or BENCH / "ceiling" / "target" / "release" / "ceiling"
+)
 HOST = "127.0.0.1"
 BASE_PORT = 18200
 
@@ -72,6 +80,12 @@ class Server:
     http1: bool = True  # runs the HTTP/1.1 tests
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
+    # A twin is another configuration of the server named here (Granian's `--http 2`
+    # baseline for the h2 row, a server with its access log on): `--servers NAME` brings
+    # its twins along, so that a row never loses its baseline to a different name.
+    twin_of: str | None = None
+    # Access log on, as deployed: runs only the access-log test, next to its twin (log off).
+    access_log: bool = False
     # Filled in at run time:
     port: int = 0
     proc: subprocess.Popen | None = None
@@ -85,7 +99,8 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
     vbin = python_bin.parent
     w = str(workers)
 
-    def gristmill(interface: str, target: str) -> list[str]:
+    def gristmill(interface: str, target: str, access_log: bool = False) -> list[str]:
+        # The access log on is gristmill's default: the default format, on stdout.
         return [
             str(vbin / "gristmill"),
             target,
@@ -99,10 +114,9 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             w,
             "--threads",
             str(threads),
-            "--no-access-log",
-        ]
+        ] + ([] if access_log else ["--no-access-log"])
 
-    def granian(interface: str, target: str, http: str) -> list[str]:
+    def granian(interface: str, target: str, http: str, access_log: bool = False) -> list[str]:
         cmd = [
             str(vbin / "granian"),
             "--interface",
@@ -119,7 +133,8 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             http,
             "--log-level",
             "warning",
-            "--no-access-log",
+            # On: Granian's default format, on stdout (the --log-level leaves it alone).
+            "--access-log" if access_log else "--no-access-log",
         ]
         if interface == "wsgi":
             cmd += ["--blocking-threads", str(threads), "--no-ws"]
@@ -199,9 +214,43 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             granian("wsgi", "wsgi_app:application", "2"),
             http1=False,
             h2=True,
+            twin_of="granian-wsgi",
         ),
         Server(
-            "granian-asgi-h2", "asgi", granian("asgi", "asgi_app:app", "2"), http1=False, h2=True
+            "granian-asgi-h2",
+            "asgi",
+            granian("asgi", "asgi_app:app", "2"),
+            http1=False,
+            h2=True,
+            twin_of="granian-asgi",
+        ),
+        Server(
+            "gristmill-wsgi-log",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application", access_log=True),
+            twin_of="gristmill-wsgi",
+            access_log=True,
+        ),
+        Server(
+            "gristmill-asgi-log",
+            "asgi",
+            gristmill("asgi", "asgi_app:app", access_log=True),
+            twin_of="gristmill-asgi",
+            access_log=True,
+        ),
+        Server(
+            "granian-wsgi-log",
+            "wsgi",
+            granian("wsgi", "wsgi_app:application", "1", access_log=True),
+            twin_of="granian-wsgi",
+            access_log=True,
+        ),
+        Server(
+            "granian-asgi-log",
+            "asgi",
+            granian("asgi", "asgi_app:app", "1", access_log=True),
+            twin_of="granian-asgi",
+            access_log=True,
         ),
         Server(
             "ceiling",
@@ -226,6 +275,7 @@ class Test:
     conns: int = 64
     streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
     lua: str | None = None  # wrk script, for the POST
+    access_log: bool = False  # runs the access-log twins, each next to its log-off server
 
 
 ECHO_LUA = (
@@ -236,6 +286,14 @@ ECHO_LUA = (
 
 TESTS = [
     Test("plain", "`/` plaintext, 64 connections", "h1", "/", 64),
+    Test(
+        "access-log",
+        "`/` plaintext, 64 connections, access log on and off",
+        "h1",
+        "/",
+        64,
+        access_log=True,
+    ),
     Test("plain-1c", "`/` plaintext, 1 connection (latency)", "h1", "/", 1),
     Test("json", "`/json`, 64 connections", "h1", "/json", 64),
     Test("echo", "`/echo` POST 4 KiB echoed, 64 connections", "h1", "/echo", 64, lua=ECHO_LUA),
@@ -319,19 +377,30 @@ def process_tree(root: int) -> tuple[list[int], float]:
     return pids, sum(table[p][1] for p in pids) / CLK_TCK
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def tree_rss_mib(root: int) -> float:
     """Resident memory of ``root`` and its descendants, MiB (sum of ``VmRSS``)."""
-    total_kib = 0
-    for pid in process_tree(root)[0]:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total_kib / 1024
+    return sum(_rss_kib(pid) for pid in process_tree(root)[0]) / 1024
+
+
+def worker_rss_mib(root: int) -> float:
+    """Resident memory of the workers, MiB: ``root``'s descendants, or ``root`` if it has none.
+
+    With 1 worker that is the one process serving requests: gristmill's and Granian's
+    worker below their supervisor (which is left out), uvicorn's single process.
+    """
+    pids = process_tree(root)[0]
+    return sum(_rss_kib(pid) for pid in (pids[1:] or pids)) / 1024
 
 
 # --- Starting, checking, stopping ------------------------------------------------------------
@@ -627,23 +696,106 @@ def run_once(
 # --- Orchestration ---------------------------------------------------------------------------
 
 
-def participants(test: Test, servers: list[Server]) -> list[Server]:
-    live = [s for s in servers if not s.skipped]
+def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
+    """Whether ``srv`` runs ``test`` among ``servers``.
+
+    The access-log test runs each server with its access log on next to its twin with the
+    log off (both must be there); the log-on servers run nothing else.
+    """
+    if test.access_log:
+        if srv.access_log:
+            return any(o.name == srv.twin_of for o in servers)
+        return any(o.access_log and o.twin_of == srv.name for o in servers)
+    if srv.access_log:
+        return False
     if test.kind == "h1":
-        return [s for s in live if s.http1]
+        return srv.http1
     if test.kind == "h2":
-        return [s for s in live if s.h2]
-    return [s for s in live if s.ws]
+        return srv.h2
+    return srv.ws
+
+
+def participant_groups(test: Test, servers: list[Server]) -> list[list[Server]]:
+    """The live servers that run ``test``, in groups measured back to back.
+
+    A group is one server, except in the access-log test: there it is a log-off server and
+    its log-on twin, kept adjacent so the pair sees the same background load.
+    """
+    live = [s for s in servers if not s.skipped]
+    if not test.access_log:
+        return [[s] for s in live if takes_part(s, test, live)]
+    by_name = {s.name: s for s in live}
+    return [[by_name[s.twin_of], s] for s in live if s.access_log and s.twin_of in by_name]
+
+
+def round_order(groups: list[list[Server]], rnd: int) -> list[Server]:
+    """Rotate the groups by one per round, and the servers within each group likewise."""
+    shift = rnd % len(groups)
+    order = []
+    for group in groups[shift:] + groups[:shift]:
+        k = rnd % len(group)
+        order += group[k:] + group[:k]
+    return order
+
+
+def select_servers(specs: list[Server], names: list[str] | None, tests: list[Test]) -> list[Server]:
+    """The servers named (all when none are), with their twins, less those that run no test.
+
+    Twins come along so that naming ``granian-wsgi`` also brings the ``--http 2`` Granian
+    the h2 row is compared with; without it that row has no *vs Granian* ratio.
+    """
+    chosen = [s for s in specs if not names or s.name in names or s.twin_of in names]
+    return [s for s in chosen if any(takes_part(s, t, chosen) for t in tests)]
+
+
+def bring_up(
+    servers: list[Server], workers: int, pin: str | None, logdir: Path, args, python_bin: Path
+) -> None:
+    """Start every server at once, wait for each port, and gate each on the checks."""
+    say = print
+    for srv in servers:
+        if srv.name == "ceiling" and not CEILING.exists():
+            srv.skipped = f"{CEILING} not built (bench.sh builds it)"
+            continue
+        exe = srv.cmd[0]
+        if not Path(exe).exists():
+            srv.skipped = f"{Path(exe).name} is not installed in the bench venv"
+            continue
+        start_server(srv, workers, pin, logdir)
+    for srv in servers:
+        if srv.skipped or not wait_ready(srv, args.start_timeout):
+            say(f"  skip {srv.name}: {srv.skipped}")
+            continue
+        check(srv, python_bin)
+        if srv.skipped:
+            say(f"  skip {srv.name}: {srv.skipped}")
+            stop_server(srv)
+        else:
+            extra = f" ({'; '.join(srv.notes)})" if srv.notes else ""
+            say(f"  ok   {srv.name} on port {srv.port}{extra}")
+
+
+def server_summary(servers: list[Server]) -> dict:
+    return {
+        s.name: {
+            "interface": s.interface,
+            "port": s.port,
+            "skipped": s.skipped,
+            "notes": s.notes,
+            "command": s.cmd,
+            "twin_of": s.twin_of,
+            "access_log": s.access_log,
+        }
+        for s in servers
+    }
 
 
 def run_suite(suite: Suite, args, python_bin: Path) -> dict:
     say = print
-    servers = [
-        s
-        for s in server_specs(python_bin, suite.workers, args.threads)
-        if not args.servers or s.name in args.servers
-    ]
     tests = [t for t in TESTS if t.key in suite.tests and (not args.tests or t.key in args.tests)]
+    servers = select_servers(
+        server_specs(python_bin, suite.workers, args.threads), args.servers, tests
+    )
     logdir = RESULTS / "logs" / suite.key
     logdir.mkdir(parents=True, exist_ok=True)
     for srv, port in zip(servers, pick_ports(len(servers), BASE_PORT), strict=True):
@@ -652,49 +804,28 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
     say(f"\n== {suite.title}")
     runs: dict[str, dict[str, list[dict]]] = {t.key: {} for t in tests}
     try:
-        for srv in servers:
-            if srv.name == "ceiling" and not CEILING.exists():
-                srv.skipped = f"{CEILING} not built (bench.sh builds it)"
-                continue
-            exe = srv.cmd[0]
-            if not Path(exe).exists():
-                srv.skipped = f"{Path(exe).name} is not installed in the bench venv"
-                continue
-            start_server(srv, suite.workers, pin, logdir)
-        for srv in servers:
-            if srv.skipped or not wait_ready(srv, args.start_timeout):
-                say(f"  skip {srv.name}: {srv.skipped}")
-                continue
-            check(srv, python_bin)
-            if srv.skipped:
-                say(f"  skip {srv.name}: {srv.skipped}")
-                stop_server(srv)
-            else:
-                extra = f" ({'; '.join(srv.notes)})" if srv.notes else ""
-                say(f"  ok   {srv.name} on port {srv.port}{extra}")
+        bring_up(servers, suite.workers, pin, logdir, args, python_bin)
         with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as tmp:
             scratch = Path(tmp)
             say(f"  warm-up {args.warmup:g} s each")
             for srv in servers:
                 if srv.skipped:
                     continue
-                warm = next((t for t in tests if srv in participants(t, servers)), None)
+                warm = next((t for t in tests if takes_part(srv, t, servers)), None)
                 if warm is not None:
                     run_once(warm, srv, args.warmup, suite, python_bin, scratch)
             for rnd in range(args.rounds):
                 for test in tests:
-                    order = participants(test, servers)
-                    if not order:
+                    groups = participant_groups(test, servers)
+                    if not groups:
                         continue
-                    shift = rnd % len(order)
-                    order = order[shift:] + order[:shift]
-                    for srv in order:
+                    for srv in round_order(groups, rnd):
                         res = run_once(test, srv, args.duration, suite, python_bin, scratch)
                         res["round"] = rnd
                         runs[test.key].setdefault(srv.name, []).append(res)
                         err = f"  ERRORS {res['errors']}" if res["errors"] else ""
                         say(
-                            f"  r{rnd + 1} {test.key:<9} {srv.name:<17} "
+                            f"  r{rnd + 1} {test.key:<10} {srv.name:<18} "
                             f"{res['rps']:>10.0f}/s  cpu {res['cpu_pct']:>3.0f}%{err}"
                         )
                         if not res["alive"]:
@@ -705,16 +836,7 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
             stop_server(srv)
     return {
         "suite": dataclasses.asdict(suite),
-        "servers": {
-            s.name: {
-                "interface": s.interface,
-                "port": s.port,
-                "skipped": s.skipped,
-                "notes": s.notes,
-                "command": s.cmd,
-            }
-            for s in servers
-        },
+        "servers": server_summary(servers),
         "tests": [dataclasses.asdict(t) for t in tests],
         "runs": runs,
     }
@@ -743,6 +865,250 @@ def check(srv: Server, python_bin: Path) -> None:
             srv.notes.append(f"no WebSocket row: {why}")
 
 
+# --- RSS growth mode -------------------------------------------------------------------------
+
+RSS_SERVERS = ("gristmill-wsgi", "gristmill-asgi", "granian-wsgi", "granian-asgi")
+# The routes of the RSS run, as requests per 100, spread evenly over each cycle of 100.
+RSS_MIX = {"/": 44, "/json": 30, "/echo": 24, "/big": 1, "/stream": 1}
+RSS_CONNS = 64
+RSS_RUN_MAX_S = 1.0  # longest wrk run: bounds the overshoot when the rate estimate is off
+
+
+def mix_lua(mix: dict[str, int]) -> str:
+    """A wrk script cycling through the requests of ``mix`` (POST for ``/echo``, else GET)."""
+    slots = sorted(((j + 0.5) / n, path) for path, n in mix.items() for j in range(n))
+    lines = [
+        "-- bench/run.py --rss-growth: the route mix, cycled in a fixed order.",
+        "local reqs = {}",
+        "local i = 0",
+        "function init(args)",
+        '  local headers = {["Content-Type"] = "application/octet-stream"}',
+        f'  local body = string.rep("x", {ECHO_SIZE})',
+    ]
+    for k, (_, path) in enumerate(slots, 1):
+        if path == "/echo":
+            lines.append(f'  reqs[{k}] = wrk.format("POST", "/echo", headers, body)')
+        else:
+            lines.append(f'  reqs[{k}] = wrk.format("GET", "{path}")')
+    lines += [
+        "end",
+        "function request()",
+        "  i = i % #reqs + 1",
+        "  return reqs[i]",
+        "end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def rss_drive(srv: Server, want: int, rate: float | None, script: Path) -> dict:
+    """One wrk run of the mix against ``srv``, for about ``want`` requests or 1 s if fewer.
+
+    wrk runs for a duration, not a count, and takes whole seconds: it gets a long one and
+    is stopped with SIGINT (after which it reports as usual) once ``want`` requests should
+    be done at ``rate`` (the rate of the server's previous run). Runs of at most a second
+    keep a wrong estimate cheap: these shared machines slow a server down by 10x at times.
+    """
+    secs = min(RSS_RUN_MAX_S, max(0.25, want / rate)) if rate else RSS_RUN_MAX_S
+    cmd = ["taskset", "-c", "1", "wrk", "-t", "1", "-c", str(RSS_CONNS)]
+    cmd += ["-d", f"{int(secs) + 10}s", "--timeout", "5s", "-s", str(script)]
+    cmd += [f"http://{HOST}:{srv.port}/"]
+    t0 = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        time.sleep(secs)
+        wrk.send_signal(signal.SIGINT)
+        try:
+            out, err = wrk.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            out, err = "", "wrk did not stop within 30 s of SIGINT"
+    res = parse_wrk(out)
+    if not out:
+        res["errors"] = max(res["errors"], 1)
+    res["wall"] = time.monotonic() - t0
+    if not res["requests"]:
+        res["why"] = (
+            " / ".join((out + err).strip().splitlines()[-3:]) or f"wrk exit {wrk.returncode}"
+        )
+    return res
+
+
+def rss_sample(srv: Server, requests: int, t0: float) -> dict:
+    return {
+        "requests": requests,
+        "seconds": round(time.monotonic() - t0, 1),
+        "worker_mib": round(worker_rss_mib(srv.proc.pid), 2),
+        "tree_mib": round(tree_rss_mib(srv.proc.pid), 2),
+    }
+
+
+def run_rss(args, python_bin: Path) -> dict:
+    """Drive ``args.rss_growth`` requests through each server and follow its worker's RSS.
+
+    All servers run at once (1 worker, pinned to CPU 0, wrk on CPU 1) and take turns: each
+    turn gives one server about ``requests / samples`` requests of the route mix and then
+    samples its RSS, with the order rotated per turn as in the suites.
+    """
+    say = print
+    names = args.servers or RSS_SERVERS
+    servers = [s for s in server_specs(python_bin, 1, args.threads) if s.name in names and s.http1]
+    logdir = RESULTS / "logs" / "rss"
+    logdir.mkdir(parents=True, exist_ok=True)
+    for srv, port in zip(servers, pick_ports(len(servers), BASE_PORT), strict=True):
+        srv.port = port
+    total, warmup = args.rss_growth, args.rss_warmup
+    chunk = max(1, total // max(1, args.rss_samples))
+    state = {s.name: {"requests": 0, "errors": 0, "busy_s": 0.0, "samples": []} for s in servers}
+    say(f"\n== RSS growth: {total:,} requests per server after {warmup:,} of warm-up")
+    t0 = time.monotonic()
+    try:
+        bring_up(servers, 1, "0", logdir, args, python_bin)
+        with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as tmp:
+            script = Path(tmp) / "mix.lua"
+            script.write_text(mix_lua(RSS_MIX))
+            rate: dict[str, float | None] = {s.name: None for s in servers}
+
+            def turn(srv: Server, want: int, when: str) -> dict:
+                """wrk runs until ``want`` requests are done, or the server fails.
+
+                A server that dies, or completes no request in 3 runs in a row, is driven
+                no more.
+                """
+                done = {"requests": 0, "errors": 0, "wall": 0.0}
+                idle = 0
+                while not srv.skipped and done["requests"] < want:
+                    res = rss_drive(srv, want - done["requests"], rate[srv.name], script)
+                    rate[srv.name] = res["rps"] or rate[srv.name]
+                    for key in done:
+                        done[key] += res[key]
+                    idle = 0 if res["requests"] else idle + 1
+                    if srv.proc.poll() is not None:
+                        srv.skipped = f"died {when}: {log_tail(srv.log)}"
+                    elif idle == 3:
+                        srv.skipped = f"no request completed in 3 wrk runs {when}: {res['why']}"
+                    if srv.skipped:
+                        say(f"  skip {srv.name}: {srv.skipped}")
+                return done
+
+            for srv in servers:
+                done = turn(srv, warmup, "during the warm-up")["requests"]
+                if not srv.skipped:
+                    state[srv.name]["samples"].append(rss_sample(srv, 0, t0))
+                    start = state[srv.name]["samples"][0]["worker_mib"]
+                    say(f"  warm {srv.name:<18} {done:>9,} requests  worker RSS {start:.1f} MiB")
+            rnd = 0
+            while True:
+                todo = [s for s in servers if not s.skipped and state[s.name]["requests"] < total]
+                if not todo:
+                    break
+                shift = rnd % len(todo)
+                for srv in todo[shift:] + todo[:shift]:
+                    st = state[srv.name]
+                    when = f"after {st['requests']:,} requests"
+                    res = turn(srv, min(chunk, total - st["requests"]), when)
+                    st["busy_s"] += res["wall"]
+                    st["requests"] += res["requests"]
+                    st["errors"] += res["errors"]
+                    if srv.skipped:
+                        continue
+                    sample = rss_sample(srv, st["requests"], t0)
+                    st["samples"].append(sample)
+                    err = f"  ERRORS {st['errors']}" if st["errors"] else ""
+                    say(
+                        f"  {srv.name:<18} {st['requests']:>9,} requests  "
+                        f"worker RSS {sample['worker_mib']:.1f} MiB  "
+                        f"(tree {sample['tree_mib']:.1f}){err}"
+                    )
+                rnd += 1
+    finally:
+        for srv in servers:
+            stop_server(srv)
+    return {
+        "requests": total,
+        "warmup": warmup,
+        "chunk": chunk,
+        "mix": RSS_MIX,
+        "connections": RSS_CONNS,
+        "servers": server_summary(servers),
+        "state": state,
+    }
+
+
+def _growth(start: float, end: float) -> str:
+    return f"{100 * (end - start) / start:+.1f} %" if start else "—"
+
+
+def _trend(samples: list[dict], total: int) -> str:
+    """The least-squares slope of worker RSS over requests, as growth per ``total`` requests.
+
+    Each sample moves by about ±1 MiB with what happened to be in flight (a 1 MiB `/big`
+    body, buffers the allocator has not returned yet), which is a few % of a ~30 MiB worker:
+    a leak shows as a steady slope through all the samples, not in any two of them.
+    """
+    if len(samples) < 3:
+        return "—"
+    xs = [x["requests"] for x in samples]
+    ys = [x["worker_mib"] for x in samples]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return f"{100 * slope * total / intercept:+.1f} %" if intercept > 0 else "—"
+
+
+def render_rss(env: dict, result: dict) -> str:
+    total = result["requests"]
+    mix = ", ".join(f"`{path}` {n}" for path, n in result["mix"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines = [
+        f"# gristmill bench — RSS growth over {total:,} requests",
+        "",
+        f"- Date: {env['date']}",
+        f"- Machine: `nproc` = {env['nproc']}, kernel `{env['kernel']}`, {env['cpu']}, "
+        f"Python {env['python']}",
+        f"- Command: `{env['command']}`",
+        f"- Load: {env['wrk']}, 1 thread, {result['connections']} connections, on CPU 1; "
+        f"each server 1 worker on CPU 0. Route mix per 100 requests: {mix} "
+        f"(`/echo` POSTs {ECHO_SIZE} bytes). {result['warmup']:,} requests of warm-up, then "
+        f"turns of about {result['chunk']:,} requests per server, rotated, with the RSS "
+        "sampled after each turn",
+        f"- Versions: {versions}",
+        "",
+        "*start* is the worker's RSS after the warm-up, *end* after the last request; "
+        "*growth* is end ÷ start − 1; *trend* is the least-squares line through all the "
+        "samples, as growth over the requests of the run: single samples move by about "
+        "±1 MiB with what is in flight, a leak shows as a steady slope. *worker* is the "
+        "process serving requests (without a supervisor or master process); *tree* adds "
+        "those. Issue 5's target: growth < 5 % over 1,000,000 requests.",
+        "",
+        "| server | requests | req/s | worker start MiB | end MiB | max MiB | growth "
+        "| trend | tree start → end MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    servers = result["servers"]
+    series = []
+    for name, st in result["state"].items():
+        samples = st["samples"]
+        if len(samples) < 2:
+            continue
+        first, last = samples[0], samples[-1]
+        worker = [x["worker_mib"] for x in samples]
+        rps = st["requests"] / st["busy_s"] if st["busy_s"] else None
+        err = f"**{st['errors']} ⚠**" if st["errors"] else "0"
+        partial = " (stopped early)" if servers[name]["skipped"] else ""
+        lines.append(
+            f"| {name}{partial} | {st['requests']:,} | {_fmt_rate(rps)} "
+            f"| {first['worker_mib']:.1f} | {last['worker_mib']:.1f} | {max(worker):.1f} "
+            f"| {_growth(first['worker_mib'], last['worker_mib'])} "
+            f"| {_trend(samples, result['requests'])} "
+            f"| {first['tree_mib']:.1f} → {last['tree_mib']:.1f} | {err} |"
+        )
+        series.append(f"- **{name}**: {', '.join(f'{w:.1f}' for w in worker)}")
+    lines += ["", "Worker RSS samples, MiB (after the warm-up, then after each turn):", ""]
+    lines += series + [""]
+    skipped = {n: s["skipped"] for n, s in servers.items() if s["skipped"]}
+    if skipped:
+        lines += ["Skipped or stopped servers:", ""]
+        lines += [f"- **{n}**: {why}" for n, why in skipped.items()] + [""]
+    return "\n".join(lines)
+
+
 # --- Report ----------------------------------------------------------------------------------
 
 
@@ -767,10 +1133,73 @@ def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def baseline_name(srv_name: str, interface: str, test: Test) -> str | None:
+def baseline_name(info: dict, test: Test) -> str | None:
+    """The Granian a row is compared with: same interface, same protocol, same logging."""
+    interface = info["interface"]
     if interface not in ("wsgi", "asgi"):
         return None
-    return f"granian-{interface}-h2" if test.kind == "h2" else f"granian-{interface}"
+    if test.kind == "h2":
+        return f"granian-{interface}-h2"
+    return f"granian-{interface}-log" if info.get("access_log") else f"granian-{interface}"
+
+
+def _missing_baselines(test: Test, per_server: dict, servers: dict) -> list[str]:
+    """A line per Granian baseline that a row of this table lacks, saying why."""
+    wanting: dict[str, list[str]] = {}
+    for name in per_server:
+        base = baseline_name(servers[name], test)
+        if base and base != name and base not in per_server:
+            wanting.setdefault(base, []).append(name)
+    lines = []
+    for base, names in wanting.items():
+        info = servers.get(base)
+        if info is None:
+            why = "was not in this run (name it, or the server it is a twin of, in --servers)"
+        elif info["skipped"]:
+            why = f"was skipped: {info['skipped']}"
+        else:
+            why = f"did not take part: {'; '.join(info['notes']) or 'no result'}"
+        rows = ", ".join(names)
+        lines += [f"No *vs Granian* for {rows}: {base} {why}.", ""]
+    return lines
+
+
+def _access_log_cost(per_server: dict, servers: dict) -> list[str]:
+    """log on ÷ log off per server: of the req/s medians, within each round, and of req/CPU-s.
+
+    The req/CPU-s ratio is the steadier one when other load steals CPU from the server (it
+    is what the req/s ratio converges to when the server has its core to itself).
+    """
+    lines = [
+        "Access log cost (issue 5: at most 15 % of req/s on `/`, i.e. on ÷ off ≥ 0.85×):",
+        "",
+        "| server | log off req/s | log on req/s | on ÷ off | cost | on ÷ off per round "
+        "| on ÷ off, req/CPU-s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for on_name, on_runs in per_server.items():
+        off_name = servers[on_name].get("twin_of")
+        off_runs = per_server.get(off_name)
+        if not servers[on_name].get("access_log") or not off_runs:
+            continue
+        on = _median([r["rps"] for r in on_runs])
+        off = _median([r["rps"] for r in off_runs])
+        if not on or not off:
+            continue
+        off_by_round = {r["round"]: r["rps"] for r in off_runs}
+        per_round = [
+            f"{r['rps'] / off_by_round[r['round']]:.2f}×"
+            for r in on_runs
+            if off_by_round.get(r["round"])
+        ]
+        on_cpu = _median([r["req_per_cpu_s"] for r in on_runs])
+        off_cpu = _median([r["req_per_cpu_s"] for r in off_runs])
+        cpu_ratio = f"{on_cpu / off_cpu:.2f}×" if on_cpu and off_cpu else "—"
+        lines.append(
+            f"| {off_name} | {_fmt_rate(off)} | {_fmt_rate(on)} | {on / off:.2f}× "
+            f"| {100 * (1 - on / off):.0f} % | {', '.join(per_round)} | {cpu_ratio} |"
+        )
+    return lines + [""]
 
 
 def render_suite(result: dict) -> str:
@@ -796,7 +1225,7 @@ def render_suite(result: dict) -> str:
             med = medians[name]
             rates = [r["rps"] for r in rs]
             spread = f"{_fmt_rate(min(rates))}–{_fmt_rate(max(rates))}" if len(rates) > 1 else "—"
-            base = baseline_name(name, servers[name]["interface"], test)
+            base = baseline_name(servers[name], test)
             base_med = medians.get(base) if base and base != name else None
             vs_granian = f"{med / base_med:.2f}×" if base_med and med is not None else "—"
             vs_ceiling = (
@@ -817,6 +1246,9 @@ def render_suite(result: dict) -> str:
                 f" | {rss:.0f} | {err} | {_median([r['gen_cpu_pct'] for r in rs]):.0f} |"
             )
         lines.append("")
+        lines += _missing_baselines(test, per_server, servers)
+        if test.access_log:
+            lines += _access_log_cost(per_server, servers)
     skipped = {n: s for n, s in servers.items() if s["skipped"]}
     notes = {n: s["notes"] for n, s in servers.items() if s["notes"] and not s["skipped"]}
     if skipped or notes:
@@ -859,7 +1291,7 @@ def environment(args) -> dict:
         "cpu": cpu,
         "python": platform.python_version(),
         "command": command,
-        "mode": "full" if args.full else "quick",
+        "mode": "rss" if args.rss_growth else "full" if args.full else "quick",
         "duration": args.duration,
         "rounds": args.rounds,
         "warmup": args.warmup,
@@ -927,7 +1359,32 @@ def main() -> int:
         help="seconds to wait for each server's port (default 30)",
     )
     parser.add_argument(
-        "--out", type=Path, default=RESULTS / "latest.md", help="where to write the Markdown report"
+        "--rss-growth",
+        type=int,
+        metavar="N",
+        help="instead of the suites: drive N requests (issue 5: 1000000) of a route mix "
+        "through each server and report its worker's RSS growth (servers: "
+        f"{' '.join(RSS_SERVERS)} unless --servers)",
+    )
+    parser.add_argument(
+        "--rss-warmup",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="requests per server before the first RSS sample (default 50000)",
+    )
+    parser.add_argument(
+        "--rss-samples",
+        type=int,
+        default=20,
+        metavar="K",
+        help="RSS samples per server after the warm-up, one per turn (default 20)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the Markdown report (default bench/results/latest.md, "
+        "or rss.md with --rss-growth); the raw data goes next to it as .json",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.full else 1)
@@ -937,15 +1394,23 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("run.py: fewer than 2 CPUs; the pinned suite cannot pin apart", file=sys.stderr)
         return 2
+    if args.rss_growth is not None and args.rss_growth < 1:
+        parser.error("--rss-growth needs a positive number of requests")
     python_bin = Path(sys.executable)
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = environment(args)
-    results = [run_suite(SUITES[key], args, python_bin) for key in suites]
-    report = render(env, results)
+    if args.rss_growth:
+        args.out = args.out or RESULTS / "rss.md"
+        rss = run_rss(args, python_bin)
+        report, data = render_rss(env, rss), {"env": env, "rss": rss}
+    else:
+        args.out = args.out or RESULTS / "latest.md"
+        results = [run_suite(SUITES[key], args, python_bin) for key in suites]
+        report, data = render(env, results), {"env": env, "suites": results}
     print("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"env": env, "suites": results}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"written: {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
