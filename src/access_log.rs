@@ -2,6 +2,15 @@
 //! renders its line in Rust, and only the finished string crosses into Python (one
 //! `logger.info` call on `gristmill.access`).
 //!
+//! When `gristmill.access` has the shape of the default configuration — one plain
+//! `StreamHandler` with a `%(message)s` formatter, no filters, not propagating — logging
+//! would only append the line and a newline to that stream and flush it. Then the lines
+//! are written here instead ([`FdSink`]): the same bytes to the same file descriptor, in
+//! batches of whole lines (one `write` of at most `PIPE_BUF` bytes, so lines from several
+//! workers never interleave), at the latest [`FLUSH_EVERY`] after they were logged. That
+//! saves the Python logging call and a `write` per request. Any other configuration
+//! (a file handler, JSON formatting, filters) gets every record through `logging`.
+//!
 //! Atoms follow gunicorn's names so existing formats keep working: `%(h)s` remote
 //! address, `%(t)s` time, `%(r)s` request line, `%(m)s` method, `%(U)s` path, `%(q)s`
 //! query, `%(H)s` protocol, `%(s)s` status, `%(b)s` body bytes (`-` for none), `%(B)s`
@@ -10,7 +19,11 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use http::{HeaderMap, HeaderName, Method, Uri, Version};
 use pyo3::prelude::*;
@@ -237,21 +250,123 @@ fn clf_time(t: SystemTime) -> String {
     )
 }
 
+/// How long a line written through [`FdSink`] may wait in its batch.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Bytes per batch: `PIPE_BUF`, the most one `write` to a pipe keeps together.
+const BATCH: usize = 4096;
+
+/// Access lines written straight to the log stream's descriptor; see the module docs.
+pub struct FdSink {
+    fd: RawFd,
+    batch: Mutex<Vec<u8>>,
+    failed: AtomicBool,
+}
+
+impl FdSink {
+    /// `fd` stays open and owned by the Python stream it belongs to.
+    pub fn new(fd: RawFd) -> Self {
+        FdSink {
+            fd,
+            batch: Mutex::new(Vec::with_capacity(BATCH)),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, line: &str) {
+        let mut batch = self.batch.lock();
+        if !batch.is_empty() && batch.len() + line.len() + 1 > BATCH {
+            self.write_out(&mut batch);
+        }
+        batch.extend_from_slice(line.as_bytes());
+        batch.push(b'\n');
+        if batch.len() >= BATCH {
+            self.write_out(&mut batch);
+        }
+    }
+
+    /// Write out what is batched.
+    pub fn flush(&self) {
+        let mut batch = self.batch.lock();
+        if !batch.is_empty() {
+            self.write_out(&mut batch);
+        }
+    }
+
+    fn write_out(&self, batch: &mut Vec<u8>) {
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Said once: a closed or full log stream must not flood the error log.
+                if !self.failed.swap(true, Ordering::Relaxed) {
+                    crate::log::log(
+                        crate::log::ERROR,
+                        &format!("writing the access log failed: {e}; lines are dropped"),
+                    );
+                }
+                break;
+            }
+            rest = &rest[n as usize..];
+        }
+        batch.clear();
+    }
+}
+
+impl Drop for FdSink {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Where access lines go.
+pub enum Sink {
+    /// `gristmill.access`'s `info` method.
+    Logger(Py<PyAny>),
+    /// Straight to the default handler's stream.
+    Fd(FdSink),
+}
+
 /// The access logger, when access logging is on and `gristmill.access` is enabled.
 pub struct AccessLog {
     format: AccessFormat,
-    info: Py<PyAny>,
+    sink: Sink,
 }
 
 impl AccessLog {
-    pub fn new(format: AccessFormat, info: Py<PyAny>) -> Self {
-        AccessLog { format, info }
+    pub fn new(format: AccessFormat, sink: Sink) -> Self {
+        AccessLog { format, sink }
     }
 
     pub fn emit(&self, py: Python<'_>, rec: &Record<'_>) {
         let line = self.format.render(rec);
-        if let Err(e) = self.info.call1(py, (line,)) {
-            crate::log::log_with(py, crate::log::ERROR, "access log call failed", Some(&e));
+        match &self.sink {
+            Sink::Fd(fd) => fd.push(&line),
+            Sink::Logger(info) => {
+                if let Err(e) = info.call1(py, (line,)) {
+                    crate::log::log_with(py, crate::log::ERROR, "access log call failed", Some(&e));
+                }
+            }
+        }
+    }
+
+    /// [`emit`](Self::emit) from a thread that does not hold the GIL; takes it only
+    /// when the line goes through `logging`.
+    pub fn emit_detached(&self, rec: &Record<'_>) {
+        match &self.sink {
+            Sink::Fd(fd) => fd.push(&self.format.render(rec)),
+            Sink::Logger(_) => Python::attach(|py| self.emit(py, rec)),
+        }
+    }
+
+    /// Write out batched lines (a no-op when lines go through `logging`).
+    pub fn flush(&self) {
+        if let Sink::Fd(fd) = &self.sink {
+            fd.flush();
         }
     }
 }

@@ -70,10 +70,21 @@ fn serve(
             .extract()?;
         enabled
             .then(|| -> PyResult<_> {
-                Ok(access_log::AccessLog::new(
-                    format,
-                    logger.getattr("info")?.unbind(),
-                ))
+                let fd: Option<i32> = py
+                    .import("gristmill.logging")?
+                    .call_method0("access_log_fd")?
+                    .extract()?;
+                let sink = match fd {
+                    Some(fd) => {
+                        log::log(
+                            log::DEBUG,
+                            &format!("access lines are written to fd {fd} directly, batched"),
+                        );
+                        access_log::Sink::Fd(access_log::FdSink::new(fd))
+                    }
+                    None => access_log::Sink::Logger(logger.getattr("info")?.unbind()),
+                };
+                Ok(access_log::AccessLog::new(format, sink))
             })
             .transpose()?
     } else {

@@ -79,7 +79,7 @@ pub trait Handler: Send + Sync + 'static {
     fn log_rejected(&self, parts: &Parts, conn: &ConnCtx, status: u16, started: Instant) {
         if let Some(access) = self.access_log() {
             let record = crate::access_log::Record::new(parts, conn.addrs.peer, status, 0, started);
-            pyo3::Python::attach(|py| access.emit(py, &record));
+            access.emit_detached(&record);
         }
     }
 }
@@ -132,6 +132,19 @@ pub async fn run<H: Handler>(
             },
         )));
     }
+    if handler.access_log().is_some() {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::access_log::FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Some(access) = handler.access_log() {
+                    access.flush();
+                }
+            }
+        });
+    }
     on_ready();
 
     // A closed channel (the watcher thread is gone) can only mean stop at once.
@@ -153,6 +166,9 @@ pub async fn run<H: Handler>(
                 "graceful timeout reached with requests in flight; stopping anyway",
             );
         }
+    }
+    if let Some(access) = handler.access_log() {
+        access.flush();
     }
     Ok(stopping)
 }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import signal
+import sys
 
 import httpx
 import pytest
 
 from _support import free_port, wait_until
+from gristmill import logging as gm_logging
 
 APP = "http_app:application"
 
@@ -178,3 +182,71 @@ def test_invalid_log_config_is_a_config_error(gristmill_exit, tmp_path):
     code, out = gristmill_exit(["--log-config", str(path), APP])
     assert code == 2, out
     assert "bad.json" in out
+
+
+# --- the access log's direct path (default configuration shape) ------------------------
+def _access_logger_with(handler: logging.Handler, propagate: bool = False) -> None:
+    logger = logging.getLogger(gm_logging.ACCESS_LOGGER)
+    logger.handlers[:] = [handler]
+    logger.propagate = propagate
+
+
+@pytest.fixture
+def access_logger():
+    logger = logging.getLogger(gm_logging.ACCESS_LOGGER)
+    saved = (logger.handlers[:], logger.propagate, logger.filters[:])
+    yield logger
+    logger.handlers[:], logger.propagate, logger.filters[:] = saved
+
+
+def _stream_handler(fmt: str | None = "%(message)s", cls=logging.StreamHandler):
+    h = cls(sys.stdout)
+    if fmt is not None:
+        h.setFormatter(logging.Formatter(fmt))
+    return h
+
+
+class _SubHandler(logging.StreamHandler):
+    pass
+
+
+def test_access_log_fd_for_the_default_shape(access_logger):
+    _access_logger_with(_stream_handler())
+    assert gm_logging.access_log_fd() == sys.stdout.fileno()
+    _access_logger_with(_stream_handler(fmt=None))  # no formatter: the message alone
+    assert gm_logging.access_log_fd() == sys.stdout.fileno()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["other-format", "subclass", "propagates", "handler-filter", "logger-filter", "no-fd"],
+)
+def test_access_log_goes_through_logging_otherwise(access_logger, change):
+    handler = _stream_handler(
+        "ACCESS|%(message)s" if change == "other-format" else "%(message)s",
+        _SubHandler if change == "subclass" else logging.StreamHandler,
+    )
+    if change == "no-fd":
+        handler.setStream(io.StringIO())
+    if change == "handler-filter":
+        handler.addFilter(lambda r: True)
+    _access_logger_with(handler, propagate=change == "propagates")
+    if change == "logger-filter":
+        access_logger.addFilter(lambda r: True)
+    assert gm_logging.access_log_fd() is None
+
+
+def test_access_lines_from_two_workers_are_whole_and_complete(server):
+    srv = server(APP, "--workers", "2", "--log-level", "debug")
+    srv.wait_for_line(r"access lines are written to fd 1 directly")
+    mark = srv.mark()
+    n = 400
+    with httpx.Client(base_url=srv.url, limits=httpx.Limits(max_connections=8)) as client:
+        for i in range(n):
+            assert client.get(f"/line/{i}").status_code == 200
+    # Batched lines still arrive promptly without further traffic, and each is whole.
+    wait_until(lambda: len(srv.stdout_lines(mark)) >= n, 10, message=f"{n} access lines")
+    lines = srv.stdout_lines(mark)
+    pattern = re.compile(r'^127\.0\.0\.1 - "GET /line/(\d+) HTTP/1\.1" 200 5 \d+ms$')
+    seen = sorted(int(m.group(1)) for m in map(pattern.match, lines) if m)
+    assert seen == list(range(n)), [line for line in lines if not pattern.match(line)][:5]

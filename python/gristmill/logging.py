@@ -20,7 +20,13 @@ from typing import Any
 from .errors import ConfigError
 from .settings import Settings
 
-__all__ = ["configure", "default_config", "load_config_file", "wsgi_errors_stream"]
+__all__ = [
+    "access_log_fd",
+    "configure",
+    "default_config",
+    "load_config_file",
+    "wsgi_errors_stream",
+]
 
 ERROR_LOGGER = "gristmill.error"
 ACCESS_LOGGER = "gristmill.access"
@@ -123,6 +129,43 @@ def _load_toml(path: str) -> Any:
         import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def access_log_fd() -> int | None:
+    """The file descriptor ``gristmill.access`` ends up writing to, when the core may
+    write its lines there itself; ``None`` when every record must go through logging.
+
+    That is the case when the configuration has the default's shape: the logger does not
+    propagate and has no filters, and its one handler is a plain ``StreamHandler`` (not a
+    subclass) with no filters, the default terminator and a ``%(message)s`` formatter —
+    then logging would only write the line and a newline to the stream's descriptor.
+    The stream is flushed first, so nothing written through it before comes after.
+    """
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if logger.propagate or logger.filters or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if (
+        type(handler) is not logging.StreamHandler
+        or handler.filters
+        or handler.level > logging.INFO
+        or handler.terminator != "\n"
+    ):
+        return None
+    fmt = handler.formatter
+    if fmt is not None and (
+        type(fmt) is not logging.Formatter
+        or type(fmt._style) is not logging.PercentStyle
+        or fmt._fmt != "%(message)s"
+    ):
+        return None
+    stream = handler.stream
+    try:
+        stream.flush()
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # not backed by a file descriptor (StringIO, a closed stream)
+    return fd if isinstance(fd, int) and fd >= 0 else None
 
 
 class _ErrorsStream:
