@@ -406,7 +406,10 @@ async fn serve_connection<H: Handler>(
             let _ = io.write_raw(&BAD_PREFACE_REPLY).await;
             return;
         }
-        Proto::Http2 => io.framing_off(),
+        Proto::Http2 => io.check_h2(crate::http::h2check::Limits {
+            max_frame_size: config.http2.max_frame_size,
+            max_concurrent_streams: config.http2.max_concurrent_streams,
+        }),
         Proto::Http1 => {}
     }
     let io = TokioIo::new(io);
