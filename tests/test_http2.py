@@ -714,6 +714,27 @@ def test_data_after_the_client_reset_the_stream_is_stream_closed(h2srv):
         assert conn.response(conn.request("/after")).status == 200
 
 
+@pytest.mark.parametrize("state", ["half-closed", "closed", "reset"])
+def test_headers_on_a_stream_the_client_ended_is_stream_closed(h2srv, state):
+    """§5.1: HEADERS on a stream the client ended (half-closed remote, or closed once
+    the response is done) or reset is STREAM_CLOSED; as a connection error (§5.4.1),
+    since every header block must reach h2's HPACK decoder. A lower stream id that was
+    never used is PROTOCOL_ERROR instead (test_decreasing_stream_id_is_protocol_error)."""
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        if state == "reset":
+            conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+            conn.send(RstStreamFrame(sid, error_code=0x8))
+        elif state == "half-closed":
+            conn.send(conn.headers_frame(sid, conn.request_headers("/stream?hdr"), True))
+            conn.frames_until(DataFrame)  # the response is under way
+        else:
+            conn.send(conn.headers_frame(sid, conn.request_headers("/done"), True))
+            assert conn.response(sid).status == 200
+        conn.send(conn.headers_frame(sid, conn.request_headers(), True))
+        expect_connection_error(conn, STREAM_CLOSED, last_stream_id=sid)
+
+
 def test_client_goaway_is_accepted(h2srv):
     with h2conn(h2srv) as conn:
         sid = conn.request("/before-goaway")

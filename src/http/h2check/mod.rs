@@ -145,21 +145,34 @@ struct Streams {
     open: Vec<u32>,
     /// Streams reset lately by the server: `true` by this checker, `false` by `h2`.
     reset: VecDeque<(u32, bool)>,
+    /// Ranges of stream ids the client skipped (implicitly closed, RFC 9113 §5.1.1).
+    skipped: Vec<(u32, u32)>,
     /// The most open streams followed; past it (a client opening streams faster than
-    /// `h2` refuses them) the stream checks stop.
+    /// `h2` refuses them), or past [`MAX_SKIPPED`] skipped ranges, the stream checks
+    /// stop.
     max_open: usize,
     lenient: bool,
 }
 
-/// What DATA on a stream means.
-#[derive(Debug, PartialEq, Eq)]
-enum DataOn {
-    /// Open, idle (`h2` answers), or reset by `h2` (it ignores the frame).
-    Pass,
-    /// Ended or reset by the client, or skipped (§5.1.1): STREAM_CLOSED.
+/// Ranges of skipped stream ids remembered; clients normally skip none.
+const MAX_SKIPPED: usize = 16;
+
+/// A client stream's state, as far as the checks need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    /// Not opened yet (or stream 0, or a server stream): `h2`'s to judge.
+    Idle,
+    Open,
+    /// Skipped by the client: closed (§5.1.1), but HEADERS on it is a PROTOCOL_ERROR.
+    Skipped,
+    /// Ended or reset by the client: closed (§5.1).
     Closed,
-    /// Reset by this checker: ignored, but the connection window is given back.
+    /// Reset lately by `h2`: it ignores what the client still had in flight.
+    ResetByH2,
+    /// Reset lately by this checker: likewise ignored here.
     ResetHere,
+    /// Not followed any more (see `Streams::max_open`).
+    Unknown,
 }
 
 impl Streams {
@@ -168,13 +181,30 @@ impl Streams {
             last: 0,
             open: Vec::new(),
             reset: VecDeque::new(),
+            skipped: Vec::new(),
             max_open: 2 * limits.max_concurrent_streams as usize + 256,
             lenient: false,
         }
     }
 
-    fn is_open(&self, sid: u32) -> bool {
-        self.open.binary_search(&sid).is_ok()
+    fn state(&self, sid: u32) -> StreamState {
+        if sid % 2 == 0 || sid > self.last {
+            return StreamState::Idle;
+        }
+        if self.lenient {
+            return StreamState::Unknown;
+        }
+        if self.open.binary_search(&sid).is_ok() {
+            return StreamState::Open;
+        }
+        match self.reset.iter().rev().find(|(s, _)| *s == sid) {
+            Some((_, true)) => StreamState::ResetHere,
+            Some((_, false)) => StreamState::ResetByH2,
+            None if self.skipped.iter().any(|&(a, b)| (a..=b).contains(&sid)) => {
+                StreamState::Skipped
+            }
+            None => StreamState::Closed,
+        }
     }
 
     fn close(&mut self, sid: u32) {
@@ -185,13 +215,18 @@ impl Streams {
 
     /// The client opened `sid` (above `last`) with a HEADERS frame.
     fn opened(&mut self, sid: u32, end_stream: bool) {
+        let next = if self.last == 0 { 1 } else { self.last + 2 };
+        if sid > next {
+            self.skipped.push((next, sid - 2));
+        }
         self.last = sid;
-        if !end_stream && !self.lenient {
+        if !end_stream {
             self.open.push(sid);
-            if self.open.len() > self.max_open {
-                self.lenient = true;
-                self.open = Vec::new();
-            }
+        }
+        if self.open.len() > self.max_open || self.skipped.len() > MAX_SKIPPED {
+            self.lenient = true;
+            self.open = Vec::new();
+            self.skipped = Vec::new();
         }
     }
 
@@ -201,17 +236,6 @@ impl Streams {
             self.reset.pop_front();
         }
         self.reset.push_back((sid, here));
-    }
-
-    fn data_on(&self, sid: u32) -> DataOn {
-        if self.lenient || sid % 2 == 0 || sid > self.last || self.is_open(sid) {
-            return DataOn::Pass;
-        }
-        match self.reset.iter().rev().find(|(s, _)| *s == sid) {
-            Some((_, true)) => DataOn::ResetHere,
-            Some((_, false)) => DataOn::Pass,
-            None => DataOn::Closed,
-        }
     }
 }
 
@@ -585,8 +609,11 @@ impl H2Check {
     }
 
     fn data(&mut self, out: &mut Out, data: &[u8], at: Option<usize>, i: usize, h: Head) -> usize {
-        let on = self.streams.data_on(h.sid);
-        if on == DataOn::Pass {
+        let state = self.streams.state(h.sid);
+        if matches!(
+            state,
+            StreamState::Idle | StreamState::Open | StreamState::ResetByH2 | StreamState::Unknown
+        ) {
             if h.flags & END_STREAM != 0 {
                 self.streams.close(h.sid);
             }
@@ -597,7 +624,7 @@ impl H2Check {
         // Withheld from h2. After the stream error (or, for a stream reset here, the
         // frames the client had in flight: ignored, §5.1) the client gets its
         // connection window back, as h2 would give it.
-        if on == DataOn::Closed {
+        if state != StreamState::ResetHere {
             self.stream_error(out, h.sid, code::STREAM_CLOSED);
         }
         if h.len > 0 {
@@ -704,21 +731,31 @@ impl H2Check {
         let Ok(pseudo) = self.hpack.block(fragments) else {
             return Verdict::Fail(code::COMPRESSION_ERROR);
         };
-        if self.streams.is_open(sid) {
-            // Trailers. Without END_STREAM h2 resets the stream (malformed); with
-            // pseudo-headers it must too, and will once END_STREAM is cleared.
-            if pseudo || !end_stream {
-                self.streams.reset_by_server(sid, false);
-            } else {
-                self.streams.close(sid);
+        match self.streams.state(sid) {
+            StreamState::Idle => self.streams.opened(sid, end_stream),
+            StreamState::Open => {
+                // Trailers. Without END_STREAM h2 resets the stream (malformed); with
+                // pseudo-headers it must too, and will once END_STREAM is cleared.
+                if pseudo || !end_stream {
+                    self.streams.reset_by_server(sid, false);
+                } else {
+                    self.streams.close(sid);
+                }
+                if pseudo && end_stream {
+                    return Verdict::ClearEndStream;
+                }
             }
-            if pseudo && end_stream {
-                return Verdict::ClearEndStream;
+            // A stream the client ended or reset (§5.1: STREAM_CLOSED). h2 must read
+            // every header block to keep its HPACK table in step, and would answer
+            // GOAWAY(PROTOCOL_ERROR); so it is a connection error (§5.4.1 allows one
+            // for any stream error) with the right code.
+            StreamState::Closed | StreamState::ResetHere => {
+                return Verdict::Fail(code::STREAM_CLOSED)
             }
-        } else if sid > self.streams.last {
-            self.streams.opened(sid, end_stream);
+            // h2 ignores trailers on streams it reset; a skipped (lower) stream id is
+            // its PROTOCOL_ERROR (§5.1.1).
+            StreamState::Skipped | StreamState::ResetByH2 | StreamState::Unknown => {}
         }
-        // Otherwise HEADERS on a stream that is closed or was skipped: h2's to answer.
         Verdict::Pass
     }
 
@@ -1013,6 +1050,26 @@ mod tests {
         }
         // Stream 1 ended with that DATA: the next is STREAM_CLOSED.
         assert_ne!(feed(&mut check, &data(1), 100), data(1));
+    }
+
+    #[test]
+    fn headers_on_a_stream_the_client_ended_is_stream_closed() {
+        let opening = connection(&[headers(1, END_STREAM, GET), headers(5, 0, GET)]);
+        for (again, code) in [
+            (headers(1, END_STREAM, GET), Some(code::STREAM_CLOSED)),
+            // Stream 3 was skipped: a lower stream id is h2's PROTOCOL_ERROR.
+            (headers(3, END_STREAM, GET), None),
+        ] {
+            let (to_h2, client, closing) = run(&[&opening[..], &again].concat());
+            assert_eq!(closing, code);
+            match code {
+                Some(c) => {
+                    assert_eq!(to_h2, opening);
+                    assert_eq!(client, goaway(5, c));
+                }
+                None => assert_eq!(to_h2, [&opening[..], &again].concat()),
+            }
+        }
     }
 
     #[test]
