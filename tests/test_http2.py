@@ -2,8 +2,9 @@
 concurrent streams, flow control, resets, and frame-level protocol checks (the
 behaviours h2spec checks, RFC 9113 + RFC 7541) with raw frames from `_h2`.
 
-The frame-level checks run in cleartext `--http auto` and `--http 2` here, and over TLS
-after ALPN chose h2 in `test_tls.py`.
+The frame-level checks run three ways (the `h2srv` fixture): cleartext `--http auto`
+and `--http 2` (h2c by prior knowledge), and TLS after ALPN chose h2. Error codes are
+asserted exactly; see docs/server-behavior.md, "Protocol errors".
 """
 
 from __future__ import annotations
@@ -642,6 +643,30 @@ def test_ping_on_a_stream_is_protocol_error(h2srv):
     with h2conn(h2srv) as conn:
         conn.send(raw_frame(0x6, 0, 1, b"12345678"))
         conn.expect_goaway(PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        raw_frame(0x0, 0x1, 0, b"x"),  # DATA
+        raw_frame(0x1, 0x5, 0, b"\x82\x86\x84"),  # HEADERS
+        raw_frame(0x3, 0, 0, b"\x00\x00\x00\x08"),  # RST_STREAM
+    ],
+    ids=["data", "headers", "rst-stream"],
+)
+def test_stream_frames_on_stream_zero_are_protocol_errors(h2srv, frame):
+    with h2conn(h2srv) as conn:
+        conn.send(frame)
+        expect_connection_error(conn, PROTOCOL_ERROR)
+
+
+def test_zero_window_update_on_a_stream_is_protocol_error(h2srv):
+    """§6.9: a stream error PROTOCOL_ERROR (h2 makes it a connection error, §5.4.1)."""
+    with h2conn(h2srv) as conn:
+        sid = conn.new_stream()
+        conn.send(conn.headers_frame(sid, conn.request_headers("/echo", "POST"), False))
+        conn.send(raw_frame(0x8, 0, sid, b"\x00\x00\x00\x00"))
+        assert conn.frames_until(RstStreamFrame, GoAwayFrame)[-1].error_code == PROTOCOL_ERROR
 
 
 def test_rst_stream_on_idle_stream_is_protocol_error(h2srv):

@@ -10,6 +10,7 @@
 //! | SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1 (§6.5.2) | connection `FLOW_CONTROL_ERROR` | `PROTOCOL_ERROR` | GOAWAY |
 //! | An HPACK decoding error (§4.3, RFC 7541) | connection `COMPRESSION_ERROR` | `PROTOCOL_ERROR` | GOAWAY |
 //! | DATA on a stream the client ended or reset (§5.1) | stream `STREAM_CLOSED` | GOAWAY(`PROTOCOL_ERROR`) while `h2` still holds the stream | RST_STREAM |
+//! | HEADERS on a stream the client ended or reset (§5.1) | `STREAM_CLOSED` | GOAWAY(`PROTOCOL_ERROR`) | GOAWAY (§5.4.1: every header block must reach `h2`'s HPACK decoder) |
 //! | Pseudo-header fields in trailers (§8.1) | stream `PROTOCOL_ERROR` (malformed) | dropped, the request succeeds | `h2` resets the stream |
 //!
 //! [`H2Check`] follows the client's bytes after the connection preface the way
