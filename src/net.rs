@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::http::framing::{Conflict, FramingScanner};
-use crate::http::h2check::{self, H2Check};
+use crate::http::h2check::{self, Due, H2Check};
 
 /// A listening socket inherited from the supervisor.
 pub enum Listener {
@@ -380,8 +380,7 @@ fn poll_read_h2(
             return Poll::Ready(Ok(()));
         }
         if check.is_closing().is_some() {
-            ready!(poll_close_h2(inner, check, cx))?;
-            return Poll::Ready(Err(h2_closed_error(check)));
+            return poll_fail_h2(inner, check, cx);
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut *inner).poll_read(cx, buf))?;
@@ -419,24 +418,22 @@ fn poll_close_h2(
             }
         }
     }
-    ready!(poll_client_frames(inner, check, cx, H2Check::client_frames))?;
+    ready!(poll_client_frames(inner, check, cx, Due::Now))?;
     ready!(Pin::new(&mut *inner).poll_flush(cx))?;
     ready!(Pin::new(&mut *inner).poll_shutdown(cx))?;
     check.set_closed();
     Poll::Ready(Ok(()))
 }
 
-/// Write the checker's frames for the client that `which` selects:
-/// [`H2Check::client_frames`] (all that may go now) or [`H2Check::client_unfinished`]
-/// (the rest of one written in part, due before any byte of `h2`'s).
+/// Write the checker's frames for the client that are `due`.
 fn poll_client_frames(
     inner: &mut Stream,
     check: &mut H2Check,
     cx: &mut Context<'_>,
-    which: fn(&H2Check) -> &[u8],
+    due: Due,
 ) -> Poll<io::Result<()>> {
     loop {
-        let frames = which(check);
+        let frames = check.client_frames(due);
         if frames.is_empty() {
             return Poll::Ready(Ok(()));
         }
@@ -448,14 +445,19 @@ fn poll_client_frames(
     }
 }
 
-fn h2_closed_error(check: &H2Check) -> io::Error {
-    io::Error::new(
+/// After an HTTP/2 connection error: close (see [`poll_close_h2`]), then fail the I/O
+/// `h2` asked for, which ends its connection.
+fn poll_fail_h2<T>(
+    inner: &mut Stream,
+    check: &mut H2Check,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    ready!(poll_close_h2(inner, check, cx))?;
+    let code = check.is_closing().unwrap_or_default();
+    Poll::Ready(Err(io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        format!(
-            "HTTP/2 connection error {:#x} from the client; GOAWAY sent",
-            check.is_closing().unwrap_or_default()
-        ),
-    )
+        format!("HTTP/2 connection error {code:#x} from the client; GOAWAY sent"),
+    )))
 }
 
 impl AsyncWrite for TrackedStream {
@@ -465,24 +467,19 @@ impl AsyncWrite for TrackedStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let inner = &mut this.inner;
         let Some(check) = this.h2.as_deref_mut() else {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
+            return Pin::new(inner).poll_write(cx, data);
         };
-        ready!(poll_client_frames(
-            &mut this.inner,
-            check,
-            cx,
-            H2Check::client_unfinished
-        ))?;
+        ready!(poll_client_frames(inner, check, cx, Due::Unfinished))?;
         let mut len = data.len();
         if check.is_closing().is_some() {
             if check.at_frame_boundary() {
-                ready!(poll_close_h2(&mut this.inner, check, cx))?;
-                return Poll::Ready(Err(h2_closed_error(check)));
+                return poll_fail_h2(inner, check, cx);
             }
             len = len.min(check.to_frame_boundary());
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &data[..len]))?;
+        let n = ready!(Pin::new(inner).poll_write(cx, &data[..len]))?;
         check.sent(&data[..n]);
         Poll::Ready(Ok(n))
     }
@@ -495,7 +492,7 @@ impl AsyncWrite for TrackedStream {
         let this = self.get_mut();
         let check = match this.h2.as_deref_mut() {
             None => return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
-            Some(c) if c.is_closing().is_some() || !c.client_unfinished().is_empty() => {
+            Some(c) if c.is_closing().is_some() || !c.client_frames(Due::Unfinished).is_empty() => {
                 // Rare: one slice at a time, through the checks in `poll_write`.
                 let first = bufs
                     .iter()
@@ -524,29 +521,19 @@ impl AsyncWrite for TrackedStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let inner = &mut this.inner;
         if let Some(check) = this.h2.as_deref_mut() {
             if check.is_closing().is_some() {
-                ready!(poll_close_h2(&mut this.inner, check, cx))?;
-                return Poll::Ready(Err(h2_closed_error(check)));
+                return poll_fail_h2(inner, check, cx);
             }
             // h2 flushes once its buffer is written: a frame boundary, and nothing of
             // h2's waiting to go before the checker's frames.
-            ready!(poll_client_frames(
-                &mut this.inner,
-                check,
-                cx,
-                H2Check::client_unfinished
-            ))?;
+            ready!(poll_client_frames(inner, check, cx, Due::Unfinished))?;
             if check.at_frame_boundary() {
-                ready!(poll_client_frames(
-                    &mut this.inner,
-                    check,
-                    cx,
-                    H2Check::client_frames
-                ))?;
+                ready!(poll_client_frames(inner, check, cx, Due::Now))?;
             }
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        Pin::new(inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -614,18 +614,27 @@ def test_ping_is_acknowledged_with_the_same_payload(h2srv):
         assert "ACK" in acks[-1].flags and acks[-1].opaque_data == b"gm-ping!"
 
 
-# §6.7, §6.9: a PING that is not 8 octets, a WINDOW_UPDATE that is not 4.
-WRONG_LENGTH = {
-    "ping": raw_frame(0x6, 0, 0, b"1234567"),
-    "window-update": raw_frame(0x8, 0, 0, b"\x00\x00\x01"),
+# Frames that are connection errors on their own, with the code RFC 9113 names.
+FRAME_ERRORS = {
+    # §6.7, §6.9, §6.4, §6.5, §4.2: fixed or minimum lengths.
+    "ping-7-octets": (raw_frame(0x6, 0, 0, b"1234567"), FRAME_SIZE_ERROR),
+    "window-update-3-octets": (raw_frame(0x8, 0, 0, b"\x00\x00\x01"), FRAME_SIZE_ERROR),
+    "rst-stream-5-octets": (raw_frame(0x3, 0, 1, b"\x00\x00\x00\x08\x00"), FRAME_SIZE_ERROR),
+    "settings-5-octets": (raw_frame(0x4, 0, 0, b"\x00\x03\x00\x00\x00"), FRAME_SIZE_ERROR),
+    "goaway-4-octets": (raw_frame(0x7, 0, 0, b"\x00\x00\x00\x00"), FRAME_SIZE_ERROR),
+    # §6.1, §6.2, §6.4: stream frames on stream 0.
+    "data-on-stream-0": (raw_frame(0x0, 0x1, 0, b"x"), PROTOCOL_ERROR),
+    "headers-on-stream-0": (raw_frame(0x1, 0x5, 0, b"\x82\x86\x84"), PROTOCOL_ERROR),
+    "rst-stream-on-stream-0": (raw_frame(0x3, 0, 0, b"\x00\x00\x00\x08"), PROTOCOL_ERROR),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(WRONG_LENGTH))
-def test_frame_with_wrong_length_is_frame_size_error(h2srv, kind):
+@pytest.mark.parametrize("case", sorted(FRAME_ERRORS))
+def test_frame_errors_are_connection_errors(h2srv, case):
+    frame, code = FRAME_ERRORS[case]
     with h2conn(h2srv) as conn:
-        conn.send(WRONG_LENGTH[kind])
-        expect_connection_error(conn, FRAME_SIZE_ERROR)
+        conn.send(frame)
+        expect_connection_error(conn, code)
 
 
 def test_priority_with_wrong_length_is_stream_error(h2srv):
@@ -643,21 +652,6 @@ def test_ping_on_a_stream_is_protocol_error(h2srv):
     with h2conn(h2srv) as conn:
         conn.send(raw_frame(0x6, 0, 1, b"12345678"))
         conn.expect_goaway(PROTOCOL_ERROR)
-
-
-@pytest.mark.parametrize(
-    "frame",
-    [
-        raw_frame(0x0, 0x1, 0, b"x"),  # DATA
-        raw_frame(0x1, 0x5, 0, b"\x82\x86\x84"),  # HEADERS
-        raw_frame(0x3, 0, 0, b"\x00\x00\x00\x08"),  # RST_STREAM
-    ],
-    ids=["data", "headers", "rst-stream"],
-)
-def test_stream_frames_on_stream_zero_are_protocol_errors(h2srv, frame):
-    with h2conn(h2srv) as conn:
-        conn.send(frame)
-        expect_connection_error(conn, PROTOCOL_ERROR)
 
 
 def test_zero_window_update_on_a_stream_is_protocol_error(h2srv):
@@ -781,22 +775,6 @@ def test_priority_frames_are_accepted(h2srv):
 
 
 # --- SETTINGS and HPACK (RFC 9113 §6.5, RFC 7541) -----------------------------------
-@pytest.mark.parametrize(
-    "frame",
-    [
-        raw_frame(0x4, 0, 0, b"\x00\x03\x00\x00\x00"),  # SETTINGS, not a multiple of 6
-        raw_frame(0x3, 0, 1, b"\x00\x00\x00\x08\x00"),  # RST_STREAM of 5 octets
-        raw_frame(0x7, 0, 0, b"\x00\x00\x00\x00"),  # GOAWAY shorter than 8
-    ],
-    ids=["settings", "rst-stream", "goaway"],
-)
-def test_more_frames_of_the_wrong_length(h2srv, frame):
-    """§4.2, §6.4, §6.5: connection errors FRAME_SIZE_ERROR."""
-    with h2conn(h2srv) as conn:
-        conn.send(frame)
-        expect_connection_error(conn, FRAME_SIZE_ERROR)
-
-
 def test_settings_on_a_stream_is_protocol_error(h2srv):
     with h2conn(h2srv) as conn:
         conn.send(raw_frame(0x4, 0, 1, b""))

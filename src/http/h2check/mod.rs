@@ -317,6 +317,16 @@ impl Outgoing {
     }
 }
 
+/// Which of the checker's frames for the client to write ([`H2Check::client_frames`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Only the rest of a frame written in part: due before any byte of `h2`'s.
+    Unfinished,
+    /// All that may go now. Call when `h2` flushes: its output is then at a frame
+    /// boundary and its buffer empty (see the module docs). When closing, the GOAWAY.
+    Now,
+}
+
 /// See the module docs. The connection wrapper feeds it every byte read after the
 /// preface ([`H2Check::feed`]) and every byte `h2` writes ([`H2Check::sent`]), hands
 /// `h2` the [`H2Check::input`] queued for it, and writes [`H2Check::client_frames`]
@@ -455,20 +465,14 @@ impl H2Check {
         self.closing
     }
 
-    /// Frames to write to the client now, when `h2` flushes (its output is then at a
-    /// frame boundary and its buffer empty; see the module docs): the GOAWAY of a
-    /// connection error, or RST_STREAM and WINDOW_UPDATE frames of stream errors.
-    pub fn client_frames(&self) -> &[u8] {
-        if self.armed || self.closing.is_some() {
-            &self.client[self.client_pos..]
-        } else {
-            self.client_unfinished()
+    /// The checker's frames for the client that are `due`: the GOAWAY of a connection
+    /// error, or RST_STREAM and WINDOW_UPDATE frames of stream errors.
+    pub fn client_frames(&self, due: Due) -> &[u8] {
+        let rest = &self.client[self.client_pos..];
+        if matches!(due, Due::Now) && (self.armed || self.closing.is_some()) {
+            return rest;
         }
-    }
-
-    /// The rest of a frame for the client that was written in part: it must go before
-    /// any byte of `h2`'s.
-    pub fn client_unfinished(&self) -> &[u8] {
+        // The rest of a frame written in part, if any.
         let mut start = 0;
         while start < self.client_pos {
             let end = start + HEADER_LEN + Head::parse(&self.client[start..]).len as usize;
@@ -910,7 +914,7 @@ mod tests {
         for chunk in [bytes.len().max(1), 1, 5, 13] {
             let mut check = H2Check::new(LIMITS);
             let to_h2 = feed(&mut check, bytes, chunk);
-            let client = check.client_frames().to_vec();
+            let client = check.client_frames(Due::Now).to_vec();
             results.push((to_h2, client, check.is_closing()));
         }
         for r in &results[1..] {
@@ -1012,15 +1016,15 @@ mod tests {
         // h2 hears the stream was reset instead of reading the DATA; the client's
         // frames wait until h2 has read that.
         assert_eq!(check.input(), rst(1, code::STREAM_CLOSED));
-        assert!(check.client_frames().is_empty());
+        assert!(check.client_frames(Due::Now).is_empty());
         check.input_taken(13);
         check.h2_wants_input();
         let expected = [rst(1, code::STREAM_CLOSED), window_update(4)].concat();
-        assert_eq!(check.client_frames(), expected);
+        assert_eq!(check.client_frames(Due::Now), expected);
         check.client_written(expected.len());
         // More DATA the client had in flight is ignored, the window given back.
         assert_eq!(feed(&mut check, &late, 100), b"");
-        assert_eq!(check.client_frames(), window_update(4));
+        assert_eq!(check.client_frames(Due::Now), window_update(4));
         assert!(check.is_closing().is_none());
     }
 
@@ -1163,12 +1167,12 @@ mod tests {
             4096,
         );
         feed(&mut check, &frame(DATA, 0, 1, b"late"), 100);
-        let all = check.client_frames().to_vec();
+        let all = check.client_frames(Due::Now).to_vec();
         assert_eq!(all.len(), 13 + 13);
         check.client_written(5);
-        assert_eq!(check.client_unfinished(), &all[5..13]);
+        assert_eq!(check.client_frames(Due::Unfinished), &all[5..13]);
         check.client_written(8);
-        assert!(check.client_unfinished().is_empty());
-        assert_eq!(check.client_frames(), &all[13..]);
+        assert!(check.client_frames(Due::Unfinished).is_empty());
+        assert_eq!(check.client_frames(Due::Now), &all[13..]);
     }
 }
