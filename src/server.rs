@@ -14,7 +14,9 @@
 //! `400` (also after ALPN chose `h2`), and with upgrades enabled it cannot be limited
 //! to one version. Here a connection that starts like the preface (`PRI`), or that must
 //! speak HTTP/2, and then breaks it gets SETTINGS + GOAWAY(PROTOCOL_ERROR) (RFC 9113
-//! §3.4); `h2` itself closes without a GOAWAY in that case.
+//! §3.4); `h2` itself closes without a GOAWAY in that case. After the preface, an
+//! HTTP/2 connection's bytes pass through [`crate::http::h2check`], which gives the
+//! RFC 9113 / RFC 7541 error codes where `h2` 0.4 gives others.
 //!
 //! Limits enforced here: `max_connections` (a semaphore; at the limit the accept loop
 //! waits and asks idle keep-alive connections to close, so new clients are not starved
@@ -414,7 +416,10 @@ async fn serve_connection<H: Handler>(
             let _ = io.write_raw(&BAD_PREFACE_REPLY).await;
             return;
         }
-        Proto::Http2 => io.framing_off(),
+        Proto::Http2 => io.check_h2(crate::http::h2check::Limits {
+            max_frame_size: config.http2.max_frame_size,
+            max_concurrent_streams: config.http2.max_concurrent_streams,
+        }),
         Proto::Http1 => {}
     }
     let io = TokioIo::new(io);

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod file;
 pub mod framing;
+pub mod h2check;
 pub mod head;
 pub mod validate;
 

@@ -61,6 +61,16 @@ def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/echo":
         return _respond(start_response, environ["wsgi.input"].read())
+    if path == "/body-seen":
+        # Reports on stderr whether the application got the whole body or an error.
+        tag = environ["QUERY_STRING"]
+        try:
+            body = environ["wsgi.input"].read()
+        except Exception as exc:
+            print(f"GM-BODY-ERROR {tag} {type(exc).__name__}", file=sys.stderr, flush=True)
+            raise
+        print(f"GM-BODY-OK {tag} {len(body)}", file=sys.stderr, flush=True)
+        return _respond(start_response, body)
     if path == "/sha":
         h, n = hashlib.sha256(), 0
         while block := environ["wsgi.input"].read(65536):
