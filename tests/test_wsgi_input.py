@@ -125,7 +125,9 @@ def test_large_content_length_upload(srv):
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_input_is_streamed_not_buffered_first(srv, framing):
-    """The app reads the first bytes while the client has not sent the rest yet."""
+    """The app reads the first bytes while the client has not sent the rest yet (a body
+    with Content-Length streams when it is larger than the 64 KiB read up front)."""
+    rest = b" world" + b"x" * 70000
     mark = srv.mark()
     with srv.raw() as conn:
         if framing == "chunked":
@@ -134,12 +136,41 @@ def test_input_is_streamed_not_buffered_first(srv, framing):
             )
             conn.send(b"5\r\nhello\r\n")
         else:
+            length = str(5 + len(rest))
             conn.send(
-                http_request("POST", "/first-then-rest", headers={"Content-Length": "11"})
+                http_request("POST", "/first-then-rest", headers={"Content-Length": length})
                 + b"hello"
             )
         srv.wait_for_line(r"GM-INPUT-FIRST hello", timeout=5, start=mark)
-        conn.send(b"6\r\n world\r\n0\r\n\r\n" if framing == "chunked" else b" world")
+        conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest) if framing == "chunked" else rest)
         resp = conn.final_response()
     assert resp.status == 200
-    assert resp.body == b"hello| world"
+    assert resp.body == b"hello|" + rest
+
+
+def test_small_body_is_read_before_the_application_runs(srv):
+    """Up to 64 KiB with Content-Length: the app is called once the body is complete."""
+    mark = srv.mark()
+    with srv.raw() as conn:
+        conn.send(
+            http_request("POST", "/first-then-rest", headers={"Content-Length": "11"}) + b"hello"
+        )
+        with pytest.raises(AssertionError):
+            srv.wait_for_line(r"GM-INPUT-FIRST", timeout=0.5, start=mark)
+        conn.send(b" world")
+        resp = conn.final_response()
+    assert (resp.status, resp.body) == (200, b"hello| world")
+
+
+def test_expect_100_continue_is_left_to_the_application(srv):
+    """A small body behind `Expect: 100-continue` is not read up front: the client only
+    sends it once the application reads (hyper then answers 100 Continue)."""
+    with srv.raw() as conn:
+        conn.send(
+            http_request("POST", "/echo", headers={"Content-Length": "5", "Expect": "100-continue"})
+        )
+        interim = conn.read_head()
+        assert interim.status == 100
+        conn.send(b"hello")
+        resp = conn.final_response()
+    assert (resp.status, resp.body) == (200, b"hello")

@@ -10,7 +10,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pyo3::prelude::*;
@@ -54,6 +54,56 @@ impl Failure {
     }
 }
 
+/// Where a request's body comes from.
+pub enum Source {
+    /// No body (or an empty one).
+    Empty,
+    /// Read from the connection as the application asks for it.
+    Stream(Incoming),
+    /// A small body read whole before the application was called (see [`prefetch`]).
+    Whole(Prefetched),
+}
+
+/// A body read whole, or how reading it failed (reads then raise the same way).
+pub struct Prefetched(Result<BytesMut, Failure>);
+
+/// Read all of `body` — a small one with a known length, so the application gets it
+/// without waiting on the network (and, inline, without turning the runtime per read).
+pub async fn prefetch(mut body: Incoming, timeout: Duration) -> Prefetched {
+    let mut buf = BytesMut::new();
+    loop {
+        match next_data(&mut body, timeout).await {
+            Ok(Some(data)) => buf.extend_from_slice(&data),
+            Ok(None) => return Prefetched(Ok(buf)),
+            Err(f) => return Prefetched(Err(f)),
+        }
+    }
+}
+
+/// The next non-empty piece of the body, `None` at its end; trailers are skipped.
+async fn next_data(body: &mut Incoming, timeout: Duration) -> Result<Option<Bytes>, Failure> {
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(Failure::TimedOut(timeout)),
+            Ok(None) => return Ok(None),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Ok(Some(data)),
+                _ => continue, // empty, or trailers: not part of the body
+            },
+            Ok(Some(Err(e))) => {
+                return Err(if e.is_incomplete_message() || e.is_closed() {
+                    Failure::Disconnected(format!(
+                        "client disconnected before the request body was complete ({})",
+                        describe(&e)
+                    ))
+                } else {
+                    Failure::Invalid(format!("invalid request body: {}", describe(&e)))
+                })
+            }
+        }
+    }
+}
+
 /// The `wsgi.input` stream of one request.
 #[pyclass(module = "gristmill._core", name = "Input", frozen)]
 pub struct Input {
@@ -64,18 +114,19 @@ pub struct Input {
 }
 
 impl Input {
-    pub fn new(
-        body: Option<Incoming>,
-        waiter: Waiter,
-        limit: Option<u64>,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(source: Source, waiter: Waiter, limit: Option<u64>, timeout: Duration) -> Self {
+        let (body, buf, failed) = match source {
+            Source::Empty => (None, BytesMut::new(), None),
+            Source::Stream(body) => (Some(body), BytesMut::new(), None),
+            Source::Whole(Prefetched(Ok(buf))) => (None, buf, None),
+            Source::Whole(Prefetched(Err(f))) => (None, BytesMut::new(), Some(f)),
+        };
         Input {
             state: Mutex::new(State {
                 body,
-                buf: BytesMut::new(),
-                received: 0,
-                failed: None,
+                received: buf.len() as u64,
+                buf,
+                failed,
             }),
             waiter,
             limit,
@@ -94,55 +145,29 @@ impl Input {
         if let Some(f) = &st.failed {
             return Err(f.to_err());
         }
-        loop {
-            let Some(body) = st.body.as_mut() else {
-                return Ok(false);
-            };
-            // Built inside the future: the timer needs the runtime's context.
-            let timeout = self.timeout;
-            let frame = self.waiter.wait(py, async move {
-                tokio::time::timeout(timeout, body.frame()).await
-            });
-            let frame = match frame {
-                Some(Ok(frame)) => frame,
-                Some(Err(_)) => return Err(Self::fail(st, Failure::TimedOut(self.timeout))),
-                None => {
-                    let f = Failure::Disconnected("the worker is stopping".into());
-                    return Err(Self::fail(st, f));
-                }
-            };
-            match frame {
-                None => {
-                    st.body = None;
-                    return Ok(false);
-                }
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers: not part of the body
-                    };
-                    if data.is_empty() {
-                        continue;
+        let Some(body) = st.body.as_mut() else {
+            return Ok(false);
+        };
+        // The future is built here but runs inside the runtime (its timer needs it).
+        match self.waiter.wait(py, next_data(body, self.timeout)) {
+            None => {
+                let f = Failure::Disconnected("the worker is stopping".into());
+                Err(Self::fail(st, f))
+            }
+            Some(Err(f)) => Err(Self::fail(st, f)),
+            Some(Ok(None)) => {
+                st.body = None;
+                Ok(false)
+            }
+            Some(Ok(Some(data))) => {
+                st.received += data.len() as u64;
+                if let Some(max) = self.limit {
+                    if st.received > max {
+                        return Err(Self::fail(st, Failure::TooLarge(max)));
                     }
-                    st.received += data.len() as u64;
-                    if let Some(max) = self.limit {
-                        if st.received > max {
-                            return Err(Self::fail(st, Failure::TooLarge(max)));
-                        }
-                    }
-                    st.buf.extend_from_slice(&data);
-                    return Ok(true);
                 }
-                Some(Err(e)) => {
-                    let f = if e.is_incomplete_message() || e.is_closed() {
-                        Failure::Disconnected(format!(
-                            "client disconnected before the request body was complete ({})",
-                            describe(&e)
-                        ))
-                    } else {
-                        Failure::Invalid(format!("invalid request body: {}", describe(&e)))
-                    };
-                    return Err(Self::fail(st, f));
-                }
+                st.buf.extend_from_slice(&data);
+                Ok(true)
             }
         }
     }

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::runtime::Handle;
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use file_wrapper::FileWrapper;
 pub use inline::run_inline;
 pub use input::Input;
+use input::Source;
 pub use response::StartResponse;
 
 use crate::access_log::{AccessLog, Record};
@@ -45,6 +46,10 @@ use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task, Waiter};
 use crate::server::{ConnCtx, Handler};
 use crate::tls::TlsInfo;
+
+/// Bodies with a known length up to this size are read before the application runs
+/// (unless the client waits for `100 Continue`, which only the application may cause).
+const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// What every request of this worker shares.
 pub struct Shared {
@@ -116,6 +121,17 @@ impl Handler for Wsgi {
         started: Instant,
     ) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
+        let config = &self.shared.config;
+        let body = if body.is_end_stream() {
+            Source::Empty
+        } else if body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
+            && !parts.headers.contains_key(http::header::EXPECT)
+        {
+            // Small and complete soon: read it here, where waiting costs nothing.
+            Source::Whole(input::prefetch(body, config.body_read_timeout).await)
+        } else {
+            Source::Stream(body)
+        };
         let (reply, rx) = oneshot::channel();
         let job = Job {
             shared: self.shared.clone(),
@@ -156,7 +172,7 @@ impl Handler for Wsgi {
 pub struct Job {
     shared: Arc<Shared>,
     parts: Parts,
-    body: Incoming,
+    body: Source,
     addrs: Arc<Addrs>,
     tls: Option<Arc<TlsInfo>>,
     reply: oneshot::Sender<Response<ResponseBody>>,
@@ -225,7 +241,7 @@ impl Task for Job {
             let input = Bound::new(
                 py,
                 Input::new(
-                    Some(body),
+                    body,
                     shared.waiter.clone(),
                     shared.config.max_body_size,
                     shared.config.body_read_timeout,
