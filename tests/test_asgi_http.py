@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -696,3 +697,18 @@ def test_new_connections_are_refused_during_a_graceful_stop(server, tmp_path):
         t.join(15)
     assert result == {"status": 200, "body": b"slow done"}
     assert srv.proc.wait(15) == 0, srv.output()
+
+
+def test_stalled_small_body_gets_408_before_the_application_runs(server, tmp_path):
+    srv = server(APP, "--body-read-timeout", "0.5", env={"GM_TEST_DIR": str(tmp_path)})
+    mark = srv.mark()
+    with srv.raw() as conn:
+        conn.send(http_request("POST", "/echo", headers={"Content-Length": "100"}) + b"part")
+        start = time.monotonic()
+        resp = conn.final_response()
+        waited = time.monotonic() - start
+    assert resp.status == 408
+    assert 0.4 < waited < 5
+    srv.wait_for_line(r"POST /echo: no request body bytes arrived for 0.5 s", start=mark)
+    srv.wait_for_line(r'"POST /echo HTTP/1.1" 408', start=mark)
+    assert srv.post("/echo", content=b"next").content == b"echo:next"

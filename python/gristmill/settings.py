@@ -250,10 +250,12 @@ class Settings:
     )
     body_read_timeout: float = _setting(
         60.0,
-        "Seconds a WSGI application's read of `wsgi.input` waits for the next bytes of "
-        "the request body; then the read raises `RequestBodyTimeout` (an `OSError`) and, "
-        "if the application lets it propagate, the client gets 408. ASGI applications "
-        "are not held by a slow body (`receive()` just waits). Default is 60 seconds.",
+        "Seconds the server waits for the next bytes of a request body. WSGI: the "
+        "`wsgi.input` read raises `RequestBodyTimeout` (an `OSError`) and, if the "
+        "application lets it propagate, the client gets 408. Both interfaces: a small "
+        "body (up to 64 KiB with `Content-Length`, read before the application runs) "
+        "that stalls gets 408 without the application. An ASGI application reading a "
+        "larger body is not held by it (`receive()` just waits). Default is 60 seconds.",
         group="HTTP",
         metavar="SECONDS",
     )

@@ -19,8 +19,7 @@ use std::time::Instant;
 
 use ::http::request::Parts;
 use ::http::{Request, Response, StatusCode};
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -35,7 +34,8 @@ pub use ws::WsProtocol;
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::http::{error_response, plain_response, ResponseBody};
+use crate::http::body::{read_whole, BodyReadError};
+use crate::http::{error_response, guarded, plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs, ConnSlot};
 use crate::server::{ConnCtx, Handler};
@@ -375,21 +375,6 @@ impl Drop for ServiceGuard {
     }
 }
 
-async fn prefetch(body: &mut Incoming) -> Result<Bytes, String> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(d) = f.into_data() {
-                    buf.extend_from_slice(&d);
-                }
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(buf.freeze())
-}
-
 impl Asgi {
     async fn handle_websocket(
         &self,
@@ -481,9 +466,27 @@ impl Handler for Asgi {
         let source = if body.is_end_stream() {
             BodySource::Buffered(Bytes::new())
         } else if small {
-            match prefetch(&mut body).await {
+            let timeout = self.bridge.config.body_read_timeout;
+            match read_whole(&mut body, timeout).await {
                 Ok(b) => BodySource::Buffered(b),
-                Err(e) => {
+                Err(BodyReadError::TimedOut(t)) => {
+                    // A stalled upload: answered here, the application never sees it.
+                    log::log(
+                        log::INFO,
+                        &format!(
+                            "{} {}: no request body bytes arrived for {} s \
+                             (body_read_timeout); answering 408",
+                            parts.method,
+                            parts.uri.path(),
+                            t.as_secs_f64()
+                        ),
+                    );
+                    self.log_rejected(&parts, conn, 408, started);
+                    let server_header = self.bridge.config.server_header;
+                    let resp = error_response(StatusCode::REQUEST_TIMEOUT, server_header);
+                    return guarded(resp, guard);
+                }
+                Err(BodyReadError::Failed(e)) => {
                     log::log(log::DEBUG, &format!("request body read failed: {e}"));
                     BodySource::Failed
                 }

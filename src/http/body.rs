@@ -4,7 +4,10 @@
 //!
 //! The body holds the request's [`ActiveGuard`], so the connection counts as busy until
 //! the response is fully sent or abandoned; dropping a stream body closes the channel,
-//! which is how the producer learns that the client went away. An error from the
+//! which is how the producer learns that the client went away.
+//!
+//! Reading a request body ([`next_data`], [`read_whole`]) is here too: both interfaces
+//! bound every wait for its next bytes by `body_read_timeout`. An error from the
 //! producer (the application failed mid-body) is reported one poll late, so what it
 //! sent before still reaches the client before the abort.
 
@@ -12,8 +15,12 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::net::ActiveGuard;
@@ -135,4 +142,40 @@ impl Body for ResponseBody {
             Kind::Stream(_) => SizeHint::default(),
         }
     }
+}
+
+/// Why reading a request body stopped early.
+#[derive(Debug)]
+pub enum BodyReadError {
+    /// No bytes arrived for this long.
+    TimedOut(Duration),
+    /// hyper's error: a malformed body, or the client went away.
+    Failed(hyper::Error),
+}
+
+/// The next non-empty piece of `body`, `None` at its end; trailers are skipped.
+pub async fn next_data(
+    body: &mut Incoming,
+    timeout: Duration,
+) -> Result<Option<Bytes>, BodyReadError> {
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(BodyReadError::TimedOut(timeout)),
+            Ok(None) => return Ok(None),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Ok(Some(data)),
+                _ => continue, // empty, or trailers: not part of the body
+            },
+            Ok(Some(Err(e))) => return Err(BodyReadError::Failed(e)),
+        }
+    }
+}
+
+/// All of `body` (meant for small ones with a known length).
+pub async fn read_whole(body: &mut Incoming, timeout: Duration) -> Result<Bytes, BodyReadError> {
+    let mut buf = BytesMut::new();
+    while let Some(data) = next_data(body, timeout).await? {
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }

@@ -10,8 +10,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::{Buf, BytesMut};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -20,6 +19,7 @@ use std::time::Duration;
 use crate::errors::{
     ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
 };
+use crate::http::body::{next_data, read_whole, BodyReadError};
 use crate::pool::Waiter;
 
 struct State {
@@ -70,35 +70,26 @@ pub struct Prefetched(Result<BytesMut, Failure>);
 /// Read all of `body` — a small one with a known length, so the application gets it
 /// without waiting on the network (and, inline, without turning the runtime per read).
 pub async fn prefetch(mut body: Incoming, timeout: Duration) -> Prefetched {
-    let mut buf = BytesMut::new();
-    loop {
-        match next_data(&mut body, timeout).await {
-            Ok(Some(data)) => buf.extend_from_slice(&data),
-            Ok(None) => return Prefetched(Ok(buf)),
-            Err(f) => return Prefetched(Err(f)),
-        }
-    }
+    Prefetched(
+        read_whole(&mut body, timeout)
+            .await
+            .map(BytesMut::from)
+            .map_err(Failure::from),
+    )
 }
 
-/// The next non-empty piece of the body, `None` at its end; trailers are skipped.
-async fn next_data(body: &mut Incoming, timeout: Duration) -> Result<Option<Bytes>, Failure> {
-    loop {
-        match tokio::time::timeout(timeout, body.frame()).await {
-            Err(_) => return Err(Failure::TimedOut(timeout)),
-            Ok(None) => return Ok(None),
-            Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => return Ok(Some(data)),
-                _ => continue, // empty, or trailers: not part of the body
-            },
-            Ok(Some(Err(e))) => {
-                return Err(if e.is_incomplete_message() || e.is_closed() {
-                    Failure::Disconnected(format!(
-                        "client disconnected before the request body was complete ({})",
-                        describe(&e)
-                    ))
-                } else {
-                    Failure::Invalid(format!("invalid request body: {}", describe(&e)))
-                })
+impl From<BodyReadError> for Failure {
+    fn from(e: BodyReadError) -> Self {
+        match e {
+            BodyReadError::TimedOut(t) => Failure::TimedOut(t),
+            BodyReadError::Failed(e) if e.is_incomplete_message() || e.is_closed() => {
+                Failure::Disconnected(format!(
+                    "client disconnected before the request body was complete ({})",
+                    describe(&e)
+                ))
+            }
+            BodyReadError::Failed(e) => {
+                Failure::Invalid(format!("invalid request body: {}", describe(&e)))
             }
         }
     }
@@ -154,7 +145,7 @@ impl Input {
                 let f = Failure::Disconnected("the worker is stopping".into());
                 Err(Self::fail(st, f))
             }
-            Some(Err(f)) => Err(Self::fail(st, f)),
+            Some(Err(e)) => Err(Self::fail(st, e.into())),
             Some(Ok(None)) => {
                 st.body = None;
                 Ok(false)
