@@ -507,6 +507,9 @@ async fn watch<C, E>(
     let mut pressure_live = true;
     loop {
         tokio::select! {
+            // The connection first: it is what almost every wake-up is for, and a fixed
+            // order spares the random start of an unbiased select on each of them.
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     log::log(log::DEBUG, &format!("connection error: {e}"));

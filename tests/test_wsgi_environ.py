@@ -179,3 +179,31 @@ def test_root_path(server, path, script_name, path_info):
     e = raw_environ(server("--root-path", "/app", APP), http_request("GET", path))
     assert e["SCRIPT_NAME"] == script_name
     assert e["PATH_INFO"] == path_info
+
+
+# The names whose environ keys the core keeps as ready-made Python strings
+# (src/wsgi/environ.rs, common_key): each must land under its CGI name, like any other.
+COMMON_HEADERS = [
+    "User-Agent",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Connection",
+    "Cookie",
+    "Authorization",
+    "Cache-Control",
+    "Referer",
+    "Origin",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Request-Id",
+    "X-Not-Common",
+]
+
+
+def test_common_header_keys(server):
+    headers = {name: f"v-{name}" for name in COMMON_HEADERS}
+    e = raw_environ(server(APP), http_request("GET", "/", headers=headers))
+    for name in COMMON_HEADERS:
+        assert e["HTTP_" + name.upper().replace("-", "_")] == f"v-{name}"
+    assert e["HTTP_HOST"]

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
+use http::header::{COOKIE, HOST};
 use http::request::Parts;
 use percent_encoding::percent_decode;
 use pyo3::prelude::*;
@@ -38,6 +38,30 @@ pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
 /// Bytes as latin-1 text: each byte is the code point of the same value.
 pub fn latin1_string(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
+}
+
+/// The environ keys of the most common request headers as Python strings made once per
+/// process (their hash cached), instead of a new string per request.
+fn common_key<'py>(py: Python<'py>, name: &str) -> Option<&'py Bound<'py, PyString>> {
+    Some(match name {
+        "host" => intern!(py, "HTTP_HOST"),
+        "content-type" => intern!(py, "CONTENT_TYPE"),
+        "content-length" => intern!(py, "CONTENT_LENGTH"),
+        "user-agent" => intern!(py, "HTTP_USER_AGENT"),
+        "accept" => intern!(py, "HTTP_ACCEPT"),
+        "accept-encoding" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        "accept-language" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        "connection" => intern!(py, "HTTP_CONNECTION"),
+        "cookie" => intern!(py, "HTTP_COOKIE"),
+        "authorization" => intern!(py, "HTTP_AUTHORIZATION"),
+        "cache-control" => intern!(py, "HTTP_CACHE_CONTROL"),
+        "referer" => intern!(py, "HTTP_REFERER"),
+        "origin" => intern!(py, "HTTP_ORIGIN"),
+        "x-forwarded-for" => intern!(py, "HTTP_X_FORWARDED_FOR"),
+        "x-forwarded-proto" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
+        "x-request-id" => intern!(py, "HTTP_X_REQUEST_ID"),
+        _ => return None,
+    })
 }
 
 /// The environ key of a request header, or `None` for names that must be dropped.
@@ -154,10 +178,9 @@ pub fn build<'py>(
                 latin1(py, &joined)
             }
         };
-        if name == CONTENT_TYPE || name == CONTENT_LENGTH {
-            env.set_item(PyString::intern(py, &key), value)?;
-        } else {
-            env.set_item(&*key, value)?;
+        match common_key(py, name.as_str()) {
+            Some(interned) => env.set_item(interned, value)?,
+            None => env.set_item(&*key, value)?,
         }
     }
     if !parts.headers.contains_key(HOST) {
