@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+from pathlib import Path
 
 from _support import (
     TEXT,
@@ -79,3 +82,47 @@ def test_a_blocked_log_handler_does_not_stall_http_io(server, tmp_path):
         answered = _io_thread_answers(srv)
         (tmp_path / "gate").write_text("open")
     assert answered, "the I/O thread waited for the blocked log handler"
+
+
+# --- pathsend opens its file with the request state unlocked ---------------------------------
+def _blocked_opening_a_fifo(pid: int) -> bool:
+    """Whether a thread of ``pid`` waits in open() for a FIFO's writer (wchan)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "wchan").read_text().strip() == "wait_for_partner":
+                return True
+    return False
+
+
+def test_pathsend_opens_the_file_without_the_request_state_locked(server, tmp_path):
+    """pathsend used to open and stat the file with the request's state locked: while
+    the open blocked (a slow disk; here a FIFO nobody writes to yet), a client leaving
+    made the I/O thread wait for that lock, and with one I/O thread the worker stalled."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    srv = server(
+        "asgi_http_app:app",
+        "--runtime-threads",
+        "1",
+        "--no-access-log",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    (worker,) = srv.worker_pids()
+    with srv.raw() as conn:
+        conn.send(http_request("GET", f"/pathsend?path={fifo}"))
+        wait_until(lambda: _blocked_opening_a_fifo(worker), 10, message="pathsend opening")
+        # The client leaves; once the server closed its side too, the connection has
+        # dropped the request, which needs the state (in the same step of the I/O thread).
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert conn.sock.recv(1) == b""
+        answered = _io_thread_answers(srv)
+        with open(fifo, "wb"):
+            pass  # let the open finish (an empty file)
+    assert answered, "the I/O thread waited for pathsend's file open"
+    assert srv.get("/pathsend?path=" + str(_a_file(tmp_path))).content == b"pathsend body"
+
+
+def _a_file(folder: Path) -> Path:
+    path = folder / "plain"
+    path.write_bytes(b"pathsend body")
+    return path

@@ -533,26 +533,40 @@ impl HttpProtocol {
         }
     }
 
-    fn pathsend(
-        &self,
-        py: Python<'_>,
-        st: &mut State,
-        msg: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
+    /// `http.response.pathsend`. The file is opened and measured with neither the
+    /// request's state locked nor the GIL held: the I/O threads lock the state (a client
+    /// that leaves, a finished body), and a slow disk or a FIFO must not stall them. The
+    /// state is checked again afterwards, since it may have moved on meanwhile.
+    fn pathsend(&self, py: Python<'_>, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let path: String = msg
             .get_item(intern!(py, "path"))?
             .ok_or_else(|| PyValueError::new_err("http.response.pathsend without 'path'"))?
             .extract()?;
-        let file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
+        let (file, len) = py.detach(|| -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            Ok((file, len))
+        })?;
+        let mut st = self.shared.state.lock();
+        if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
+            // Another send() got in while the file was opened.
+            if st.disconnected {
+                return Err(ClientDisconnected::new_err("client disconnected"));
+            }
+            return Err(unexpected(
+                "'http.response.start'",
+                "http.response.pathsend",
+            ));
+        }
         if let Some(head) = st.head.as_mut() {
             head.set_length_if_missing(len);
         }
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(st, ResponseBody::stream(rx))
-            .map_err(|_| Self::gone(st))?;
+        self.send_head(&mut st, ResponseBody::stream(rx))
+            .map_err(|_| Self::gone(&mut st))?;
         st.bytes += len;
-        self.response_finished(st);
+        self.response_finished(&mut st);
+        drop(st);
         self.bridge.runtime.spawn_blocking(move || {
             if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
                 log::log(log::ERROR, &format!("sending {path} failed: {e}"));
@@ -641,7 +655,8 @@ impl HttpProtocol {
             }
             "http.response.body" => self.body(py, &mut st, msg),
             "http.response.pathsend" if pending && st.head.is_some() => {
-                self.pathsend(py, &mut st, msg)
+                drop(st); // the file is opened unlocked
+                self.pathsend(py, msg)
             }
             "http.response.trailers" if st.trailers => {
                 // Trailers are accepted and not sent (HTTP/1.1 clients rarely read them).
