@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 from _support import (
@@ -126,3 +128,52 @@ def _a_file(folder: Path) -> Path:
     path = folder / "plain"
     path.write_bytes(b"pathsend body")
     return path
+
+
+# --- an application still running after its response keeps the worker draining ---------------
+def test_drain_waits_for_an_application_still_running_after_its_response(server, tmp_path):
+    """The connection's slot used to be released once the response was sent and the
+    connection closed: a SIGTERM then ended the drain at once and the worker stopped
+    under an application that was still working (Starlette background tasks)."""
+    srv = server(
+        "asgi_background_app:app",
+        "--graceful-timeout",
+        "20",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    assert srv.get("/bg").text == "sent"  # its connection is closed afterwards
+    srv.wait_for_line("GM-BG-RESPONDED")
+    mark = srv.mark()
+    srv.send_signal(signal.SIGTERM)
+    srv.wait_for_line(r"Shutting down \(SIGTERM\)", start=mark)
+    (tmp_path / "release").write_text("go")
+    assert srv.proc.wait(25) == 0, srv.output()
+    srv.join_output(5)
+    lines = srv.lines(mark)
+    done = [i for i, line in enumerate(lines) if "GM-BG-DONE" in line]
+    shutdown = [i for i, line in enumerate(lines) if "GM-LIFESPAN-SHUTDOWN" in line]
+    assert done and shutdown and done[0] < shutdown[0], "\n".join(lines)
+
+
+def test_an_application_still_running_after_its_response_holds_its_slot(server, tmp_path):
+    """With --max-connections 1, the next client waits until the application returned,
+    as it waits for a WebSocket whose application has not returned."""
+    srv = server(
+        "asgi_background_app:app",
+        "--max-connections",
+        "1",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    assert srv.get("/bg").text == "sent"
+    srv.wait_for_line("GM-BG-RESPONDED")
+    mark = srv.mark()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("ping", srv.get("/ping").text))
+    t.start()
+    (tmp_path / "release").write_text("go")
+    t.join(15)
+    assert result == {"ping": "pong"}
+    lines = srv.lines(mark)
+    done = [i for i, line in enumerate(lines) if "GM-BG-DONE" in line]
+    ping = [i for i, line in enumerate(lines) if "GM-PING" in line]
+    assert done and ping and done[0] < ping[0], "\n".join(lines)

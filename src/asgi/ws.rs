@@ -31,7 +31,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -44,7 +44,7 @@ use crate::access_log::Record;
 use crate::http::head::Head;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs, ConnSlot};
+use crate::net::{ActiveGuard, Addrs, ConnSlot, SlotShare};
 
 /// Messages read ahead of the application before reading pauses.
 const READ_AHEAD: usize = 16;
@@ -104,7 +104,7 @@ struct State {
     final_close: Option<Close>,
     status: u16,
     /// The application's share of the connection slot, released when it returns.
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    slot: Option<SlotShare>,
 }
 
 /// One WebSocket's state, shared by the loop thread and its socket task.
@@ -363,11 +363,11 @@ impl WsProtocol {
         st.status = 101;
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);
         st.phase = Phase::Open(tx);
-        // The WebSocket keeps the connection's slot: taken before the 101 goes out, since
-        // the connection releases what is left when hyper hands the socket over. Both
-        // the socket task and the application hold it, so the graceful drain waits for
-        // the application to handle its `websocket.disconnect` too.
-        let slot = self.slot.take().map(Arc::new);
+        // The WebSocket keeps a share of the connection's slot: taken before the 101
+        // goes out, since the connection drops its own share when hyper hands the socket
+        // over. Both the socket task and the application hold it, so the graceful drain
+        // waits for the application to handle its `websocket.disconnect` too.
+        let slot = self.slot.share();
         if reply.send(resp).is_err() {
             st.phase = Phase::Closed;
             st.disconnected = Some((1006, String::new()));
@@ -624,7 +624,7 @@ struct SocketTask {
     bridge: Arc<Bridge>,
     outbound: mpsc::Receiver<Message>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    slot: Option<SlotShare>,
     _guard: ActiveGuard,
     max_size: usize,
     /// `--ws-send-timeout`: how long one write to the peer may take.
