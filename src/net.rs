@@ -192,19 +192,29 @@ impl ConnActivity {
     }
 }
 
-/// A connection's place under `max_connections` (a semaphore permit). The accept loop
-/// releases it when the connection ends, unless the connection was upgraded: the
-/// upgraded socket (a WebSocket) takes the permit over and holds it until it closes, so
-/// it still counts against the limit and the graceful drain waits for it.
-pub struct ConnSlot(parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+/// A connection's place under `max_connections` (a semaphore permit), shared by the
+/// connection and what its requests leave running: the permit returns to the pool when
+/// the last share is dropped. The accept loop drops the connection's share when the
+/// connection ends; an ASGI request's application task holds a share until it returns,
+/// and an upgraded socket (a WebSocket) until it closes. So they all count against the
+/// limit, and the graceful drain (which waits for every permit) waits for them.
+pub struct ConnSlot(parking_lot::Mutex<Option<SlotShare>>);
+
+/// One holder's share of a [`ConnSlot`].
+pub type SlotShare = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 impl ConnSlot {
     pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Arc<Self> {
-        Arc::new(ConnSlot(parking_lot::Mutex::new(Some(permit))))
+        Arc::new(ConnSlot(parking_lot::Mutex::new(Some(Arc::new(permit)))))
     }
 
-    /// Take the permit over; `None` once the connection released it.
-    pub fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Another share of the slot; `None` once the connection released its own.
+    pub fn share(&self) -> Option<SlotShare> {
+        self.0.lock().clone()
+    }
+
+    /// Take the connection's own share (to drop it when the connection ends).
+    pub fn take(&self) -> Option<SlotShare> {
         self.0.lock().take()
     }
 }

@@ -53,8 +53,9 @@ use crate::tls::TlsInfo;
 /// What a connection tells its requests.
 pub struct ConnCtx {
     pub addrs: Arc<Addrs>,
-    /// This connection's slot under `max_connections`; an upgrade (WebSocket) takes it
-    /// over, so the upgraded socket keeps counting and the graceful drain waits for it.
+    /// This connection's slot under `max_connections`; an upgraded socket (WebSocket)
+    /// and an ASGI application task take a share of it, so they keep counting after the
+    /// connection ended and the graceful drain waits for them.
     pub slot: Arc<ConnSlot>,
     /// Flips to true when the worker starts draining.
     pub shutdown: watch::Receiver<bool>,
@@ -336,7 +337,7 @@ async fn accept_loop<H: Handler>(
                 );
                 tokio::spawn(async move {
                     conn.await;
-                    drop(slot.take()); // unless an upgrade took it over
+                    drop(slot.take()); // the connection's share; others may still hold theirs
                 });
             }
             Err(e) if is_resource_exhaustion(&e) => {

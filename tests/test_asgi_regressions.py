@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import threading
+from pathlib import Path
 
 from _support import (
     TEXT,
@@ -79,3 +84,96 @@ def test_a_blocked_log_handler_does_not_stall_http_io(server, tmp_path):
         answered = _io_thread_answers(srv)
         (tmp_path / "gate").write_text("open")
     assert answered, "the I/O thread waited for the blocked log handler"
+
+
+# --- pathsend opens its file with the request state unlocked ---------------------------------
+def _blocked_opening_a_fifo(pid: int) -> bool:
+    """Whether a thread of ``pid`` waits in open() for a FIFO's writer (wchan)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "wchan").read_text().strip() == "wait_for_partner":
+                return True
+    return False
+
+
+def test_pathsend_opens_the_file_without_the_request_state_locked(server, tmp_path):
+    """pathsend used to open and stat the file with the request's state locked: while
+    the open blocked (a slow disk; here a FIFO nobody writes to yet), a client leaving
+    made the I/O thread wait for that lock, and with one I/O thread the worker stalled."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    srv = server(
+        "asgi_http_app:app",
+        "--runtime-threads",
+        "1",
+        "--no-access-log",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    (worker,) = srv.worker_pids()
+    with srv.raw() as conn:
+        conn.send(http_request("GET", f"/pathsend?path={fifo}"))
+        wait_until(lambda: _blocked_opening_a_fifo(worker), 10, message="pathsend opening")
+        # The client leaves; once the server closed its side too, the connection has
+        # dropped the request, which needs the state (in the same step of the I/O thread).
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert conn.sock.recv(1) == b""
+        answered = _io_thread_answers(srv)
+        with open(fifo, "wb"):
+            pass  # let the open finish (an empty file)
+    assert answered, "the I/O thread waited for pathsend's file open"
+    assert srv.get("/pathsend?path=" + str(_a_file(tmp_path))).content == b"pathsend body"
+
+
+def _a_file(folder: Path) -> Path:
+    path = folder / "plain"
+    path.write_bytes(b"pathsend body")
+    return path
+
+
+# --- an application still running after its response keeps the worker draining ---------------
+def test_drain_waits_for_an_application_still_running_after_its_response(server, tmp_path):
+    """The connection's slot used to be released once the response was sent and the
+    connection closed: a SIGTERM then ended the drain at once and the worker stopped
+    under an application that was still working (Starlette background tasks)."""
+    srv = server(
+        "asgi_background_app:app",
+        "--graceful-timeout",
+        "20",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    assert srv.get("/bg").text == "sent"  # its connection is closed afterwards
+    srv.wait_for_line("GM-BG-RESPONDED")
+    mark = srv.mark()
+    srv.send_signal(signal.SIGTERM)
+    srv.wait_for_line(r"Shutting down \(SIGTERM\)", start=mark)
+    (tmp_path / "release").write_text("go")
+    assert srv.proc.wait(25) == 0, srv.output()
+    srv.join_output(5)
+    lines = srv.lines(mark)
+    done = [i for i, line in enumerate(lines) if "GM-BG-DONE" in line]
+    shutdown = [i for i, line in enumerate(lines) if "GM-LIFESPAN-SHUTDOWN" in line]
+    assert done and shutdown and done[0] < shutdown[0], "\n".join(lines)
+
+
+def test_an_application_still_running_after_its_response_holds_its_slot(server, tmp_path):
+    """With --max-connections 1, the next client waits until the application returned,
+    as it waits for a WebSocket whose application has not returned."""
+    srv = server(
+        "asgi_background_app:app",
+        "--max-connections",
+        "1",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    assert srv.get("/bg").text == "sent"
+    srv.wait_for_line("GM-BG-RESPONDED")
+    mark = srv.mark()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("ping", srv.get("/ping").text))
+    t.start()
+    (tmp_path / "release").write_text("go")
+    t.join(15)
+    assert result == {"ping": "pong"}
+    lines = srv.lines(mark)
+    done = [i for i, line in enumerate(lines) if "GM-BG-DONE" in line]
+    ping = [i for i, line in enumerate(lines) if "GM-PING" in line]
+    assert done and ping and done[0] < ping[0], "\n".join(lines)

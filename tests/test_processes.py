@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -252,3 +253,35 @@ def test_worker_dying_inside_the_app_is_respawned(server, path, reason):
     )
     replacement = pid_of(srv)  # the next request is served, by a new worker
     assert replacement != victim
+
+
+# Runs the gristmill command with one change: when the supervisor's run() has returned
+# (the stop is over and its signal handlers are gone), the process sends itself SIGTERM
+# and SIGINT, as an impatient process manager or a second Ctrl-C would just then.
+LATE_SIGNALS_LAUNCHER = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "from gristmill import cli, supervisor\n"
+    "run = supervisor.Supervisor.run\n"
+    "def late(self, *a, **kw):\n"
+    "    code = run(self, *a, **kw)\n"
+    "    print('GM-LATE-SIGNALS', flush=True)\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    return code\n"
+    "supervisor.Supervisor.run = late\n"
+    "sys.argv[0] = 'gristmill'\n"
+    "cli.main()\n",
+]
+
+
+def test_stop_signals_after_the_stop_do_not_change_the_exit_code(server):
+    """The supervisor used to restore the default handlers before exiting: a second
+    SIGTERM in that window killed it (-15) instead of letting it exit 0."""
+    srv = server(APP, launcher=LATE_SIGNALS_LAUNCHER)
+    code = srv.stop(signal.SIGTERM)
+    out = srv.output()
+    assert "GM-LATE-SIGNALS" in out, out
+    assert code == 0, out
+    assert "KeyboardInterrupt" not in out

@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             )
         gm_logging.configure(settings)
         logging_ready = True
-        code = Supervisor(settings).run()
+        code = Supervisor(settings).run(exiting=True)
     except GristmillError as err:
         if not logging_ready:
             gm_logging.configure(Settings())

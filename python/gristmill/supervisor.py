@@ -101,15 +101,23 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
         self._pid_file: str | None = None
         self._old_handlers: dict[int, Any] = {}
+        self._exiting = False
 
     # --- lifecycle ------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, *, exiting: bool = False) -> int:
         """Serve until stopped. Returns 0 after a graceful stop, 1 after a forced one.
 
         Raises :class:`ServerError` or :class:`AppLoadError` when the server cannot
         start or keep running (after stopping every worker).
+
+        The caller's signal handlers are restored on return, except with ``exiting``
+        (the ``gristmill`` command, whose process ends right after): the signals the
+        supervisor handled are then left ignored, so a repeated SIGTERM or Ctrl-C that
+        arrives between the end of the stop and the exit cannot kill the process (exit
+        -15 instead of 0) or raise KeyboardInterrupt.
         """
+        self._exiting = exiting
         self._prepare()
         try:
             self._bind()
@@ -197,6 +205,10 @@ class Supervisor:
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
+            # One atomic swap per signal, from our handler to the next disposition: no
+            # moment where a stop signal meets the default action.
+            if self._exiting and sig != signal.SIGCHLD:
+                handler = signal.SIG_IGN
             signal.signal(sig, handler)
         self._old_handlers.clear()
         if self._wake_w >= 0:

@@ -34,7 +34,7 @@ use crate::http::head::Head;
 use crate::http::validate::parse_content_length;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs};
+use crate::net::{ActiveGuard, Addrs, SlotShare};
 
 /// Chunks in flight between the application and the connection.
 const STREAM_DEPTH: usize = 4;
@@ -74,6 +74,10 @@ struct State {
     /// A body chunk read for a `receive()` the application cancelled: the next
     /// `receive()` gets it, so no part of the body is lost.
     pending: Option<(Bytes, bool)>,
+    /// The application task's share of the connection's slot under `max_connections`,
+    /// dropped when the task returns: an application that keeps working after its
+    /// response still counts, and the graceful drain waits for it (as for WebSocket).
+    slot: Option<SlotShare>,
 }
 
 /// The state of one request, shared by the loop thread and the I/O threads.
@@ -86,6 +90,7 @@ impl HttpShared {
         body: BodySource,
         reply: oneshot::Sender<Response<ResponseBody>>,
         guard: ActiveGuard,
+        slot: Option<SlotShare>,
     ) -> Self {
         let disconnected = matches!(body, BodySource::Failed);
         HttpShared {
@@ -100,6 +105,7 @@ impl HttpShared {
                 bytes: 0,
                 received: 0,
                 pending: None,
+                slot,
             }),
         }
     }
@@ -116,10 +122,14 @@ impl HttpShared {
         }
     }
 
-    /// End the request with a plain error if nothing was sent, else abort the body.
-    pub fn fail(&self, status: StatusCode, server_header: bool) {
+    /// The application task could not start: answer with a plain error (nothing was
+    /// sent) and give up the task's share of the connection slot.
+    pub fn fail_to_start(&self, status: StatusCode, server_header: bool) {
         let mut st = self.state.lock();
         fail_locked(&mut st, status, server_header);
+        let slot = st.slot.take();
+        drop(st);
+        drop(slot);
     }
 }
 
@@ -533,26 +543,40 @@ impl HttpProtocol {
         }
     }
 
-    fn pathsend(
-        &self,
-        py: Python<'_>,
-        st: &mut State,
-        msg: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
+    /// `http.response.pathsend`. The file is opened and measured with neither the
+    /// request's state locked nor the GIL held: the I/O threads lock the state (a client
+    /// that leaves, a finished body), and a slow disk or a FIFO must not stall them. The
+    /// state is checked again afterwards, since it may have moved on meanwhile.
+    fn pathsend(&self, py: Python<'_>, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let path: String = msg
             .get_item(intern!(py, "path"))?
             .ok_or_else(|| PyValueError::new_err("http.response.pathsend without 'path'"))?
             .extract()?;
-        let file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
+        let (file, len) = py.detach(|| -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            Ok((file, len))
+        })?;
+        let mut st = self.shared.state.lock();
+        if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
+            // Another send() got in while the file was opened.
+            if st.disconnected {
+                return Err(ClientDisconnected::new_err("client disconnected"));
+            }
+            return Err(unexpected(
+                "'http.response.start'",
+                "http.response.pathsend",
+            ));
+        }
         if let Some(head) = st.head.as_mut() {
             head.set_length_if_missing(len);
         }
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(st, ResponseBody::stream(rx))
-            .map_err(|_| Self::gone(st))?;
+        self.send_head(&mut st, ResponseBody::stream(rx))
+            .map_err(|_| Self::gone(&mut st))?;
         st.bytes += len;
-        self.response_finished(st);
+        self.response_finished(&mut st);
+        drop(st);
         self.bridge.runtime.spawn_blocking(move || {
             if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
                 log::log(log::ERROR, &format!("sending {path} failed: {e}"));
@@ -641,7 +665,8 @@ impl HttpProtocol {
             }
             "http.response.body" => self.body(py, &mut st, msg),
             "http.response.pathsend" if pending && st.head.is_some() => {
-                self.pathsend(py, &mut st, msg)
+                drop(st); // the file is opened unlocked
+                self.pathsend(py, msg)
             }
             "http.response.trailers" if st.trailers => {
                 // Trailers are accepted and not sent (HTTP/1.1 clients rarely read them).
@@ -706,14 +731,14 @@ impl HttpProtocol {
                 _ => {}
             },
         }
-        let (status, bytes) = {
+        let (status, bytes, slot) = {
             let mut st = self.shared.state.lock();
             fail_locked(
                 &mut st,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 self.bridge.config.server_header,
             );
-            (st.status, st.bytes)
+            (st.status, st.bytes, st.slot.take())
         };
         if let Some(access) = &self.bridge.access {
             access.emit(
@@ -721,5 +746,6 @@ impl HttpProtocol {
                 &Record::new(&self.parts, self.addrs.peer, status, bytes, self.started),
             );
         }
+        drop(slot); // the task is done: the drain may end now
     }
 }

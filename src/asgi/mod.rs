@@ -192,7 +192,7 @@ impl Bridge {
                 "could not start the ASGI request task",
                 Some(&e),
             );
-            shared.fail(StatusCode::INTERNAL_SERVER_ERROR, self.config.server_header);
+            shared.fail_to_start(StatusCode::INTERNAL_SERVER_ERROR, self.config.server_header);
         }
     }
 
@@ -495,7 +495,10 @@ impl Handler for Asgi {
             BodySource::Stream(body)
         };
         let (reply, rx) = oneshot::channel();
-        let shared = Arc::new(HttpShared::new(source, reply, guard));
+        // The application task takes a share of the connection's slot: it may keep
+        // running after its response ended (and the connection closed).
+        let slot = conn.slot.share();
+        let shared = Arc::new(HttpShared::new(source, reply, guard, slot));
         let on_gone = {
             let (shared, bridge) = (shared.clone(), self.bridge.clone());
             move || shared.client_gone(&bridge)

@@ -31,7 +31,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -44,7 +44,7 @@ use crate::access_log::Record;
 use crate::http::head::Head;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
-use crate::net::{ActiveGuard, Addrs, ConnSlot};
+use crate::net::{ActiveGuard, Addrs, ConnSlot, SlotShare};
 
 /// Messages read ahead of the application before reading pauses.
 const READ_AHEAD: usize = 16;
@@ -104,7 +104,7 @@ struct State {
     final_close: Option<Close>,
     status: u16,
     /// The application's share of the connection slot, released when it returns.
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    slot: Option<SlotShare>,
 }
 
 /// One WebSocket's state, shared by the loop thread and its socket task.
@@ -144,27 +144,51 @@ impl WsShared {
 
     /// Queue an inbound message (socket task); wake a waiting `receive()`.
     fn deliver(&self, bridge: &Bridge, msg: Inbound, shared: &Arc<WsShared>) {
-        let mut st = self.state.lock();
-        st.inbound.push_back(msg);
-        if let Some(fut) = st.waiter.take() {
-            bridge.push(Event::WsDeliver {
-                shared: shared.clone(),
-                fut,
-            });
-        }
+        deliver_locked(&mut self.state.lock(), bridge, msg, shared);
     }
 
     /// The connection went away before a response (the service was dropped).
+    ///
+    /// One critical section: checked and closed under the same lock, so an accept or a
+    /// denial on the loop thread cannot slip in between and have its `Open` phase (and
+    /// the socket task it started) overwritten, with a second disconnect queued.
     pub fn client_gone(&self, bridge: &Bridge, shared: &Arc<WsShared>) {
-        let pending = matches!(self.state.lock().phase, Phase::Handshake { .. });
-        if pending {
-            self.state.lock().phase = Phase::Closed;
-            self.deliver(bridge, Inbound::Disconnect(1006, String::new()), shared);
+        let mut st = self.state.lock();
+        if gone_before_response(&mut st) {
+            deliver_locked(
+                &mut st,
+                bridge,
+                Inbound::Disconnect(1006, String::new()),
+                shared,
+            );
         }
     }
 
     fn queued(&self) -> usize {
         self.state.lock().inbound.len()
+    }
+}
+
+/// Queue `msg` for `receive()` and wake a waiting one (state locked).
+fn deliver_locked(st: &mut State, bridge: &Bridge, msg: Inbound, shared: &Arc<WsShared>) {
+    st.inbound.push_back(msg);
+    if let Some(fut) = st.waiter.take() {
+        bridge.push(Event::WsDeliver {
+            shared: shared.clone(),
+            fut,
+        });
+    }
+}
+
+/// Close a handshake the client abandoned (state locked): true if it was still pending,
+/// so the application is owed a disconnect. An accepted or denied connection is left
+/// alone: its socket task, or the denial, delivers the disconnect.
+fn gone_before_response(st: &mut State) -> bool {
+    if matches!(st.phase, Phase::Handshake { .. }) {
+        st.phase = Phase::Closed;
+        true
+    } else {
+        false
     }
 }
 
@@ -339,11 +363,11 @@ impl WsProtocol {
         st.status = 101;
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);
         st.phase = Phase::Open(tx);
-        // The WebSocket keeps the connection's slot: taken before the 101 goes out, since
-        // the connection releases what is left when hyper hands the socket over. Both
-        // the socket task and the application hold it, so the graceful drain waits for
-        // the application to handle its `websocket.disconnect` too.
-        let slot = self.slot.take().map(Arc::new);
+        // The WebSocket keeps a share of the connection's slot: taken before the 101
+        // goes out, since the connection drops its own share when hyper hands the socket
+        // over. Both the socket task and the application hold it, so the graceful drain
+        // waits for the application to handle its `websocket.disconnect` too.
+        let slot = self.slot.share();
         if reply.send(resp).is_err() {
             st.phase = Phase::Closed;
             st.disconnected = Some((1006, String::new()));
@@ -600,7 +624,7 @@ struct SocketTask {
     bridge: Arc<Bridge>,
     outbound: mpsc::Receiver<Message>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    slot: Option<SlotShare>,
     _guard: ActiveGuard,
     max_size: usize,
     /// `--ws-send-timeout`: how long one write to the peer may take.
@@ -735,5 +759,39 @@ impl SocketTask {
         };
         deliver(Inbound::Disconnect(disconnect.0, disconnect.1));
         drop(self.slot.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ConnActivity;
+
+    fn handshake() -> (WsShared, oneshot::Receiver<Response<ResponseBody>>) {
+        let (reply, rx) = oneshot::channel();
+        let guard = ConnActivity::new().request_started();
+        let upgrade = hyper::upgrade::on(::http::Request::new(()));
+        (WsShared::new(reply, guard, upgrade, "key".into()), rx)
+    }
+
+    #[test]
+    fn a_pending_handshake_is_closed_once() {
+        let (shared, _rx) = handshake();
+        let mut st = shared.state.lock();
+        assert!(gone_before_response(&mut st));
+        assert!(matches!(st.phase, Phase::Closed));
+        // A second departure owes the application nothing more.
+        assert!(!gone_before_response(&mut st));
+    }
+
+    #[test]
+    fn an_accepted_socket_is_left_to_its_task() {
+        let (shared, _rx) = handshake();
+        let mut st = shared.state.lock();
+        let (tx, _out) = mpsc::channel(1);
+        st.phase = Phase::Open(tx); // the application accepted first
+        assert!(!gone_before_response(&mut st));
+        assert!(matches!(st.phase, Phase::Open(_)));
+        assert!(st.inbound.is_empty());
     }
 }
