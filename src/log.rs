@@ -57,3 +57,16 @@ pub fn log(level: i32, msg: &str) {
     }
     Python::attach(|py| log_with(py, level, msg, None));
 }
+
+/// An error with its causes: hyper's own message is generic ("error reading a body"),
+/// the cause says what was wrong ("invalid chunk size line").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -21,6 +21,41 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::http::framing::FramingScanner;
 use crate::http::h2check::{self, Due, H2Check};
 
+/// The send timeout: how long writes may stay blocked on a client that takes none of
+/// the response. The timer exists only while a write is blocked (the socket's send
+/// buffer is full), so the common path pays nothing for it.
+#[derive(Default)]
+struct Stall {
+    timeout: Option<Duration>,
+    since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stall {
+    fn guard<T>(&mut self, cx: &mut Context<'_>, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let Some(timeout) = self.timeout else {
+            return res;
+        };
+        if res.is_ready() {
+            self.since = None;
+            return res;
+        }
+        let timer = self
+            .since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
+            self.since = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took none of the response for {} s (send_timeout)",
+                    timeout.as_secs_f64()
+                ),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
 /// A listening socket inherited from the supervisor.
 pub enum Listener {
     Tcp(TcpListener),
@@ -326,6 +361,7 @@ pub struct TrackedStream {
     scanner: Option<Box<FramingScanner>>,
     h2: Option<Box<H2Check>>,
     replay: Bytes,
+    stall: Stall,
 }
 
 impl TrackedStream {
@@ -336,7 +372,14 @@ impl TrackedStream {
             scanner: Some(Box::new(FramingScanner::new(max_head))),
             h2: None,
             replay: Bytes::new(),
+            stall: Stall::default(),
         }
+    }
+
+    /// Fail writes that make no progress for `timeout` (`send_timeout`).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.stall.timeout = Some(timeout);
+        self
     }
 
     /// Read these bytes again before anything else from the socket.
@@ -492,13 +535,9 @@ fn poll_fail_h2<T>(
     )))
 }
 
-impl AsyncWrite for TrackedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
+impl TrackedStream {
+    fn write_unguarded(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self;
         let inner = &mut this.inner;
         let Some(check) = this.h2.as_deref_mut() else {
             return Pin::new(inner).poll_write(cx, data);
@@ -516,12 +555,12 @@ impl AsyncWrite for TrackedStream {
         Poll::Ready(Ok(n))
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
+    fn write_vectored_unguarded(
+        &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
+        let this = self;
         let check = match this.h2.as_deref_mut() {
             None => return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
             Some(c) if c.is_closing().is_some() || !c.client_frames(Due::Unfinished).is_empty() => {
@@ -530,7 +569,7 @@ impl AsyncWrite for TrackedStream {
                     .iter()
                     .find(|b| !b.is_empty())
                     .map_or(&[][..], |b| &b[..]);
-                return Pin::new(this).poll_write(cx, first);
+                return this.write_unguarded(cx, first);
             }
             Some(c) => c,
         };
@@ -547,12 +586,8 @@ impl AsyncWrite for TrackedStream {
         Poll::Ready(Ok(n))
     }
 
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+    fn flush_unguarded(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         let inner = &mut this.inner;
         if let Some(check) = this.h2.as_deref_mut() {
             if check.is_closing().is_some() {
@@ -566,6 +601,38 @@ impl AsyncWrite for TrackedStream {
             }
         }
         Pin::new(inner).poll_flush(cx)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.write_unguarded(cx, data);
+        this.stall.guard(cx, res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.write_vectored_unguarded(cx, bufs);
+        this.stall.guard(cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let res = this.flush_unguarded(cx);
+        this.stall.guard(cx, res)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

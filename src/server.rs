@@ -399,7 +399,8 @@ async fn serve_connection<H: Handler>(
         }
     };
     let activity = ConnActivity::new();
-    let mut io = TrackedStream::new(stream, activity.clone(), config.max_header_size);
+    let mut io = TrackedStream::new(stream, activity.clone(), config.max_header_size)
+        .with_send_timeout(config.send_timeout);
     let proto = choose_protocol(
         &mut io,
         config.http,
@@ -497,7 +498,7 @@ async fn watch<C, E>(
     mut ctl: Ctl,
 ) where
     C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::error::Error,
 {
     tokio::pin!(conn);
     let idle_timer = tokio::time::sleep(keepalive);
@@ -513,7 +514,7 @@ async fn watch<C, E>(
             biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
-                    log::log(log::DEBUG, &format!("connection error: {e}"));
+                    log::log(log::DEBUG, &format!("connection error: {}", log::error_chain(&e)));
                 }
                 return;
             }

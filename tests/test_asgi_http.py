@@ -712,3 +712,17 @@ def test_stalled_small_body_gets_408_before_the_application_runs(server, tmp_pat
     srv.wait_for_line(r"POST /echo: no request body bytes arrived for 0.5 s", start=mark)
     srv.wait_for_line(r'"POST /echo HTTP/1.1" 408', start=mark)
     assert srv.post("/echo", content=b"next").content == b"echo:next"
+
+
+def test_client_that_stops_reading_is_dropped_after_send_timeout(server, tmp_path):
+    srv = server(
+        APP, "--send-timeout", "1", "--log-level", "debug", env={"GM_TEST_DIR": str(tmp_path)}
+    )
+    mark = srv.mark()
+    with srv.raw(rcvbuf=16 * 1024) as stalled:
+        stalled.send(http_request("GET", "/big?mb=64"))
+        assert stalled.read_head().status == 200
+        srv.wait_for_line(r"took none of the response for 1 s \(send_timeout\)", start=mark)
+        received = len(stalled.read_to_eof(timeout=10))
+    assert received < 64 << 20
+    assert srv.get("/single").content == b"hello world"

@@ -101,3 +101,29 @@ def _swallow(url: str) -> None:
         httpx.get(url, timeout=40)
     except httpx.HTTPError:
         pass
+
+
+def test_client_that_stops_reading_is_dropped_after_send_timeout(server, mode, tmp_path):
+    """A client that takes none of a streamed response frees the worker after
+    --send-timeout: inline, it would otherwise hold the worker's only thread."""
+    srv = server(
+        "response_app:application",
+        *mode,
+        "--send-timeout",
+        "1",
+        "--log-level",
+        "debug",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    mark = srv.mark()
+    with srv.raw(rcvbuf=16 * 1024) as stalled:
+        stalled.send(http_request("GET", "/big?mb=64"))
+        assert stalled.read_head().status == 200
+        start = time.monotonic()
+        # Another client is served once the stalled one is dropped (inline) or at once.
+        assert srv.get("/pid", timeout=15).status_code == 200
+        srv.wait_for_line(r"took none of the response for 1 s \(send_timeout\)", start=mark)
+        srv.wait_for_line(r"client went away during GET /big", start=mark)
+        assert time.monotonic() - start < 10
+        received = len(stalled.read_to_eof(timeout=10))
+    assert received < 64 << 20

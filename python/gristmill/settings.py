@@ -259,6 +259,15 @@ class Settings:
         group="HTTP",
         metavar="SECONDS",
     )
+    send_timeout: float = _setting(
+        60.0,
+        "Seconds a connection may stay blocked on a client that takes none of the "
+        "response (its receive window full); then the connection is closed, and a WSGI "
+        "application streaming to it gets its iterable closed and its thread back. "
+        "Default is 60 seconds.",
+        group="HTTP",
+        metavar="SECONDS",
+    )
     keepalive_timeout: float = _setting(
         5.0,
         "Seconds an idle keep-alive connection is kept open waiting for the next "
@@ -578,6 +587,7 @@ def validate(s: Settings) -> Settings:
     for name in (
         "header_read_timeout",
         "body_read_timeout",
+        "send_timeout",
         "keepalive_timeout",
         "graceful_timeout",
         "ws_send_timeout",

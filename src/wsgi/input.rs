@@ -85,12 +85,13 @@ impl From<BodyReadError> for Failure {
             BodyReadError::Failed(e) if e.is_incomplete_message() || e.is_closed() => {
                 Failure::Disconnected(format!(
                     "client disconnected before the request body was complete ({})",
-                    describe(&e)
+                    crate::log::error_chain(&e)
                 ))
             }
-            BodyReadError::Failed(e) => {
-                Failure::Invalid(format!("invalid request body: {}", describe(&e)))
-            }
+            BodyReadError::Failed(e) => Failure::Invalid(format!(
+                "invalid request body: {}",
+                crate::log::error_chain(&e)
+            )),
         }
     }
 }
@@ -202,19 +203,6 @@ impl Input {
             }
         }
     }
-}
-
-/// An error with its causes: hyper's own message is generic ("error reading a body"),
-/// the cause says what was wrong ("invalid chunk size line").
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Python's convention: `None` or a negative size means "all".
