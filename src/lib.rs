@@ -142,7 +142,7 @@ fn serve(
                 || signal_ready(ready_fd),
             );
             let stop = match jobs {
-                Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs),
+                Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs, config.busy_poll),
                 None => py.detach(|| runtime.block_on(serving)),
             };
             stop_watch.finished();

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,3 +128,26 @@ def test_client_that_stops_reading_is_dropped_after_send_timeout(server, mode, t
         assert time.monotonic() - start < 10
         received = len(stalled.read_to_eof(timeout=10))
     assert received < 64 << 20
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("busy_poll", ["50", "0"])
+def test_idle_inline_worker_does_not_spin(server, busy_poll):
+    """--busy-poll polls only right after a request: an idle worker sleeps."""
+    srv = server(APP, "--busy-poll", busy_poll)
+    (worker,) = srv.worker_pids()
+    for _ in range(20):
+        assert srv.get("/").status_code == 200
+    before = _cpu_seconds(worker)
+    time.sleep(1.0)  # one idle second, measured (the app's ticker thread costs little)
+    assert _cpu_seconds(worker) - before < 0.2
+
+
+def test_busy_poll_is_validated(gristmill_exit):
+    code, output = gristmill_exit([APP, "--busy-poll", "-1"])
+    assert code == 2
+    assert "busy_poll must be between 0 and 1000000 microseconds" in output

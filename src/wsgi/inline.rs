@@ -38,6 +38,7 @@ pub fn run_inline<F>(
     rt: &Runtime,
     serving: F,
     mut jobs: mpsc::UnboundedReceiver<Job>,
+    busy_poll: std::time::Duration,
 ) -> F::Output
 where
     F: Future + Send,
@@ -47,6 +48,22 @@ where
     loop {
         let next = py.detach(|| {
             rt.block_on(async {
+                if !busy_poll.is_zero() {
+                    let until = std::time::Instant::now() + busy_poll;
+                    loop {
+                        match jobs.try_recv() {
+                            Ok(job) => return Next::Job(job),
+                            Err(mpsc::error::TryRecvError::Disconnected) => break,
+                            Err(mpsc::error::TryRecvError::Empty) => {}
+                        }
+                        if std::time::Instant::now() >= until {
+                            break;
+                        }
+                        // One turn of the runtime: ready tasks, then a poll of the
+                        // sockets that does not sleep.
+                        tokio::task::yield_now().await;
+                    }
+                }
                 tokio::select! {
                     // Jobs first: a drain only ends once the requests it waits for ran.
                     biased;
