@@ -277,26 +277,37 @@ impl StartResponse {
         };
         let n = chunk.len() as u64;
         let tx = tx.clone();
-        let sent = self.waiter.hand_over(py, || tx.try_send(Ok(chunk)));
-        if let Err(mpsc::error::TrySendError::Full(chunk)) = sent {
-            match self.waiter.wait(py, tx.send(chunk)) {
-                Some(Ok(())) => {}
-                _ => return Err(Gone),
-            }
-        } else if tx.is_closed() {
-            return Err(Gone);
+        // (the chunk is in the channel, the connection took everything queued)
+        let (sent, taken) = if self.waiter.drives() {
+            // Inline, nothing sends while the application runs: hand the chunk over
+            // inside the runtime and wait, in the same turn, until the connection took
+            // every chunk, or a generator that pauses between chunks (server-sent
+            // events, progress output) would hold them back.
+            let waited = self.waiter.wait(py, async {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return (false, false);
+                }
+                (true, tx.reserve_many(STREAM_DEPTH).await.is_ok())
+            });
+            waited.unwrap_or((false, false))
+        } else {
+            let sent = match tx.try_send(Ok(chunk)) {
+                Ok(()) => !tx.is_closed(),
+                Err(mpsc::error::TrySendError::Full(chunk)) => {
+                    matches!(self.waiter.wait(py, tx.send(chunk)), Some(Ok(())))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
+            (sent, sent)
+        };
+        if sent {
+            st.bytes += n;
         }
-        st.bytes += n;
-        if self.waiter.drives() {
-            // Inline, nothing sends while the application runs: wait until the
-            // connection took every chunk, or a generator that pauses between chunks
-            // (server-sent events, progress output) would hold them back.
-            match self.waiter.wait(py, tx.reserve_many(STREAM_DEPTH)) {
-                Some(Ok(_permits)) => {}
-                _ => return Err(Gone),
-            }
+        if taken {
+            Ok(())
+        } else {
+            Err(Gone)
         }
-        Ok(())
     }
 
     /// End the response normally.
