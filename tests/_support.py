@@ -686,3 +686,13 @@ def wait_for_file(path: Path, timeout: float = 10.0) -> str:
     """Wait for a marker file an application writes (atomically) and return its text."""
     wait_until(path.exists, timeout, message=f"{path.name} to be written")
     return path.read_text()
+
+
+def stalled_upload(srv: Server, path: str, sent: bytes, declared: int = 100) -> tuple[int, float]:
+    """POST ``path`` declaring ``declared`` body bytes but sending only ``sent``, then wait
+    for the answer: (status, seconds it took)."""
+    with srv.raw() as conn:
+        conn.send(http_request("POST", path, headers={"Content-Length": str(declared)}) + sent)
+        start = time.monotonic()
+        resp = conn.final_response()
+        return resp.status, time.monotonic() - start

@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import threading
-import time
 
 import httpx
 import pytest
@@ -26,6 +25,7 @@ from _support import (
     chunked,
     http_request,
     io_gated_args,
+    stalled_upload,
     wait_for_file,
     wait_until,
 )
@@ -702,12 +702,8 @@ def test_new_connections_are_refused_during_a_graceful_stop(server, tmp_path):
 def test_stalled_small_body_gets_408_before_the_application_runs(server, tmp_path):
     srv = server(APP, "--body-read-timeout", "0.5", env={"GM_TEST_DIR": str(tmp_path)})
     mark = srv.mark()
-    with srv.raw() as conn:
-        conn.send(http_request("POST", "/echo", headers={"Content-Length": "100"}) + b"part")
-        start = time.monotonic()
-        resp = conn.final_response()
-        waited = time.monotonic() - start
-    assert resp.status == 408
+    status, waited = stalled_upload(srv, "/echo", b"part")
+    assert status == 408
     assert 0.4 < waited < 5
     srv.wait_for_line(r"POST /echo: no request body bytes arrived for 0.5 s", start=mark)
     srv.wait_for_line(r'"POST /echo HTTP/1.1" 408', start=mark)

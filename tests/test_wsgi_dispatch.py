@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _support import WSGI_MODES, http_request, wait_until
+from _support import WSGI_MODES, http_request, stalled_upload, wait_until
 
 APP = "dispatch_app:application"
 
@@ -52,13 +52,8 @@ def test_body_read_from_an_application_thread(server, mode):
 def test_stalled_upload_gets_408_and_worker_keeps_serving(server, mode):
     srv = server("input_app:application", *mode, "--body-read-timeout", "0.5")
     mark = srv.mark()
-    with srv.raw() as conn:
-        head = http_request("POST", "/propagate", headers={"Content-Length": "100"})
-        conn.send(head + b"only part of it")
-        start = time.monotonic()
-        resp = conn.final_response()
-        waited = time.monotonic() - start
-    assert resp.status == 408
+    status, waited = stalled_upload(srv, "/propagate", b"only part of it")
+    assert status == 408
     assert 0.4 < waited < 5
     srv.wait_for_line(r"GM-PROPAGATE raised RequestBodyTimeout oserror=True", start=mark)
     srv.wait_for_line(r"no request body bytes arrived for 0.5 s", start=mark)
