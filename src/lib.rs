@@ -42,7 +42,7 @@ fn signal_ready(fd: i32) {
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
 #[pyfunction]
-#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None))]
+#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None, driver=None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -53,6 +53,7 @@ fn serve(
     event_loop: Option<Py<PyAny>>,
     state: Option<Py<pyo3::types::PyDict>>,
     context: Option<Py<PyAny>>,
+    driver: Option<Py<asgi::Driver>>,
 ) -> PyResult<()> {
     let config = Arc::new(Config::try_from((
         settings.extract::<RawSettings>()?,
@@ -92,18 +93,24 @@ fn serve(
     };
     let stop_watch = stop::start(config.graceful_timeout)?;
     let inline = config.wsgi_inline();
-    let runtime = Arc::new(if inline {
+    let runtime = if let Some(d) = &driver {
+        d.get().runtime()
+    } else if inline {
+        Arc::new(
         tokio::runtime::Builder::new_current_thread()
             .thread_name("gristmill-io")
             .enable_all()
-            .build()?
+            .build()?,
+        )
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.runtime_threads)
-            .thread_name("gristmill-io")
-            .enable_all()
-            .build()?
-    });
+        Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.runtime_threads)
+                .thread_name("gristmill-io")
+                .enable_all()
+                .build()?,
+        )
+    };
     let listeners = {
         let _enter = runtime.enter();
         fds.iter()
@@ -159,20 +166,34 @@ fn serve(
                 runtime.handle().clone(),
                 access,
                 asgi::LoopSide {
-                    event_loop,
+                    event_loop: event_loop.clone_ref(py),
                     state,
                     context,
+                    driven: driver.is_some(),
                 },
             )?);
-            let stop = py.detach(|| {
-                runtime.block_on(server::run(
-                    config.clone(),
-                    handler.clone(),
-                    listeners,
-                    stop_watch.decision.clone(),
-                    || signal_ready(ready_fd),
-                ))
-            });
+            let serving = server::run(
+                config.clone(),
+                handler.clone(),
+                listeners,
+                stop_watch.decision.clone(),
+                move || signal_ready(ready_fd),
+            );
+            let stop = match &driver {
+                Some(d) => {
+                    // One thread: the loop turns the runtime from its selector until the
+                    // server stops, then stops itself.
+                    let d = d.get();
+                    d.start(handler.bridge(), runtime.spawn(serving), config.busy_poll);
+                    event_loop.bind(py).call_method0("run_forever")?;
+                    d.outcome().unwrap_or_else(|| {
+                        Err(std::io::Error::other(
+                            "the event loop stopped before the server did",
+                        ))
+                    })
+                }
+                None => py.detach(|| runtime.block_on(serving)),
+            };
             stop_watch.finished();
             handler.detach(py)?;
             run(stop)?
@@ -212,6 +233,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::StartResponse>()?;
+    m.add_class::<asgi::Driver>()?;
     m.add_class::<asgi::HttpProtocol>()?;
     m.add_class::<asgi::Ready>()?;
     m.add_class::<asgi::WsProtocol>()?;

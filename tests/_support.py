@@ -38,11 +38,22 @@ START_DEADLINE = 30.0
 #: parametrize their server over these.
 WSGI_MODES = {"inline": ("--threads", "1"), "pool": ("--threads", "2")}
 
+#: The two ways an ASGI worker runs: the event loop on the worker's main thread turning
+#: the Rust runtime (one thread, the default), or uvloop in a thread of its own beside
+#: the I/O thread. ASGI suites run whole modules once per mode (the ``asgi_mode``
+#: fixture), through the environment every server of the module starts with.
+ASGI_MODES = {"one-thread": {}, "loop-thread": {"GRISTMILL_LOOP": "uvloop"}}
+
+#: Variables every test server gets (set by the ``asgi_mode`` fixture).
+mode_env: dict[str, str] = {}
+
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a test server runs with: ours minus any GRISTMILL_* variables."""
+    """The environment a test server runs with: ours minus any GRISTMILL_* variables,
+    plus :data:`mode_env` and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(mode_env)
     if extra:
         env.update(extra)
     return env
@@ -646,10 +657,24 @@ def gated_log_config(folder: Path, match: str) -> str:
 BAD_REQUEST_LOGGED = '"GET / HTTP/1.1" 400'
 
 
-def io_gated_args(folder: Path) -> list[str]:
-    """Server arguments for :func:`block_io_thread`: one I/O thread, and a log handler
-    that blocks on the access line of the 400 it provokes."""
-    return ["--runtime-threads", "1", "--log-config", gated_log_config(folder, BAD_REQUEST_LOGGED)]
+def io_gated_args(folder: Path, mode: str = "loop-thread") -> list[str]:
+    """Server arguments for :func:`block_io_thread`: one I/O thread beside the event
+    loop's, and a log handler that blocks on the access line of the 400 it provokes.
+
+    In the ``one-thread`` ASGI mode there is no I/O thread to hold up and none needed:
+    what the application sends in one step is all queued before the runtime turns
+    again; the arguments are then empty and :func:`answer_while_io_thread_blocked` only
+    lets the application go on."""
+    if mode == "one-thread":
+        return []
+    return [
+        "--runtime-threads",
+        "1",
+        "--loop",
+        "uvloop",
+        "--log-config",
+        gated_log_config(folder, BAD_REQUEST_LOGGED),
+    ]
 
 
 def block_io_thread(srv: Server, folder: Path) -> RawConn:
@@ -670,6 +695,10 @@ def answer_while_io_thread_blocked(srv: Server, folder: Path, done: str) -> None
     ``folder/once-waiting`` (``?tag=once&before=<folder>/before`` on asgi_http_app's
     streaming routes). ``done`` is a pattern of the log line that says it finished."""
     wait_for_file(folder / "once-waiting")
+    if "--log-config" not in srv.args:  # one-thread mode (see io_gated_args)
+        (folder / "before").write_text("go")
+        srv.wait_for_line(done)
+        return
     with block_io_thread(srv, folder):
         (folder / "before").write_text("go")
         srv.wait_for_line(done)

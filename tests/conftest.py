@@ -16,7 +16,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _certs import Certs, make_certs  # noqa: E402
-from _support import APPS_DIR, Server, run_to_exit  # noqa: E402
+import _support  # noqa: E402
+from _support import APPS_DIR, ASGI_MODES, Server, run_to_exit  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=list(ASGI_MODES))
+def asgi_mode(request):
+    """Run the module once per ASGI mode (``_support.ASGI_MODES``): every server it
+    starts gets that mode's environment. Use with ``pytestmark``."""
+    _support.mode_env.update(ASGI_MODES[request.param])
+    yield request.param
+    _support.mode_env.clear()
 
 
 @pytest.fixture

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 
 def test_lifespan_contextvars_reach_each_request_in_its_own_copy(server):
     srv = server("asgi_context_app:app")

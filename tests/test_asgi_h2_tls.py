@@ -15,6 +15,9 @@ from websockets.asyncio.client import connect
 from _h2 import H2Raw, h2_tls_context
 from _support import answer_while_io_thread_blocked, io_gated_args, wait_for_file
 
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 SCOPE_APP = "asgi_scope_app:app"
 
 
@@ -111,11 +114,13 @@ def test_asgi_stream_reset_gives_http_disconnect(server, tmp_path):
 
 
 @pytest.mark.parametrize("path", ["/v/raise-midstream", "/v/return-midstream"])
-def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(server, tmp_path, path):
+def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(
+    server, tmp_path, asgi_mode, path
+):
     """Over HTTP/2, the app sending the head and one chunk and failing at once (before
     the connection wrote anything) gets the head and the chunk out, then the stream is
     reset (INTERNAL_ERROR); the connection's other streams carry on."""
-    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)})
     with H2Raw(srv.port) as conn:
         sid = conn.request(f"{path}?tag=once&before={tmp_path / 'before'}")
         answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/2" 200')

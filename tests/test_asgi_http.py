@@ -30,6 +30,9 @@ from _support import (
     wait_until,
 )
 
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 SCOPE_APP = "asgi_scope_app:app"
 APP = "asgi_http_app:app"
 MIB = 1 << 20
@@ -38,7 +41,7 @@ LIFESPAN_STATE = {"from_lifespan": "yes", "items": 1}
 
 
 @pytest.fixture(scope="module")
-def ssrv():
+def ssrv(asgi_mode):
     s = Server([SCOPE_APP])
     s.wait_ready()
     yield s
@@ -46,7 +49,7 @@ def ssrv():
 
 
 @pytest.fixture(scope="module")
-def rootsrv():
+def rootsrv(asgi_mode):
     s = Server(["--root-path", "/mount", SCOPE_APP])
     s.wait_ready()
     yield s
@@ -59,7 +62,7 @@ def markers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hsrv(markers):
+def hsrv(asgi_mode, markers):
     s = Server([APP], env={"GM_TEST_DIR": str(markers)})
     s.wait_ready()
     yield s
@@ -570,11 +573,13 @@ def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, pa
 
 
 @pytest.mark.parametrize(("path", "what"), MIDSTREAM)
-def test_failure_right_after_the_first_chunk_sends_it_then_aborts(server, tmp_path, path, what):
+def test_failure_right_after_the_first_chunk_sends_it_then_aborts(
+    server, tmp_path, asgi_mode, path, what
+):
     """The app sends the head and one chunk (more_body) and fails at once, all before the
     connection wrote a byte (its I/O thread is held up meanwhile): the head and the chunk
     still reach the client, then the connection is aborted, the body never ended."""
-    srv = server("asgi_http_app:app", *io_gated_args(tmp_path), env={"GM_TEST_DIR": str(tmp_path)})
+    srv = server("asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)})
     with srv.raw() as conn:
         conn.send(http_request("GET", f"{path}?tag=once&before={tmp_path / 'before'}"))
         # Its access line says the app is over: head, chunk and failure are all queued.
@@ -603,23 +608,32 @@ def _loop_of(srv) -> str:
     return r.text
 
 
-def test_loop_asyncio(server, tmp_path):
-    srv = server("--loop", "asyncio", APP, env={"GM_TEST_DIR": str(tmp_path)})
-    assert _loop_of(srv).startswith("asyncio.")
+@pytest.mark.parametrize(
+    ("args", "loop", "thread"),
+    [
+        # One runtime thread: the loop runs on the main thread and turns the runtime.
+        ((), "asyncio.", "main"),
+        (("--loop", "asyncio"), "asyncio.", "main"),
+        # uvloop, or more runtime threads: the loop has a thread of its own.
+        (("--loop", "uvloop"), "uvloop.", "own"),
+        (("--runtime-threads", "2"), "uvloop.", "own"),
+        (("--runtime-threads", "2", "--loop", "asyncio"), "asyncio.", "own"),
+    ],
+)
+def test_which_loop_runs_where(server, tmp_path, args, loop, thread):
+    srv = server(*args, APP, env={"GM_TEST_DIR": str(tmp_path), "GRISTMILL_LOOP": "auto"})
+    kind, where = _loop_of(srv).split()
+    assert kind.startswith(loop)
+    assert where == thread
     assert srv.get("/single").content == b"hello world"
 
 
-def test_loop_auto_uses_uvloop_only_when_installed(server, tmp_path):
-    srv = server("--loop", "auto", APP, env={"GM_TEST_DIR": str(tmp_path)})
-    expected = "uvloop." if importlib.util.find_spec("uvloop") else "asyncio."
-    assert _loop_of(srv).startswith(expected)
-
-
 def test_loop_uvloop_without_uvloop_is_a_clear_error(gristmill_exit, tmp_path):
-    if importlib.util.find_spec("uvloop") is not None:
-        pytest.skip("uvloop is installed here")
+    # A uvloop that cannot be imported, first on the path.
+    (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
     code, out = gristmill_exit(
-        ["--port", "0", "--loop", "uvloop", APP], env={"GM_TEST_DIR": str(tmp_path)}
+        ["--port", "0", "--loop", "uvloop", APP],
+        env={"GM_TEST_DIR": str(tmp_path), "PYTHONPATH": str(tmp_path)},
     )
     assert code == 3, out
     assert "uvloop is not installed" in out

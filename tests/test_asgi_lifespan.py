@@ -13,6 +13,9 @@ import pytest
 
 from _support import wait_for_file, wait_until
 
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 APP = "asgi_lifespan_app:app"
 
 

@@ -42,6 +42,10 @@ def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
 
 
 # --- a slow log handler must not hold up the I/O threads -------------------------------------
+# In the one-thread mode the log handler runs on the I/O thread itself; these are about
+# the I/O thread beside the event loop's.
+LOOP_THREAD = ("--runtime-threads", "1", "--loop", "uvloop")
+
 def _io_thread_answers(srv) -> bool:
     """Whether the I/O thread answers a request it handles alone (no Host: a 400)."""
     with srv.raw(timeout=3) as conn:
@@ -57,7 +61,7 @@ def test_a_blocked_log_handler_does_not_stall_websocket_io(server, tmp_path):
     a log handler that blocked left the socket task (and with it, with one I/O thread,
     the whole worker) waiting for that lock."""
     logging = gated_log_config(tmp_path, '"GET /return HTTP/1.1"')
-    srv = server("asgi_ws_app:app", "--runtime-threads", "1", "--log-config", logging)
+    srv = server("asgi_ws_app:app", *LOOP_THREAD, "--log-config", logging)
     with raw_ws(srv, "/return") as ws:
         wait_for_file(tmp_path / "blocked")  # the app returned; its access line is stuck
         ws.send(ws_frame(TEXT, b"for the reader"))  # the socket task needs the state now
@@ -73,8 +77,7 @@ def test_a_blocked_log_handler_does_not_stall_http_io(server, tmp_path):
     logging = gated_log_config(tmp_path, "Exception in ASGI application for GET /v/raise")
     srv = server(
         "asgi_http_app:app",
-        "--runtime-threads",
-        "1",
+        *LOOP_THREAD,
         "--log-config",
         logging,
         env={"GM_TEST_DIR": str(tmp_path)},

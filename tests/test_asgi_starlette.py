@@ -16,6 +16,9 @@ import pytest
 
 from _support import Server, http_request, wait_for_file
 
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 APP = "starlette_app:app"
 MIB = 1 << 20
 
@@ -26,7 +29,7 @@ def markers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def srv(markers):
+def srv(asgi_mode, markers):
     s = Server([APP], env={"GM_TEST_DIR": str(markers)})
     s.wait_ready()
     yield s

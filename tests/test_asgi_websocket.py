@@ -15,6 +15,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from _support import CLOSE, TEXT, http_request, raw_ws, read_ws_frame, ws_frame
 
+# Every test here runs once per ASGI mode (one thread, loop thread).
+pytestmark = pytest.mark.usefixtures("asgi_mode")
+
 APP = "asgi_ws_app:app"
 
 

@@ -1,8 +1,10 @@
 """The Python half of the ASGI bridge: the event loop, the request task and lifespan.
 
-The Rust core hands each request to :func:`run_http` as a task on the worker's event loop,
-which runs in its own thread (:class:`LoopThread`). Lifespan (:class:`Lifespan`) runs on
-the same loop before the worker accepts connections and after it stopped, so
+The Rust core hands each request to :func:`run_http` as a task on the worker's event
+loop. The loop runs either on the worker's main thread and turns the Rust runtime itself
+through its selector (:class:`DrivenLoop`, one thread for everything), or in a thread of
+its own beside the runtime's threads (:class:`LoopThread`). Lifespan (:class:`Lifespan`)
+runs on the same loop before the worker accepts connections and after it stopped, so
 ``startup``/``shutdown`` bracket all traffic, and the ``state`` it fills is copied into
 every request's scope.
 """
@@ -13,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import selectors
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +26,8 @@ __all__ = [
     "run_http",
     "run_websocket",
     "LoopThread",
+    "DrivenLoop",
+    "DrivenSelector",
     "Lifespan",
     "LifespanFailed",
     "new_event_loop",
@@ -63,6 +68,11 @@ async def run_websocket(app: Callable[..., Awaitable[None]], scope: dict, proto:
             raise
     else:
         proto.finished(None)
+
+
+def one_thread(settings: Any) -> bool:
+    """Whether the loop and the runtime share one thread (see the ``loop`` setting)."""
+    return settings.runtime_threads == 1 and settings.loop in ("auto", "asyncio")
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -108,6 +118,62 @@ class LoopThread:
         self._thread.join(timeout)
 
 
+class DrivenSelector(selectors.EpollSelector):
+    """An epoll selector whose ``select`` turns the Rust runtime while it waits.
+
+    The loop's own descriptors (its self-pipe, ``add_reader`` users) stay in this epoll
+    instance, which the runtime watches; they are polled only when it signalled.
+    """
+
+    # Flags of Driver.turn().
+    LOOP_FDS = 1
+    ENDED = 2
+
+    def __init__(self, driver: Any) -> None:
+        super().__init__()
+        self._driver = driver
+        self._again = False
+        self.on_ended: Callable[[], None] | None = None
+        driver.watch(self.fileno())
+
+    def select(self, timeout: float | None = None) -> list:  # type: ignore[override]
+        flags = self._driver.turn(0 if self._again else timeout)
+        if flags & self.ENDED and self.on_ended is not None:
+            self.on_ended()
+        if flags & self.LOOP_FDS or self._again:
+            ready = super().select(0)
+            # Level-triggered: what is still ready after its callback ran is seen by
+            # the next poll, which the runtime's signal may not announce again.
+            self._again = bool(ready)
+            return ready
+        return []
+
+
+class DrivenLoop:
+    """An asyncio loop on this thread whose selector turns the Rust runtime (``driver``)."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.selector = DrivenSelector(driver)
+        self.loop = asyncio.SelectorEventLoop(self.selector)
+        self.selector.on_ended = self.loop.stop
+        asyncio.set_event_loop(self.loop)
+
+    def start(self) -> None:
+        """Nothing to start: the loop runs when the core serves, on this thread."""
+
+    def run(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
+        """Run ``coro`` on the loop until it is done (or ``timeout`` passed)."""
+        waited = coro if timeout is None else asyncio.wait_for(coro, timeout)
+        try:
+            return self.loop.run_until_complete(waited)
+        except asyncio.TimeoutError:
+            raise concurrent.futures.TimeoutError from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.loop.close()
+
+
 class LifespanFailed(AppLoadError):
     """Lifespan startup failed, or lifespan was required and is not supported."""
 
@@ -120,7 +186,9 @@ class Lifespan:
     sends lifespan events.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], mode: str, runner: LoopThread):
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], mode: str, runner: LoopThread | DrivenLoop
+    ):
         self.app = app
         self.mode = mode
         self.runner = runner

@@ -120,8 +120,12 @@ class Settings:
     # --- ASGI ------------------------------------------------------------------------
     loop: str = _setting(
         "auto",
-        "The event loop that runs ASGI applications: `uvloop` (must be installed), "
-        "`asyncio`, or `auto` (uvloop when installed, else asyncio). Default is `auto`.",
+        "The event loop that runs ASGI applications. `auto`: with one runtime thread "
+        "(the default), an asyncio loop on the worker's main thread that also turns the "
+        "Rust runtime, so one thread serves the sockets and the application; with more, "
+        "uvloop when installed (else asyncio) in a thread of its own. `asyncio`: the same "
+        "without uvloop. `uvloop` (must be installed): uvloop in its own thread beside the "
+        "runtime's, always (libuv cannot share its thread). Default is `auto`.",
         choices=("auto", "asyncio", "uvloop"),
         group="ASGI",
     )
@@ -222,7 +226,8 @@ class Settings:
     )
     busy_poll: int = _setting(
         50,
-        "Microseconds an inline WSGI worker (one Python thread, one runtime thread) keeps "
+        "Microseconds a one-thread worker (WSGI with one Python thread and one runtime "
+        "thread; ASGI with `--loop auto` or `asyncio` and one runtime thread) keeps "
         "polling its sockets after a request before it sleeps: a request arriving within "
         "that time is served without the wake-up latency of an idle core. Costs CPU only "
         "right after activity; 0 turns it off. Default is 50.",

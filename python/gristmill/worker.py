@@ -81,10 +81,16 @@ def _serve(
 
 
 def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> int:
-    """Run the event loop in its own thread, bracket serving with lifespan."""
+    """Set up the event loop (see ``docs/server-behavior.md``), bracket serving with lifespan."""
     from . import _asgi, _core
 
-    runner = _asgi.LoopThread(_asgi.new_event_loop(settings.loop))
+    driver = None
+    runner: _asgi.LoopThread | _asgi.DrivenLoop
+    if _asgi.one_thread(settings):
+        driver = _core.Driver()
+        runner = _asgi.DrivenLoop(driver)
+    else:
+        runner = _asgi.LoopThread(_asgi.new_event_loop(settings.loop))
     runner.start()
     lifespan = _asgi.Lifespan(app, settings.lifespan, runner)
     lifespan.startup()  # raises LifespanFailed (an AppLoadError): exit 3
@@ -92,7 +98,14 @@ def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], rea
     context = lifespan.context if lifespan.context is not None and len(lifespan.context) else None
     try:
         _core.serve(
-            app, settings, fds, ready_fd, event_loop=runner.loop, state=state, context=context
+            app,
+            settings,
+            fds,
+            ready_fd,
+            event_loop=runner.loop,
+            state=state,
+            context=context,
+            driver=driver,
         )
     finally:
         lifespan.shutdown(settings.graceful_timeout)

@@ -122,26 +122,118 @@ impl HttpShared {
         }
     }
 
+    /// Send the held head with `body`; the body keeps a notifier for `receive()`.
+    fn send_head(
+        self: &Arc<Self>,
+        bridge: &Arc<Bridge>,
+        st: &mut State,
+        body: ResponseBody,
+    ) -> Result<(), ()> {
+        let Phase::Pending(..) = st.phase else {
+            return Err(());
+        };
+        let Phase::Pending(reply, guard) = std::mem::replace(&mut st.phase, Phase::Done) else {
+            unreachable!()
+        };
+        let head = st.head.take().ok_or(())?;
+        st.status = head.status.as_u16();
+        let armed = Arc::new(AtomicBool::new(true));
+        let body = body
+            .with_guard(guard)
+            .with_notifier(Box::new(BodyDropNotifier {
+                shared: self.clone(),
+                bridge: bridge.clone(),
+                armed: armed.clone(),
+            }));
+        let resp = head.into_response(body, bridge.config.server_header);
+        if bridge.driven() && !reply.is_closed() {
+            // Refused after all (the client left meanwhile): the dropped response's
+            // notifier reports that, as when the connection drops it later.
+            bridge.later(move || drop(reply.send(resp)));
+            return Ok(());
+        }
+        match reply.send(resp) {
+            Ok(()) => Ok(()),
+            Err(unwanted) => {
+                // Ours again, and dropped here while our caller holds the state lock.
+                armed.store(false, Ordering::Release);
+                drop(unwanted);
+                Err(())
+            }
+        }
+    }
+
+    fn gone(st: &mut State) -> PyErr {
+        st.disconnected = true;
+        st.phase = Phase::Done;
+        ClientDisconnected::new_err("client disconnected")
+    }
+
+    fn response_finished(bridge: &Bridge, st: &mut State) {
+        st.phase = Phase::Done;
+        if let Some(fut) = st.waiter.take() {
+            bridge.push(Event::Resolve {
+                fut,
+                outcome: Outcome::Disconnect,
+            });
+        }
+    }
+
+    /// Start the response to `http.response.pathsend` of a file of `len` bytes; the
+    /// returned channel takes its body.
+    fn start_file(self: &Arc<Self>, bridge: &Arc<Bridge>, len: u64) -> PyResult<mpsc::Sender<Chunk>> {
+        let mut st = self.state.lock();
+        if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
+            // Another send() got in while the file was opened.
+            if st.disconnected {
+                return Err(ClientDisconnected::new_err("client disconnected"));
+            }
+            return Err(unexpected(
+                "'http.response.start'",
+                "http.response.pathsend",
+            ));
+        }
+        if let Some(head) = st.head.as_mut() {
+            head.set_length_if_missing(len);
+        }
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        self.send_head(bridge, &mut st, ResponseBody::stream(rx))
+            .map_err(|_| HttpShared::gone(&mut st))?;
+        st.bytes += len;
+        HttpShared::response_finished(bridge, &mut st);
+        Ok(tx)
+    }
+
     /// The application task could not start: answer with a plain error (nothing was
     /// sent) and give up the task's share of the connection slot.
-    pub fn fail_to_start(&self, status: StatusCode, server_header: bool) {
+    pub fn fail_to_start(&self, bridge: &Bridge, status: StatusCode) {
         let mut st = self.state.lock();
-        fail_locked(&mut st, status, server_header);
+        fail_locked(&mut st, bridge, status);
         let slot = st.slot.take();
         drop(st);
         drop(slot);
     }
 }
 
-fn fail_locked(st: &mut State, status: StatusCode, server_header: bool) {
+/// End the response: `status` if nothing was sent yet, else abort the body after the
+/// chunks already queued (in their order: see [`Bridge::later`]).
+fn fail_locked(st: &mut State, bridge: &Bridge, status: StatusCode) {
     match std::mem::replace(&mut st.phase, Phase::Done) {
         Phase::Pending(reply, guard) => {
             st.status = status.as_u16();
-            let resp = error_response(status, server_header);
+            let resp = error_response(status, bridge.config.server_header);
             let _ = reply.send(crate::http::guarded(resp, guard));
         }
         Phase::Streaming(tx) => {
-            let _ = tx.try_send(Err(BodyAborted("the application failed".into())));
+            let runtime = bridge.runtime.clone();
+            bridge.later(move || {
+                let abort = Err(BodyAborted("the application failed".into()));
+                if let Err(mpsc::error::TrySendError::Full(abort)) = tx.try_send(abort) {
+                    // Behind a full channel: the abort must not be lost, or the body
+                    // would end as if complete when the sender drops.
+                    runtime.spawn(async move { drop(tx.send(abort).await) });
+                }
+            });
         }
         Phase::Done => {}
     }
@@ -217,6 +309,11 @@ pub fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: Outcome) {
             Err(e) => log_with(py, log::ERROR, "building http.disconnect failed", Some(&e)),
         },
         Outcome::Sent => set_result(fut, py.None()),
+        Outcome::Raise(err) => {
+            if !future_done(fut) {
+                let _ = fut.call_method1("set_exception", (err.value(py),));
+            }
+        }
         Outcome::SendFailed => {
             if !fut
                 .call_method0("done")
@@ -271,21 +368,13 @@ pub fn body_read(
                 log::INFO,
                 "request body larger than max_body_size; answering 413".to_owned(),
             ));
-            fail_locked(
-                &mut st,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                bridge.config.server_header,
-            );
+            fail_locked(&mut st, bridge, StatusCode::PAYLOAD_TOO_LARGE);
             st.disconnected = true;
             disconnect_message(py)
         }
         BodyRead::Failed(e) => {
             note = Some((log::DEBUG, format!("request body read failed: {e}")));
-            fail_locked(
-                &mut st,
-                StatusCode::BAD_REQUEST,
-                bridge.config.server_header,
-            );
+            fail_locked(&mut st, bridge, StatusCode::BAD_REQUEST);
             st.disconnected = true;
             disconnect_message(py)
         }
@@ -429,51 +518,6 @@ impl HttpProtocol {
         format!("{} {}", self.parts.method, self.parts.uri.path())
     }
 
-    /// Send the held head with `body`; the body keeps a notifier for `receive()`.
-    fn send_head(&self, st: &mut State, body: ResponseBody) -> Result<(), ()> {
-        let Phase::Pending(..) = st.phase else {
-            return Err(());
-        };
-        let Phase::Pending(reply, guard) = std::mem::replace(&mut st.phase, Phase::Done) else {
-            unreachable!()
-        };
-        let head = st.head.take().ok_or(())?;
-        st.status = head.status.as_u16();
-        let armed = Arc::new(AtomicBool::new(true));
-        let body = body
-            .with_guard(guard)
-            .with_notifier(Box::new(BodyDropNotifier {
-                shared: self.shared.clone(),
-                bridge: self.bridge.clone(),
-                armed: armed.clone(),
-            }));
-        match reply.send(head.into_response(body, self.bridge.config.server_header)) {
-            Ok(()) => Ok(()),
-            Err(unwanted) => {
-                // Ours again, and dropped here while our caller holds the state lock.
-                armed.store(false, Ordering::Release);
-                drop(unwanted);
-                Err(())
-            }
-        }
-    }
-
-    fn gone(st: &mut State) -> PyErr {
-        st.disconnected = true;
-        st.phase = Phase::Done;
-        ClientDisconnected::new_err("client disconnected")
-    }
-
-    fn response_finished(&self, st: &mut State) {
-        st.phase = Phase::Done;
-        if let Some(fut) = st.waiter.take() {
-            self.bridge.push(Event::Resolve {
-                fut,
-                outcome: Outcome::Disconnect,
-            });
-        }
-    }
-
     fn body(&self, py: Python<'_>, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let body = match msg.get_item(intern!(py, "body"))? {
             None => Bytes::new(),
@@ -493,14 +537,14 @@ impl HttpProtocol {
         if let Phase::Pending(..) = st.phase {
             st.bytes += body.len() as u64;
             if !more {
-                self.send_head(st, ResponseBody::full(body))
-                    .map_err(|_| Self::gone(st))?;
-                self.response_finished(st);
+                self.shared.send_head(&self.bridge, st, ResponseBody::full(body))
+                    .map_err(|_| HttpShared::gone(st))?;
+                HttpShared::response_finished(&self.bridge, st);
                 return none();
             }
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            self.send_head(st, ResponseBody::stream(rx))
-                .map_err(|_| Self::gone(st))?;
+            self.shared.send_head(&self.bridge, st, ResponseBody::stream(rx))
+                .map_err(|_| HttpShared::gone(st))?;
             if !body.is_empty() {
                 let _ = tx.try_send(Ok(body));
             }
@@ -518,20 +562,24 @@ impl HttpProtocol {
         let tx = tx.clone();
         st.bytes += body.len() as u64;
         if !more {
-            self.response_finished(st);
+            HttpShared::response_finished(&self.bridge, st);
         }
         if body.is_empty() {
             return none();
         }
-        match tx.try_send(Ok(body)) {
-            Ok(()) => none(),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Self::gone(st)),
-            Err(mpsc::error::TrySendError::Full(chunk)) => {
+        match tx.try_reserve_owned() {
+            Ok(room) => {
+                self.bridge.later(move || drop(room.send(Ok(body))));
+                none()
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(HttpShared::gone(st)),
+            Err(mpsc::error::TrySendError::Full(tx)) => {
                 // Backpressure: complete the future once the connection took the chunk.
                 let fut = self.bridge.create_future(py)?;
                 let done = fut.clone_ref(py);
                 let bridge = self.bridge.clone();
-                self.bridge.runtime.spawn(async move {
+                let chunk = Ok(body);
+                self.bridge.spawn_io(async move {
                     let outcome = match tx.send(chunk).await {
                         Ok(()) => Outcome::Sent,
                         Err(_) => Outcome::SendFailed,
@@ -543,46 +591,48 @@ impl HttpProtocol {
         }
     }
 
-    /// `http.response.pathsend`. The file is opened and measured with neither the
-    /// request's state locked nor the GIL held: the I/O threads lock the state (a client
-    /// that leaves, a finished body), and a slow disk or a FIFO must not stall them. The
-    /// state is checked again afterwards, since it may have moved on meanwhile.
+    /// `http.response.pathsend`. The file is opened and measured on a blocking thread,
+    /// so a slow disk or a FIFO stalls neither the event loop nor the sockets; the
+    /// returned future completes once the response started (or raises what went
+    /// wrong). The state is checked again then, since it may have moved on meanwhile.
     fn pathsend(&self, py: Python<'_>, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let path: String = msg
             .get_item(intern!(py, "path"))?
             .ok_or_else(|| PyValueError::new_err("http.response.pathsend without 'path'"))?
             .extract()?;
-        let (file, len) = py.detach(|| -> std::io::Result<_> {
-            let file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            Ok((file, len))
-        })?;
-        let mut st = self.shared.state.lock();
-        if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
-            // Another send() got in while the file was opened.
-            if st.disconnected {
-                return Err(ClientDisconnected::new_err("client disconnected"));
-            }
-            return Err(unexpected(
-                "'http.response.start'",
-                "http.response.pathsend",
-            ));
-        }
-        if let Some(head) = st.head.as_mut() {
-            head.set_length_if_missing(len);
-        }
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(&mut st, ResponseBody::stream(rx))
-            .map_err(|_| Self::gone(&mut st))?;
-        st.bytes += len;
-        self.response_finished(&mut st);
-        drop(st);
-        self.bridge.runtime.spawn_blocking(move || {
-            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
-                log::log(log::ERROR, &format!("sending {path} failed: {e}"));
-            }
+        let fut = self.bridge.create_future(py)?;
+        let done = fut.clone_ref(py);
+        let (shared, bridge) = (self.shared.clone(), self.bridge.clone());
+        self.bridge.spawn_io(async move {
+            let opened = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || -> std::io::Result<_> {
+                    let file = std::fs::File::open(&path)?;
+                    let len = file.metadata()?.len();
+                    Ok((file, len))
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            let outcome = match opened {
+                Ok((file, len)) => match shared.start_file(&bridge, len) {
+                    Ok(tx) => {
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx)
+                            {
+                                log::log(log::ERROR, &format!("sending {path} failed: {e}"));
+                            }
+                        });
+                        Outcome::Sent
+                    }
+                    Err(e) => Outcome::Raise(e),
+                },
+                Err(e) => Outcome::Raise(e.into()),
+            };
+            bridge.push(Event::Resolve { fut: done, outcome });
         });
-        ready(py, py.None())
+        Ok(fut)
     }
 }
 
@@ -604,7 +654,7 @@ impl HttpProtocol {
                 let done = fut.clone_ref(py);
                 let (shared, bridge) = (self.shared.clone(), self.bridge.clone());
                 let (limit, received) = (self.bridge.config.max_body_size, st.received);
-                self.bridge.runtime.spawn(async move {
+                self.bridge.spawn_io(async move {
                     let read = read_chunk(&mut body, limit, received).await;
                     let body = match read {
                         BodyRead::Data(..) => Some(body),
@@ -733,11 +783,7 @@ impl HttpProtocol {
         }
         let (status, bytes, slot) = {
             let mut st = self.shared.state.lock();
-            fail_locked(
-                &mut st,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                self.bridge.config.server_header,
-            );
+            fail_locked(&mut st, &self.bridge, StatusCode::INTERNAL_SERVER_ERROR);
             (st.status, st.bytes, st.slot.take())
         };
         if let Some(access) = &self.bridge.access {

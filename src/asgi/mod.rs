@@ -7,6 +7,7 @@
 //! can complete at once (a buffered body, room in the response channel) are returned
 //! already complete ([`ready::Ready`]), so the common request costs one loop wake-up.
 
+mod driven;
 mod http;
 mod ready;
 mod scope;
@@ -27,6 +28,7 @@ use pyo3::types::PyDict;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+pub use self::driven::Driver;
 pub use self::http::HttpProtocol;
 pub use ready::Ready;
 pub use ws::WsProtocol;
@@ -91,6 +93,8 @@ pub enum Outcome {
     Disconnect,
     Sent,
     SendFailed,
+    /// Raise this from the awaited `send()`.
+    Raise(PyErr),
 }
 
 /// A request on its way to the loop.
@@ -114,11 +118,24 @@ struct PyParts {
     scope: scope::ScopeBase,
 }
 
+/// How queued work gets the loop's attention.
+enum Wake {
+    /// The loop runs in its own thread and watches this eventfd (`loop.add_reader`).
+    Eventfd(OwnedFd),
+    /// The loop's thread turns the runtime itself ([`Driver`]) and waits for this.
+    Notify(tokio::sync::Notify),
+}
+
 /// Shared by the I/O threads (which push) and the loop thread (which drains).
 pub struct Bridge {
     queue: Mutex<Vec<Event>>,
     wake_pending: AtomicBool,
-    efd: OwnedFd,
+    wake: Wake,
+    /// One-thread mode: work for the runtime from Python code (sends that wake a
+    /// connection, spawns), done at the start of the next turn. Waking a task from
+    /// inside the runtime is a queue push; from outside it also writes to the runtime's
+    /// eventfd, a system call per request.
+    outbox: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     runtime: Handle,
     config: Arc<Config>,
     access: Option<AccessLog>,
@@ -130,19 +147,76 @@ impl Bridge {
     pub fn push(&self, ev: Event) {
         self.queue.lock().push(ev);
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
-            unsafe {
-                libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8);
+            match &self.wake {
+                Wake::Eventfd(efd) => {
+                    let one: u64 = 1;
+                    // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
+                    unsafe {
+                        libc::write(efd.as_raw_fd(), (&one as *const u64).cast(), 8);
+                    }
+                }
+                Wake::Notify(n) => n.notify_one(),
             }
         }
     }
 
+    /// Run `f` where it wakes the runtime's tasks cheaply: now (two-thread mode), or at
+    /// the start of the runtime's next turn, which follows the current loop iteration.
+    fn later(&self, f: impl FnOnce() + Send + 'static) {
+        match self.wake {
+            Wake::Notify(_) => self.outbox.lock().push(Box::new(f)),
+            Wake::Eventfd(_) => f(),
+        }
+    }
+
+    /// Spawn `task` on the runtime (see [`Bridge::later`]).
+    fn spawn_io<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self.wake {
+            Wake::Notify(_) => self.later(move || {
+                tokio::spawn(task);
+            }),
+            Wake::Eventfd(_) => {
+                self.runtime.spawn(task);
+            }
+        }
+    }
+
+    /// Whether `send`s to the runtime are deferred to its next turn ([`Bridge::later`]).
+    fn driven(&self) -> bool {
+        matches!(self.wake, Wake::Notify(_))
+    }
+
+    /// Do what [`Bridge::later`] put off; called inside the runtime.
+    fn run_outbox(&self) {
+        let work = std::mem::take(&mut *self.outbox.lock());
+        for f in work {
+            f();
+        }
+    }
+
+    /// Whether events are queued that the loop has not drained yet.
+    fn has_work(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+    }
+
+    /// Until events are queued (one-thread mode).
+    async fn work_queued(&self) {
+        match &self.wake {
+            Wake::Notify(n) => n.notified().await,
+            Wake::Eventfd(_) => std::future::pending().await,
+        }
+    }
+
     fn drain(self: &Arc<Self>, py: Python<'_>) {
-        let mut buf: u64 = 0;
-        // SAFETY: reading 8 bytes into a live u64 from our own nonblocking eventfd.
-        unsafe {
-            libc::read(self.efd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8);
+        if let Wake::Eventfd(efd) = &self.wake {
+            let mut buf: u64 = 0;
+            // SAFETY: reading 8 bytes into a live u64 from our own nonblocking eventfd.
+            unsafe {
+                libc::read(efd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8);
+            }
         }
         // Clear the flag before taking the queue: a push racing with us either lands in
         // this batch or sees the flag clear and wakes us again.
@@ -192,7 +266,7 @@ impl Bridge {
                 "could not start the ASGI request task",
                 Some(&e),
             );
-            shared.fail_to_start(StatusCode::INTERNAL_SERVER_ERROR, self.config.server_header);
+            shared.fail_to_start(self, StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
 
@@ -265,11 +339,14 @@ impl Drainer {
     }
 }
 
-/// What the worker's Python side prepared: the running loop and what lifespan left.
+/// What the worker's Python side prepared: the loop and what lifespan left.
 pub struct LoopSide {
     pub event_loop: Py<PyAny>,
     pub state: Option<Py<PyDict>>,
     pub context: Option<Py<PyAny>>,
+    /// The loop turns the runtime on its own thread (one-thread mode); otherwise it
+    /// runs in a thread of its own.
+    pub driven: bool,
 }
 
 /// The ASGI [`Handler`].
@@ -279,7 +356,7 @@ pub struct Asgi {
 }
 
 impl Asgi {
-    /// Set up the bridge and register it with `event_loop` (running in another thread).
+    /// Set up the bridge; in the two-thread mode also register it with the loop.
     pub fn new(
         py: Python<'_>,
         app: Py<PyAny>,
@@ -292,14 +369,19 @@ impl Asgi {
             event_loop,
             state,
             context,
+            driven,
         } = lp;
-        // SAFETY: eventfd returns a new descriptor or -1 (checked).
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        // SAFETY: `fd` is fresh and owned by nobody else.
-        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = if driven {
+            Wake::Notify(tokio::sync::Notify::new())
+        } else {
+            // SAFETY: eventfd returns a new descriptor or -1 (checked).
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            // SAFETY: `fd` is fresh and owned by nobody else.
+            Wake::Eventfd(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
         let asgi = PyDict::new(py);
         asgi.set_item("version", "3.0")?;
         asgi.set_item("spec_version", "2.4")?;
@@ -310,7 +392,8 @@ impl Asgi {
         let bridge = Arc::new(Bridge {
             queue: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
-            efd,
+            wake,
+            outbox: Mutex::new(Vec::new()),
             runtime,
             config: config.clone(),
             access,
@@ -334,26 +417,34 @@ impl Asgi {
                 },
             },
         });
-        let drainer = Bound::new(
-            py,
-            Drainer {
-                bridge: bridge.clone(),
-            },
-        )?;
-        lp.call_method1(
-            "call_soon_threadsafe",
-            (lp.getattr("add_reader")?, bridge.efd.as_raw_fd(), drainer),
-        )?;
+        if let Wake::Eventfd(efd) = &bridge.wake {
+            let drainer = Bound::new(
+                py,
+                Drainer {
+                    bridge: bridge.clone(),
+                },
+            )?;
+            lp.call_method1(
+                "call_soon_threadsafe",
+                (lp.getattr("add_reader")?, efd.as_raw_fd(), drainer),
+            )?;
+        }
         Ok(Asgi { bridge, event_loop })
+    }
+
+    pub fn bridge(&self) -> Arc<Bridge> {
+        self.bridge.clone()
     }
 
     /// Unregister from the loop (the worker is stopping).
     pub fn detach(&self, py: Python<'_>) -> PyResult<()> {
-        let lp = self.event_loop.bind(py);
-        lp.call_method1(
-            "call_soon_threadsafe",
-            (lp.getattr("remove_reader")?, self.bridge.efd.as_raw_fd()),
-        )?;
+        if let Wake::Eventfd(efd) = &self.bridge.wake {
+            let lp = self.event_loop.bind(py);
+            lp.call_method1(
+                "call_soon_threadsafe",
+                (lp.getattr("remove_reader")?, efd.as_raw_fd()),
+            )?;
+        }
         Ok(())
     }
 }

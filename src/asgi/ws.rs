@@ -385,7 +385,7 @@ impl WsProtocol {
             send_timeout: self.bridge.config.ws_send_timeout,
             what: self.what(),
         };
-        self.bridge.runtime.spawn(task.run(upgrade));
+        self.bridge.spawn_io(task.run(upgrade));
         Ok(())
     }
 
@@ -412,13 +412,17 @@ impl WsProtocol {
             st.close_sent = true;
         }
         drop(st);
-        match tx.try_send(msg) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
+        match tx.try_reserve_owned() {
+            Ok(room) => {
+                self.bridge.later(move || drop(room.send(msg)));
+                ready(py, py.None())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
+            Err(mpsc::error::TrySendError::Full(tx)) => {
                 let fut = self.bridge.create_future(py)?;
                 let done = fut.clone_ref(py);
                 let bridge = self.bridge.clone();
-                self.bridge.runtime.spawn(async move {
+                self.bridge.spawn_io(async move {
                     let _ = tx.send(msg).await; // closed: the no-op promised above
                     bridge.push(Event::Resolve {
                         fut: done,

@@ -7,6 +7,7 @@ it. Gates are files the test creates to let a paused application carry on.
 """
 
 import asyncio
+import threading
 import hashlib
 import json
 import os
@@ -184,7 +185,8 @@ async def echo(scope, receive, send):
 async def loop_info(scope, receive, send):
     loop = asyncio.get_running_loop()
     cls = type(loop)
-    await _respond(send, f"{cls.__module__}.{cls.__qualname__}".encode())
+    thread = "main" if threading.current_thread() is threading.main_thread() else "own"
+    await _respond(send, f"{cls.__module__}.{cls.__qualname__} {thread}".encode())
 
 
 async def slow(scope, receive, send):

@@ -1,0 +1,234 @@
+//! The one-thread ASGI mode: the event loop's selector turns the tokio runtime.
+//!
+//! asyncio's `SelectorEventLoop` asks its selector once per iteration which of its
+//! descriptors are ready, with a timeout (`select(timeout)`).
+//! `gristmill._asgi.DrivenSelector` answers by calling [`Driver::turn`], which runs a
+//! current-thread tokio runtime on this same thread — accepting, parsing, writing
+//! responses — until there is Python work (a request to start, a future to complete),
+//! one of the loop's own descriptors is ready, or the loop's timeout passes. Then the
+//! queued Python work runs, and the loop carries on with its callbacks.
+//!
+//! One thread serves both sides, so a request costs no wake-up and no thread switch
+//! between the I/O thread and the loop thread — on a busy core the largest cost of the
+//! two-thread mode (`bench/NOTES.md`). While Python code runs, no socket is served (with
+//! one Python thread no other request could run anyway); the GIL is released whenever
+//! the runtime turns, so the application's own threads keep running.
+
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use super::Bridge;
+use crate::stop::Stop;
+
+/// [`Driver::turn`]'s answer: the loop's own descriptors may be ready (select them).
+const LOOP_FDS: u8 = 1;
+/// [`Driver::turn`]'s answer: the server stopped; the loop should stop too.
+const ENDED: u8 = 2;
+
+/// The runtime a one-thread ASGI worker turns from its event loop's selector.
+#[pyclass(module = "gristmill._core", frozen)]
+pub struct Driver {
+    rt: Arc<Runtime>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The loop's epoll descriptor, watched by the runtime.
+    loop_fds: Option<AsyncFd<OwnedFd>>,
+    bridge: Option<Arc<Bridge>>,
+    serving: Option<JoinHandle<std::io::Result<Stop>>>,
+    /// `--busy-poll`, while serving.
+    busy_poll: Duration,
+    outcome: Option<std::io::Result<Stop>>,
+}
+
+impl Driver {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.rt.clone()
+    }
+
+    /// Start serving: `bridge` carries the work for Python, `serving` is the server.
+    pub fn start(
+        &self,
+        bridge: Arc<Bridge>,
+        serving: JoinHandle<std::io::Result<Stop>>,
+        busy_poll: Duration,
+    ) {
+        let mut st = self.state.lock();
+        st.bridge = Some(bridge);
+        st.serving = Some(serving);
+        st.busy_poll = busy_poll;
+    }
+
+    /// How serving ended, once [`ENDED`] was reported (None before).
+    pub fn outcome(&self) -> Option<std::io::Result<Stop>> {
+        self.state.lock().outcome.take()
+    }
+}
+
+/// Why a blocking turn ended.
+enum Woke {
+    Ended(std::io::Result<Stop>),
+    Other,
+}
+
+#[pymethods]
+impl Driver {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .thread_name("gristmill-io")
+            .enable_all()
+            .build()?;
+        Ok(Driver {
+            rt: Arc::new(rt),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Watch the event loop's selector descriptor `fd` (an epoll instance; a duplicate
+    /// is kept, so closing the loop's does not matter here).
+    fn watch(&self, fd: RawFd) -> PyResult<()> {
+        // SAFETY: `fd` is borrowed only for the duplicate; `dup` checks that it is open.
+        let own = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        let _enter = self.rt.enter();
+        // SAFETY: the AsyncFd owns `own`, which stays open and the same until it drops.
+        let watched = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }
+            .map_err(|e| PyErr::from(std::io::Error::from(e)))?;
+        self.state.lock().loop_fds = Some(watched);
+        Ok(())
+    }
+
+    /// Turn the runtime for up to `timeout` seconds (None: no limit, 0: one pass that
+    /// does not sleep), run the Python work it produced, and say what else is due: a
+    /// bit set of `LOOP_FDS` (select the loop's descriptors) and `ENDED` (stop the loop).
+    #[pyo3(signature = (timeout=None))]
+    fn turn(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u8> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let Some(loop_fds) = st.loop_fds.as_ref() else {
+            return Err(PyRuntimeError::new_err("Driver.watch() was not called"));
+        };
+        let bridge = st.bridge.clone();
+        let queued = bridge.as_ref().is_some_and(|b| b.has_work());
+        // Python work already queued (by Python code itself) is run without sleeping.
+        let limit = match timeout {
+            _ if queued => Some(Duration::ZERO),
+            Some(t) if t <= 0.0 || t.is_nan() => Some(Duration::ZERO),
+            Some(t) => Some(Duration::from_secs_f64(t.min(86_400.0))),
+            None => None,
+        };
+        let busy_poll = st.busy_poll;
+        let serving = &mut st.serving;
+        let (woke, fds) = py.detach(|| {
+            self.rt.block_on(async {
+                if let Some(b) = &bridge {
+                    b.run_outbox();
+                }
+                let ended = poll_fn(|cx| match serving.as_mut() {
+                    Some(h) => std::future::Future::poll(std::pin::Pin::new(h), cx),
+                    None => Poll::Pending,
+                });
+                let woke = if limit == Some(Duration::ZERO) {
+                    // One pass: ready tasks, then a poll of the sockets that does not sleep.
+                    tokio::select! {
+                        biased;
+                        r = ended => Woke::Ended(flatten(r)),
+                        () = tokio::task::yield_now() => Woke::Other,
+                    }
+                } else {
+                    let work = async {
+                        match &bridge {
+                            Some(b) => b.work_queued().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let sleep = async {
+                        // First keep turning without sleeping for a moment (--busy-poll):
+                        // a request arriving meanwhile skips an idle core's wake-up.
+                        let start = Instant::now();
+                        let spin = limit.map_or(busy_poll, |d| d.min(busy_poll));
+                        while start.elapsed() < spin {
+                            tokio::task::yield_now().await;
+                        }
+                        match limit {
+                            Some(d) => tokio::time::sleep(d.saturating_sub(spin)).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        r = ended => Woke::Ended(flatten(r)),
+                        () = work => Woke::Other,
+                        () = readable(loop_fds) => Woke::Other,
+                        () = sleep => Woke::Other,
+                    }
+                };
+                // Whether the loop's descriptors signalled since the last look; the
+                // loop then polls them all (level-triggered), so the signal is used up.
+                let fds = poll_fn(|cx| {
+                    Poll::Ready(match loop_fds.poll_read_ready(cx) {
+                        Poll::Ready(Ok(mut ready)) => {
+                            ready.clear_ready();
+                            true
+                        }
+                        Poll::Ready(Err(_)) => true,
+                        Poll::Pending => false,
+                    })
+                })
+                .await;
+                (woke, fds)
+            })
+        });
+        if let Some(b) = &bridge {
+            if b.has_work() {
+                b.drain(py);
+            }
+        }
+        let mut flags = if fds { LOOP_FDS } else { 0 };
+        if let Woke::Ended(outcome) = woke {
+            st.serving = None;
+            st.outcome = Some(outcome);
+            flags |= ENDED;
+        }
+        Ok(flags)
+    }
+}
+
+fn flatten(
+    r: Result<std::io::Result<Stop>, tokio::task::JoinError>,
+) -> std::io::Result<Stop> {
+    r.map_err(std::io::Error::other).and_then(|r| r)
+}
+
+/// Until `fd` (a level-triggered epoll instance) has events; a stale signal is cleared.
+async fn readable(fd: &AsyncFd<OwnedFd>) {
+    loop {
+        let Ok(mut ready) = fd.readable().await else {
+            return;
+        };
+        let mut p = libc::pollfd {
+            fd: fd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+            ready.retain_ready();
+            return;
+        }
+        ready.clear_ready();
+    }
+}
