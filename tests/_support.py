@@ -386,6 +386,12 @@ def group_members(pgid: int) -> set[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, in seconds (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process in KiB (VmRSS from /proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as f:

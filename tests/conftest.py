@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _certs import Certs, make_certs  # noqa: E402
 import _support  # noqa: E402
+from _certs import Certs, make_certs  # noqa: E402
 from _support import APPS_DIR, ASGI_MODES, Server, run_to_exit  # noqa: E402
 
 

@@ -120,7 +120,9 @@ def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(
     """Over HTTP/2, the app sending the head and one chunk and failing at once (before
     the connection wrote anything) gets the head and the chunk out, then the stream is
     reset (INTERNAL_ERROR); the connection's other streams carry on."""
-    srv = server("asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)})
+    srv = server(
+        "asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)}
+    )
     with H2Raw(srv.port) as conn:
         sid = conn.request(f"{path}?tag=once&before={tmp_path / 'before'}")
         answer_while_io_thread_blocked(srv, tmp_path, r'"GET /v/\S+ HTTP/2" 200')

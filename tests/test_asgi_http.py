@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -579,7 +578,9 @@ def test_failure_right_after_the_first_chunk_sends_it_then_aborts(
     """The app sends the head and one chunk (more_body) and fails at once, all before the
     connection wrote a byte (its I/O thread is held up meanwhile): the head and the chunk
     still reach the client, then the connection is aborted, the body never ended."""
-    srv = server("asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)})
+    srv = server(
+        "asgi_http_app:app", *io_gated_args(tmp_path, asgi_mode), env={"GM_TEST_DIR": str(tmp_path)}
+    )
     with srv.raw() as conn:
         conn.send(http_request("GET", f"{path}?tag=once&before={tmp_path / 'before'}"))
         # Its access line says the app is over: head, chunk and failure are all queued.

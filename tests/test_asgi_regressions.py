@@ -46,6 +46,7 @@ def test_responses_to_departed_clients_do_not_wedge_the_loop(server):
 # the I/O thread beside the event loop's.
 LOOP_THREAD = ("--runtime-threads", "1", "--loop", "uvloop")
 
+
 def _io_thread_answers(srv) -> bool:
     """Whether the I/O thread answers a request it handles alone (no Host: a 400)."""
     with srv.raw(timeout=3) as conn:

@@ -12,12 +12,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from _support import WSGI_MODES, http_request, stalled_upload, wait_until
+from _support import WSGI_MODES, cpu_seconds, http_request, stalled_upload, wait_until
 
 APP = "dispatch_app:application"
 
@@ -125,11 +124,6 @@ def test_client_that_stops_reading_is_dropped_after_send_timeout(server, mode, t
     assert received < 64 << 20
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.mark.parametrize("busy_poll", ["50", "0"])
 def test_idle_inline_worker_does_not_spin(server, busy_poll):
     """--busy-poll polls only right after a request: an idle worker sleeps."""
@@ -137,9 +131,9 @@ def test_idle_inline_worker_does_not_spin(server, busy_poll):
     (worker,) = srv.worker_pids()
     for _ in range(20):
         assert srv.get("/").status_code == 200
-    before = _cpu_seconds(worker)
+    before = cpu_seconds(worker)
     time.sleep(1.0)  # one idle second, measured (the app's ticker thread costs little)
-    assert _cpu_seconds(worker) - before < 0.2
+    assert cpu_seconds(worker) - before < 0.2
 
 
 def test_busy_poll_is_validated(gristmill_exit):

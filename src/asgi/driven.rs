@@ -232,3 +232,4 @@ async fn readable(fd: &AsyncFd<OwnedFd>) {
         ready.clear_ready();
     }
 }
+

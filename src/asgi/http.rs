@@ -284,7 +284,20 @@ fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny
 }
 
 pub(super) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    if value.is_none(py) {
+        return done(py);
+    }
     Bound::new(py, Ready::new(value)).map(|r| r.into_any().unbind())
+}
+
+/// An awaitable that returns None at once: one shared object (a `Ready` does not change
+/// when awaited), as most `send()`s return it.
+fn done(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static DONE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    DONE.get_or_try_init(py, || {
+        Bound::new(py, Ready::new(py.None())).map(|r| r.into_any().unbind())
+    })
+    .map(|d| d.clone_ref(py))
 }
 
 /// Whether a future is done (cancelled by the application, typically).
@@ -522,7 +535,7 @@ impl HttpProtocol {
         let body = match msg.get_item(intern!(py, "body"))? {
             None => Bytes::new(),
             Some(b) => match b.cast::<PyBytes>() {
-                Ok(b) => Bytes::copy_from_slice(b.as_bytes()),
+                Ok(b) => crate::http::body::body_bytes(b),
                 Err(_) => b
                     .extract::<Vec<u8>>()
                     .map(Bytes::from)

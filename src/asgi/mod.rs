@@ -112,7 +112,11 @@ struct PyParts {
     run_http: Py<PyAny>,
     run_websocket: Py<PyAny>,
     create_future: Py<PyAny>,
-    create_task: Py<PyAny>,
+    /// Makes the request's task: `asyncio.Task` itself (called with `task_kw`, the
+    /// loop), which skips the Python layers of `loop.create_task`, unless the loop has
+    /// a task factory, which then gets `loop.create_task`.
+    new_task: Py<PyAny>,
+    task_kw: Option<Py<PyDict>>,
     /// The context lifespan startup left behind; request tasks start in copies of it.
     context_run: Option<Py<PyAny>>,
     scope: scope::ScopeBase,
@@ -314,9 +318,10 @@ impl Bridge {
     /// Start `coro` as a task: inside the lifespan context when there is one (a task
     /// copies the context it is created in, so each request gets its own copy).
     fn spawn(&self, py: Python<'_>, coro: Py<PyAny>) -> PyResult<()> {
+        let kw = self.py.task_kw.as_ref().map(|k| k.bind(py));
         match &self.py.context_run {
-            Some(run) => run.call1(py, (self.py.create_task.bind(py), coro))?,
-            None => self.py.create_task.call1(py, (coro,))?,
+            Some(run) => run.call(py, (self.py.new_task.bind(py), coro), kw)?,
+            None => self.py.new_task.call(py, (coro,), kw)?,
         };
         Ok(())
     }
@@ -389,6 +394,13 @@ impl Asgi {
         extensions.set_item("http.response.pathsend", PyDict::new(py))?;
         extensions.set_item("websocket.http.response", PyDict::new(py))?;
         let lp = event_loop.bind(py);
+        let (new_task, task_kw) = if lp.call_method0("get_task_factory")?.is_none() {
+            let kw = PyDict::new(py);
+            kw.set_item("loop", lp)?;
+            (py.import("asyncio")?.getattr("Task")?, Some(kw.unbind()))
+        } else {
+            (lp.getattr("create_task")?, None)
+        };
         let bridge = Arc::new(Bridge {
             queue: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
@@ -405,7 +417,8 @@ impl Asgi {
                     .getattr("run_websocket")?
                     .unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
-                create_task: lp.getattr("create_task")?.unbind(),
+                new_task: new_task.unbind(),
+                task_kw,
                 context_run: context
                     .map(|c| c.bind(py).getattr("run").map(Bound::unbind))
                     .transpose()?,

@@ -6,6 +6,8 @@
 //! the response is fully sent or abandoned; dropping a stream body closes the channel,
 //! which is how the producer learns that the client went away.
 //!
+//! [`body_bytes`] turns a Python `bytes` object into a chunk for either.
+//!
 //! Reading a request body ([`next_data`], [`read_whole`]) is here too: both interfaces
 //! bound every wait for its next bytes by `body_read_timeout`. An error from the
 //! producer (the application failed mid-body) is reported one poll late, so what it
@@ -178,4 +180,18 @@ pub async fn read_whole(body: &mut Incoming, timeout: Duration) -> Result<Bytes,
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
+}
+
+/// Below this size a Python body chunk is copied rather than kept alive as an object.
+const COPY_BELOW: usize = 4096;
+
+/// A response chunk from a Python `bytes` object: large ones are sent from the object
+/// itself, without a copy (the object stays alive until the chunk is written).
+pub fn body_bytes(b: &pyo3::Bound<'_, pyo3::types::PyBytes>) -> Bytes {
+    use pyo3::types::PyBytesMethods;
+    let data = b.as_bytes();
+    if data.len() < COPY_BELOW {
+        return Bytes::copy_from_slice(data);
+    }
+    Bytes::from_owner(pyo3::pybacked::PyBackedBytes::from(b.clone()))
 }

@@ -16,7 +16,6 @@ use http::{HeaderMap, Response, StatusCode};
 use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,8 +28,6 @@ use crate::pool::Waiter;
 
 /// Chunks in flight between the application thread and the connection.
 const STREAM_DEPTH: usize = 4;
-/// Below this size a chunk is copied rather than kept alive as a Python object.
-const COPY_BELOW: usize = 4096;
 
 enum Phase {
     /// Nothing sent yet: the connection waits on `reply`.
@@ -166,11 +163,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
 /// A body chunk from the application: bytes-like, else a clear error.
 pub fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(b) = item.cast::<PyBytes>() {
-        let data = b.as_bytes();
-        if data.len() < COPY_BELOW {
-            return Ok(Bytes::copy_from_slice(data));
-        }
-        return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
+        return Ok(crate::http::body::body_bytes(b));
     }
     if item.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(

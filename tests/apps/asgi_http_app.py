@@ -7,11 +7,12 @@ it. Gates are files the test creates to let a paused application carry on.
 """
 
 import asyncio
-import threading
 import hashlib
 import json
 import os
 import sys
+import threading
+import time
 from urllib.parse import parse_qs
 
 import gristmill._core
@@ -189,6 +190,30 @@ async def loop_info(scope, receive, send):
     await _respond(send, f"{cls.__module__}.{cls.__qualname__} {thread}".encode())
 
 
+async def in_thread(scope, receive, send):
+    """Answers with what a function run in the loop's default executor returned: its
+    result comes back through call_soon_threadsafe (the loop's self-pipe)."""
+    q = _query(scope)
+    delay = float(q.get("delay", "0.2"))
+    loop = asyncio.get_running_loop()
+    name = await loop.run_in_executor(None, _sleep_then_name, delay)
+    await _respond(send, f"from {name}".encode())
+
+
+def _sleep_then_name(delay):
+    time.sleep(delay)
+    return "main" if threading.current_thread() is threading.main_thread() else "a worker"
+
+
+async def timer(scope, receive, send):
+    """Answers after an asyncio timer fired (no network activity meanwhile)."""
+    delay = float(_query(scope).get("delay", "0.2"))
+    loop = asyncio.get_running_loop()
+    fired = loop.create_future()
+    loop.call_later(delay, fired.set_result, "fired")
+    await _respond(send, (await fired).encode())
+
+
 async def slow(scope, receive, send):
     """Logs GM-SLOW-START, then answers once the gate file exists."""
     q = _query(scope)
@@ -335,6 +360,8 @@ async def v_return_midstream(scope, receive, send):
 
 
 ROUTES = {
+    "/thread": in_thread,
+    "/timer": timer,
     "/upload": upload,
     "/stream": stream,
     "/big": big,
