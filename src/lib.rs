@@ -97,10 +97,10 @@ fn serve(
         d.get().runtime()
     } else if inline {
         Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .thread_name("gristmill-io")
-            .enable_all()
-            .build()?,
+            tokio::runtime::Builder::new_current_thread()
+                .thread_name("gristmill-io")
+                .enable_all()
+                .build()?,
         )
     } else {
         Arc::new(

@@ -55,3 +55,9 @@ def test_an_idle_worker_does_not_spin(server, tmp_path, busy_poll):
     before = cpu_seconds(worker)
     time.sleep(1.0)  # one idle second, measured
     assert cpu_seconds(worker) - before < 0.2
+
+
+def test_objects_alive_at_startup_are_frozen(server, tmp_path):
+    """Startup objects are exempt from the collections while serving (gc.freeze)."""
+    srv = server(APP, env={"GM_TEST_DIR": str(tmp_path)})
+    assert int(srv.get("/gc-frozen").text) > 1000

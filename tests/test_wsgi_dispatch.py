@@ -140,3 +140,9 @@ def test_busy_poll_is_validated(gristmill_exit):
     code, output = gristmill_exit([APP, "--busy-poll", "-1"])
     assert code == 2
     assert "busy_poll must be between 0 and 1000000 microseconds" in output
+
+
+def test_objects_alive_at_startup_are_frozen(server, mode):
+    """Startup objects are exempt from the collections while serving (gc.freeze)."""
+    srv = server(APP, *mode)
+    assert int(srv.get("/gc-frozen").text) > 1000

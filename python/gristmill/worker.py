@@ -8,6 +8,7 @@ else.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -62,6 +63,16 @@ def run(
             os._exit(code)
 
 
+def freeze_startup_objects() -> None:
+    """Collect what starting up left as garbage, then exempt every object alive now (the
+    application's modules, its startup state) from future garbage collections
+    (``gc.freeze``): collections while serving then scan only what requests create,
+    which measured ~5 % more requests per second on a small ASGI route
+    (``bench/NOTES.md``)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(
     settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None
 ) -> int:
@@ -75,6 +86,7 @@ def _serve(
     from . import _core
 
     if iface == "wsgi":
+        freeze_startup_objects()
         _core.serve(app, settings, fds, ready_fd)
         return EXIT_OK
     return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd)
@@ -94,6 +106,7 @@ def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], rea
     runner.start()
     lifespan = _asgi.Lifespan(app, settings.lifespan, runner)
     lifespan.startup()  # raises LifespanFailed (an AppLoadError): exit 3
+    freeze_startup_objects()
     state = lifespan.state if lifespan.supported else None
     context = lifespan.context if lifespan.context is not None and len(lifespan.context) else None
     try:

@@ -207,9 +207,7 @@ impl Driver {
     }
 }
 
-fn flatten(
-    r: Result<std::io::Result<Stop>, tokio::task::JoinError>,
-) -> std::io::Result<Stop> {
+fn flatten(r: Result<std::io::Result<Stop>, tokio::task::JoinError>) -> std::io::Result<Stop> {
     r.map_err(std::io::Error::other).and_then(|r| r)
 }
 
@@ -232,4 +230,3 @@ async fn readable(fd: &AsyncFd<OwnedFd>) {
         ready.clear_ready();
     }
 }
-

@@ -181,7 +181,11 @@ impl HttpShared {
 
     /// Start the response to `http.response.pathsend` of a file of `len` bytes; the
     /// returned channel takes its body.
-    fn start_file(self: &Arc<Self>, bridge: &Arc<Bridge>, len: u64) -> PyResult<mpsc::Sender<Chunk>> {
+    fn start_file(
+        self: &Arc<Self>,
+        bridge: &Arc<Bridge>,
+        len: u64,
+    ) -> PyResult<mpsc::Sender<Chunk>> {
         let mut st = self.state.lock();
         if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
             // Another send() got in while the file was opened.
@@ -550,13 +554,15 @@ impl HttpProtocol {
         if let Phase::Pending(..) = st.phase {
             st.bytes += body.len() as u64;
             if !more {
-                self.shared.send_head(&self.bridge, st, ResponseBody::full(body))
+                self.shared
+                    .send_head(&self.bridge, st, ResponseBody::full(body))
                     .map_err(|_| HttpShared::gone(st))?;
                 HttpShared::response_finished(&self.bridge, st);
                 return none();
             }
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            self.shared.send_head(&self.bridge, st, ResponseBody::stream(rx))
+            self.shared
+                .send_head(&self.bridge, st, ResponseBody::stream(rx))
                 .map_err(|_| HttpShared::gone(st))?;
             if !body.is_empty() {
                 let _ = tx.try_send(Ok(body));
@@ -632,8 +638,7 @@ impl HttpProtocol {
                 Ok((file, len)) => match shared.start_file(&bridge, len) {
                     Ok(tx) => {
                         tokio::task::spawn_blocking(move || {
-                            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx)
-                            {
+                            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
                                 log::log(log::ERROR, &format!("sending {path} failed: {e}"));
                             }
                         });

@@ -422,12 +422,7 @@ impl Asgi {
                 context_run: context
                     .map(|c| c.bind(py).getattr("run").map(Bound::unbind))
                     .transpose()?,
-                scope: scope::ScopeBase {
-                    asgi: asgi.unbind(),
-                    extensions: extensions.unbind(),
-                    root_path: config.root_path.clone(),
-                    state,
-                },
+                scope: scope::ScopeBase::new(py, asgi, extensions, &config.root_path, state)?,
             },
         });
         if let Wake::Eventfd(efd) = &bridge.wake {

@@ -1,9 +1,11 @@
 //! The ASGI `http` scope (spec version 2.4).
 
+use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::Version;
 use percent_encoding::percent_decode;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
@@ -38,10 +40,47 @@ pub fn full_path(root_path: &str, raw_path: &str) -> String {
 
 /// What every scope of this worker shares.
 pub struct ScopeBase {
-    pub asgi: Py<PyDict>,
     pub extensions: Py<PyDict>,
     pub root_path: String,
     pub state: Option<Py<PyDict>>,
+    /// An HTTP scope with every key in place and the shared values set: a request's
+    /// scope starts as a copy of it (one allocation, no growing), then gets its own.
+    template: Py<PyDict>,
+}
+
+impl ScopeBase {
+    pub fn new(
+        py: Python<'_>,
+        asgi: Bound<'_, PyDict>,
+        extensions: Bound<'_, PyDict>,
+        root_path: &str,
+        state: Option<Py<PyDict>>,
+    ) -> PyResult<Self> {
+        let t = PyDict::new(py);
+        let none = py.None();
+        t.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        t.set_item(intern!(py, "asgi"), &asgi)?;
+        t.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+        t.set_item(intern!(py, "method"), &none)?;
+        t.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        t.set_item(intern!(py, "path"), &none)?;
+        t.set_item(intern!(py, "raw_path"), &none)?;
+        t.set_item(intern!(py, "query_string"), &none)?;
+        t.set_item(intern!(py, "root_path"), root_path)?;
+        t.set_item(intern!(py, "headers"), &none)?;
+        t.set_item(intern!(py, "server"), &none)?;
+        t.set_item(intern!(py, "client"), &none)?;
+        if state.is_some() {
+            t.set_item(intern!(py, "state"), &none)?;
+        }
+        t.set_item(intern!(py, "extensions"), &extensions)?;
+        Ok(ScopeBase {
+            extensions: extensions.unbind(),
+            root_path: root_path.to_owned(),
+            state,
+            template: t.unbind(),
+        })
+    }
 }
 
 /// The ASGI `tls` extension of a TLS connection: versions and suites as IANA codes, the
@@ -92,6 +131,39 @@ pub fn websocket_scope<'py>(
     Ok(scope)
 }
 
+/// Header names most requests carry: their `bytes` objects are made once and shared.
+const COMMON_NAMES: [HeaderName; 14] = [
+    header::HOST,
+    header::USER_AGENT,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::CONNECTION,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::COOKIE,
+    header::REFERER,
+    header::ORIGIN,
+    header::CACHE_CONTROL,
+    header::AUTHORIZATION,
+    header::UPGRADE,
+];
+
+/// A header name as the scope's `bytes` (lower case, as hyper keeps it).
+fn header_name<'py>(py: Python<'py>, name: &HeaderName) -> Bound<'py, PyBytes> {
+    static SHARED: PyOnceLock<Vec<Py<PyBytes>>> = PyOnceLock::new();
+    if let Some(i) = COMMON_NAMES.iter().position(|n| n == name) {
+        let shared = SHARED.get_or_init(py, || {
+            COMMON_NAMES
+                .iter()
+                .map(|n| PyBytes::new(py, n.as_str().as_bytes()).unbind())
+                .collect()
+        });
+        return shared[i].bind(py).clone();
+    }
+    PyBytes::new(py, name.as_str().as_bytes())
+}
+
 /// Build the scope of one HTTP request.
 pub fn http_scope<'py>(
     py: Python<'py>,
@@ -100,19 +172,20 @@ pub fn http_scope<'py>(
     addrs: &Addrs,
     tls: Option<&TlsInfo>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    scope.set_item(intern!(py, "asgi"), base.asgi.bind(py))?;
-    scope.set_item(
-        intern!(py, "http_version"),
-        PyString::intern(py, http_version(parts.version)),
-    )?;
+    let scope = base.template.bind(py).copy()?;
+    if parts.version != Version::HTTP_11 {
+        scope.set_item(
+            intern!(py, "http_version"),
+            PyString::intern(py, http_version(parts.version)),
+        )?;
+    }
     scope.set_item(
         intern!(py, "method"),
         PyString::intern(py, parts.method.as_str()),
     )?;
-    scope.set_item(intern!(py, "scheme"), PyString::intern(py, scheme))?;
+    if tls.is_some() {
+        scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
+    }
     let raw_path = parts.uri.path();
     scope.set_item(intern!(py, "path"), full_path(&base.root_path, raw_path))?;
     scope.set_item(
@@ -123,7 +196,6 @@ pub fn http_scope<'py>(
         intern!(py, "query_string"),
         PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
     )?;
-    scope.set_item(intern!(py, "root_path"), base.root_path.as_str())?;
     let headers = PyList::empty(py);
     if !parts.headers.contains_key(::http::header::HOST) {
         // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications look
@@ -141,10 +213,7 @@ pub fn http_scope<'py>(
     for (name, value) in &parts.headers {
         headers.append(PyTuple::new(
             py,
-            [
-                PyBytes::new(py, name.as_str().as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
-            ],
+            [header_name(py, name), PyBytes::new(py, value.as_bytes())],
         )?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
@@ -164,13 +233,10 @@ pub fn http_scope<'py>(
         // Spec: a shallow copy per request, so requests cannot replace each other's keys.
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
     }
-    match tls {
-        None => scope.set_item(intern!(py, "extensions"), base.extensions.bind(py))?,
-        Some(tls) => {
-            let extensions = base.extensions.bind(py).copy()?;
-            extensions.set_item("tls", tls_extension(py, tls)?)?;
-            scope.set_item(intern!(py, "extensions"), extensions)?;
-        }
+    if let Some(tls) = tls {
+        let extensions = base.extensions.bind(py).copy()?;
+        extensions.set_item("tls", tls_extension(py, tls)?)?;
+        scope.set_item(intern!(py, "extensions"), extensions)?;
     }
     Ok(scope)
 }

@@ -7,6 +7,7 @@ it. Gates are files the test creates to let a paused application carry on.
 """
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -205,6 +206,11 @@ def _sleep_then_name(delay):
     return "main" if threading.current_thread() is threading.main_thread() else "a worker"
 
 
+async def gc_frozen(scope, receive, send):
+    """How many objects the worker froze before serving (gc.freeze)."""
+    await _respond(send, str(gc.get_freeze_count()).encode())
+
+
 async def timer(scope, receive, send):
     """Answers after an asyncio timer fired (no network activity meanwhile)."""
     delay = float(_query(scope).get("delay", "0.2"))
@@ -362,6 +368,7 @@ async def v_return_midstream(scope, receive, send):
 ROUTES = {
     "/thread": in_thread,
     "/timer": timer,
+    "/gc-frozen": gc_frozen,
     "/upload": upload,
     "/stream": stream,
     "/big": big,

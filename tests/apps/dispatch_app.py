@@ -6,6 +6,7 @@ between requests). /thread-read: the body, read by a thread the application star
 /thread-name: the name of the thread that runs the application.
 """
 
+import gc
 import sys
 import threading
 import time
@@ -44,6 +45,8 @@ def application(environ, start_response):
         print("GM-HANG-START", file=sys.stderr, flush=True)
         time.sleep(secs)
         return _respond(start_response, b"woke")
+    if path == "/gc-frozen":
+        return _respond(start_response, str(gc.get_freeze_count()).encode())
     if path == "/thread-name":
         return _respond(start_response, threading.current_thread().name.encode())
     return _respond(start_response, b"ok")
