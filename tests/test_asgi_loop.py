@@ -12,6 +12,7 @@ import concurrent.futures
 import time
 
 import pytest
+
 from _support import cpu_seconds
 
 APP = "asgi_http_app:app"
