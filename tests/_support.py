@@ -599,6 +599,22 @@ def http_request(
     return head.encode("latin-1") + b"\r\n" + body
 
 
+def chunked_payload(data: bytes) -> bytes:
+    """The payload of a chunked body made of whole chunks (a last chunk, if any, ends
+    it); fails on a chunk cut short."""
+    out = bytearray()
+    while data:
+        line, sep, data = data.partition(b"\r\n")
+        assert sep, f"chunk size line cut short: {line[:32]!r}"
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            break
+        assert len(data) >= size + 2, f"chunk of {size} bytes cut short"
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
 def chunked(*pieces: bytes) -> bytes:
     """Encode ``pieces`` as a chunked body, with the terminating zero chunk."""
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"

@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from _support import (
     Server,
     answer_while_io_thread_blocked,
     chunked,
+    chunked_payload,
     http_request,
     io_gated_args,
     stalled_upload,
@@ -569,6 +571,27 @@ def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, pa
     assert not got.endswith(b"0\r\n\r\n"), got
     hsrv.wait_for_output(what, start=mark, stream="stderr", flags=0)
     assert hsrv.get("/ok").text == "ok"
+
+
+def test_failure_behind_a_full_response_channel_still_aborts(hsrv):
+    """The app streams 10 MiB to a client that reads slowly, so its response channel is
+    full whenever a send() completes, then raises: every chunk sent still arrives, and
+    the body never ends (the abort used to be dropped when the channel was full, and
+    the body then ended as if complete)."""
+    mark = hsrv.mark()
+    with hsrv.raw(rcvbuf=65536) as conn:
+        conn.send(http_request("GET", "/v/raise-after-flood?n=160"))
+        assert conn.read_head().status == 200
+        got = b""
+        while not got.endswith(b"0\r\n\r\n"):
+            time.sleep(0.002)  # a slow reader: the server stays blocked on the socket
+            data = conn.recv_some(65536)
+            if not data:
+                break
+            got += data
+    assert not got.endswith(b"0\r\n\r\n"), "the body ended as if complete"
+    assert chunked_payload(got) == b"".join(bytes([65 + i % 26]) * 65536 for i in range(160))
+    hsrv.wait_for_output("gm-asgi-flood-boom", start=mark, stream="stderr", flags=0)
 
 
 @pytest.mark.parametrize(("path", "what"), MIDSTREAM)

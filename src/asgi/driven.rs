@@ -116,7 +116,14 @@ impl Driver {
     /// bit set of `LOOP_FDS` (select the loop's descriptors) and `ENDED` (stop the loop).
     #[pyo3(signature = (timeout=None))]
     fn turn(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u8> {
-        let mut guard = self.state.lock();
+        // Never re-entered: Python code runs only after the runtime was left, with the
+        // state unlocked; a nested loop run from it (`run_until_complete` inside a
+        // callback) is an error, as asyncio makes it one.
+        let Some(mut guard) = self.state.try_lock() else {
+            return Err(PyRuntimeError::new_err(
+                "the event loop's selector was entered again from inside itself",
+            ));
+        };
         let st = &mut *guard;
         let Some(loop_fds) = st.loop_fds.as_ref() else {
             return Err(PyRuntimeError::new_err("Driver.watch() was not called"));
@@ -192,16 +199,17 @@ impl Driver {
                 (woke, fds)
             })
         });
-        if let Some(b) = &bridge {
-            if b.has_work() {
-                b.drain(py);
-            }
-        }
         let mut flags = if fds { LOOP_FDS } else { 0 };
         if let Woke::Ended(outcome) = woke {
             st.serving = None;
             st.outcome = Some(outcome);
             flags |= ENDED;
+        }
+        drop(guard);
+        if let Some(b) = &bridge {
+            if b.has_work() {
+                b.drain(py);
+            }
         }
         Ok(flags)
     }

@@ -361,6 +361,18 @@ async def v_raise_midstream(scope, receive, send):
     raise RuntimeError("gm-asgi-midstream-boom")
 
 
+async def v_raise_after_flood(scope, receive, send):
+    """Streams ``n`` chunks of 64 KiB to a client that reads nothing yet, then raises:
+    the response channel is full when the failure comes."""
+    n = int(_query(scope).get("n", "12"))
+    await send(START)
+    for i in range(n):
+        await send(
+            {"type": "http.response.body", "body": bytes([65 + i % 26]) * 65536, "more_body": True}
+        )
+    raise RuntimeError("gm-asgi-flood-boom")
+
+
 async def v_return_midstream(scope, receive, send):
     await _start_streaming(scope, send)
 
@@ -399,6 +411,7 @@ ROUTES = {
     "/v/raise": v_raise,
     "/v/raise-midstream": v_raise_midstream,
     "/v/return-midstream": v_return_midstream,
+    "/v/raise-after-flood": v_raise_after_flood,
 }
 
 
