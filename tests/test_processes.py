@@ -285,3 +285,26 @@ def test_stop_signals_after_the_stop_do_not_change_the_exit_code(server):
     assert "GM-LATE-SIGNALS" in out, out
     assert code == 0, out
     assert "KeyboardInterrupt" not in out
+
+
+def _anon_huge_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_workers_use_no_transparent_huge_pages(server):
+    """mimalloc commits its arenas as used, without marking them for transparent huge
+    pages (which cost several MiB of RSS per worker); the variable that says so is not
+    left in the application's environment."""
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+        if "[madvise]" not in f.read():
+            pytest.skip("huge pages here are not given on request (madvise) alone")
+    srv = server(APP)
+    (worker,) = srv.worker_pids()
+    for _ in range(50):
+        assert srv.get("/").status_code == 200
+    assert _anon_huge_kib(worker) == 0
+    assert srv.get("/env?name=MIMALLOC_ARENA_EAGER_COMMIT").text == "<unset>"

@@ -6,17 +6,38 @@ Run it as ``gristmill TARGET`` (see ``gristmill --help``), or from Python with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from .errors import AppLoadError, ConfigError, GristmillError, ServerError
 from .settings import Settings, validate
 
-try:
-    __version__ = metadata.version("gristmill")
-except metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+
+def _load_core() -> str:
+    """Load the Rust core now and return its version ("0.0.0" when it is not built).
+
+    Its allocator, mimalloc, reads its options once, as the core loads. Unless the
+    environment says otherwise, its arenas are committed as they are used
+    (``MIMALLOC_ARENA_EAGER_COMMIT=0``) rather than up front and marked for transparent
+    huge pages: the huge pages cost a worker several MiB of resident memory for no
+    measured speed (``bench/NOTES.md``). The variable is not left behind for the
+    application.
+    """
+    ours = "MIMALLOC_ARENA_EAGER_COMMIT" not in os.environ
+    if ours:
+        os.environ["MIMALLOC_ARENA_EAGER_COMMIT"] = "0"
+    try:
+        from . import _core
+    except ImportError:  # a source tree without a build: the supervisor says so
+        return "0.0.0"
+    finally:
+        if ours:
+            del os.environ["MIMALLOC_ARENA_EAGER_COMMIT"]
+    return str(_core.__version__)
+
+
+__version__ = _load_core()
 
 __all__ = [
     "serve",

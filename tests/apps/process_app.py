@@ -10,6 +10,10 @@ from urllib.parse import parse_qs
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     qs = parse_qs(environ["QUERY_STRING"])
+    if path == "/env":
+        value = os.environ.get(qs["name"][0], "<unset>")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [value.encode()]
     if path == "/exit":
         os._exit(7)  # the worker ends without any cleanup
     if path == "/segfault":
