@@ -94,7 +94,9 @@ fn serve(
     let stop_watch = stop::start(config.graceful_timeout)?;
     let inline = config.wsgi_inline();
     let runtime = if let Some(d) = &driver {
-        d.get().runtime()
+        d.get()
+            .runtime()
+            .ok_or_else(|| PyValueError::new_err("the driver's runtime was shut down"))?
     } else if inline {
         Arc::new(
             tokio::runtime::Builder::new_current_thread()
@@ -185,7 +187,14 @@ fn serve(
                     // server stops, then stops itself.
                     let d = d.get();
                     d.start(handler.bridge(), runtime.spawn(serving), config.busy_poll);
-                    event_loop.bind(py).call_method0("run_forever")?;
+                    if let Err(e) = event_loop.bind(py).call_method0("run_forever") {
+                        // The loop failed (SystemExit from a task, say): stop serving
+                        // and end the connections before the error goes up.
+                        stop_watch.finished();
+                        drop(runtime);
+                        d.shutdown(py, std::time::Duration::ZERO);
+                        return Err(e);
+                    }
                     d.outcome().unwrap_or_else(|| {
                         Err(std::io::Error::other(
                             "the event loop stopped before the server did",
@@ -204,6 +213,13 @@ fn serve(
         Stop::Graceful => std::time::Duration::from_millis(500),
         Stop::Immediate => std::time::Duration::ZERO,
     };
+    if let Some(d) = &driver {
+        // The driver holds the runtime: it shuts it down, and the loop (lifespan
+        // shutdown) goes on without it.
+        drop(runtime);
+        d.get().shutdown(py, wait);
+        return Ok(());
+    }
     match Arc::try_unwrap(runtime) {
         Ok(runtime) => py.detach(|| runtime.shutdown_timeout(wait)),
         // A thread of the application is still reading a request body through the

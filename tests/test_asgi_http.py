@@ -573,6 +573,22 @@ def test_failure_after_streaming_started_aborts_the_connection(hsrv, markers, pa
     assert hsrv.get("/ok").text == "ok"
 
 
+def test_system_exit_from_the_app_replaces_the_worker(server, tmp_path):
+    """SystemExit out of a request task ends the event loop: the worker exits with a
+    failure, the supervisor starts another, and it serves."""
+    srv = server(APP, env={"GM_TEST_DIR": str(tmp_path)})
+    (victim,) = srv.worker_pids()
+    mark = srv.mark()
+    with srv.raw() as conn:
+        conn.send(http_request("GET", "/v/system-exit"))
+        conn.read_to_eof(10.0)  # no answer: the worker is gone
+    srv.wait_for_line(
+        rf"Worker {victim} exited unexpectedly \(.+\); starting a new one", start=mark
+    )
+    wait_until(lambda: srv.worker_pids() - {victim}, 10, message="a replacement worker")
+    assert srv.get("/ok").text == "ok"
+
+
 def test_failure_behind_a_full_response_channel_still_aborts(hsrv):
     """The app streams 10 MiB to a client that reads slowly, so its response channel is
     full whenever a send() completes, then raises: every chunk sent still arrives, and

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from _support import wait_for_file, wait_until
+from _support import http_request, wait_for_file, wait_until
 
 # Every test here runs once per ASGI mode (one thread, loop thread).
 pytestmark = pytest.mark.usefixtures("asgi_mode")
@@ -114,3 +114,18 @@ def test_shutdown_failed_is_logged(server, tmp_path):
     srv.stop(signal.SIGTERM)
     assert wait_for_file(tmp_path / f"shutdown-{worker}") == "1"
     srv.wait_for_line(r"\[ERROR\] ASGI lifespan shutdown failed: gm-shutdown-failed")
+
+
+def test_connections_are_closed_before_lifespan_shutdown(server, tmp_path):
+    """A connection the graceful drain gave up on is ended before lifespan shutdown
+    runs, not served on while the application shuts down."""
+    srv = server(APP, "--graceful-timeout", "1", env=env(tmp_path, "shutdown-slow"))
+    (worker,) = srv.worker_pids()
+    with srv.raw() as conn:
+        # A request whose body never comes keeps the connection busy past the drain.
+        conn.send(http_request("POST", "/", headers={"Content-Length": "10"}))
+        srv.send_signal(signal.SIGTERM)
+        wait_for_file(tmp_path / f"shutdown-{worker}")
+        # The application takes 3 s to shut down; the connection ends well before.
+        conn.read_to_eof(2.0)
+    assert srv.stop() == 0, srv.output()

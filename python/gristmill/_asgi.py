@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import os
 import selectors
 import threading
 from collections.abc import Awaitable, Callable
@@ -99,7 +100,15 @@ class LoopThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        except BaseException:
+            # SystemExit (or the like) out of an application task ends the loop, and
+            # with it this worker: it exits with a failure and the supervisor starts
+            # another, as when the loop runs on the main thread.
+            log.exception("The event loop stopped on an exception; the worker exits")
+            logging.shutdown()
+            os._exit(1)
 
     def start(self) -> None:
         self._thread.start()

@@ -39,24 +39,31 @@ const ENDED: u8 = 2;
 /// The runtime a one-thread ASGI worker turns from its event loop's selector.
 #[pyclass(module = "gristmill._core", frozen)]
 pub struct Driver {
-    rt: Arc<Runtime>,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
+    /// None once the server stopped and the runtime was shut down ([`Driver::shutdown`]);
+    /// the loop then waits on its own descriptors alone.
+    rt: Option<Arc<Runtime>>,
     /// The loop's epoll descriptor, watched by the runtime.
     loop_fds: Option<AsyncFd<OwnedFd>>,
+    /// The same descriptor once the runtime is gone.
+    loop_fds_alone: Option<OwnedFd>,
     bridge: Option<Arc<Bridge>>,
     serving: Option<JoinHandle<std::io::Result<Stop>>>,
     /// `--busy-poll`, while serving.
     busy_poll: Duration,
+    /// The last turn moved work between the runtime and Python: only then is the next
+    /// wait preceded by busy polling (not after a wake-up for the loop's own timers).
+    active: bool,
     outcome: Option<std::io::Result<Stop>>,
 }
 
 impl Driver {
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.rt.clone()
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.state.lock().rt.clone()
     }
 
     /// Start serving: `bridge` carries the work for Python, `serving` is the server.
@@ -76,6 +83,48 @@ impl Driver {
     pub fn outcome(&self) -> Option<std::io::Result<Stop>> {
         self.state.lock().outcome.take()
     }
+
+    /// The server stopped (or failed): stop serving if it has not, and shut the runtime
+    /// down within `wait`, ending the connections still open — as the two-thread mode
+    /// does — so lifespan shutdown runs with no traffic. The loop keeps working on its
+    /// own descriptors.
+    pub fn shutdown(&self, py: Python<'_>, wait: Duration) {
+        let rt = {
+            let mut st = self.state.lock();
+            if let Some(serving) = st.serving.take() {
+                serving.abort();
+            }
+            let rt = st.rt.take();
+            if let (Some(rt), Some(watched)) = (&rt, st.loop_fds.take()) {
+                // Unregistered while the runtime still runs.
+                let _enter = rt.enter();
+                st.loop_fds_alone = Some(watched.into_inner());
+            }
+            rt
+        };
+        match rt.map(Arc::try_unwrap) {
+            Some(Ok(rt)) => py.detach(|| rt.shutdown_timeout(wait)),
+            // Still referenced (the worker is failing on its way out): left to the exit.
+            Some(Err(rt)) => std::mem::forget(rt),
+            None => {}
+        }
+    }
+}
+
+/// Wait up to `timeout` for the loop's epoll descriptor `fd` (after the runtime is gone).
+fn wait_readable(fd: RawFd, timeout: Option<f64>) -> bool {
+    let ms = match timeout {
+        None => -1,
+        Some(t) if t <= 0.0 || t.is_nan() => 0,
+        Some(t) => (t * 1000.0).ceil().min(i32::MAX as f64) as i32,
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// Why a blocking turn ended.
@@ -93,8 +142,10 @@ impl Driver {
             .enable_all()
             .build()?;
         Ok(Driver {
-            rt: Arc::new(rt),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                rt: Some(Arc::new(rt)),
+                ..State::default()
+            }),
         })
     }
 
@@ -103,11 +154,16 @@ impl Driver {
     fn watch(&self, fd: RawFd) -> PyResult<()> {
         // SAFETY: `fd` is borrowed only for the duplicate; `dup` checks that it is open.
         let own = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
-        let _enter = self.rt.enter();
+        let mut st = self.state.lock();
+        let rt = st
+            .rt
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the runtime was shut down"))?;
+        let _enter = rt.enter();
         // SAFETY: the AsyncFd owns `own`, which stays open and the same until it drops.
         let watched = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }
             .map_err(|e| PyErr::from(std::io::Error::from(e)))?;
-        self.state.lock().loop_fds = Some(watched);
+        st.loop_fds = Some(watched);
         Ok(())
     }
 
@@ -125,6 +181,22 @@ impl Driver {
             ));
         };
         let st = &mut *guard;
+        let Some(rt) = st.rt.clone() else {
+            // Shut down: wait on the loop's descriptors alone.
+            // What the connections' ends queued (a `receive()` told of the disconnect)
+            // still reaches the application.
+            let Some(fd) = st.loop_fds_alone.as_ref().map(|f| f.as_raw_fd()) else {
+                return Err(PyRuntimeError::new_err("Driver.watch() was not called"));
+            };
+            let bridge = st.bridge.clone();
+            drop(guard);
+            let queued = bridge.as_ref().is_some_and(|b| b.has_work());
+            let ready = py.detach(|| wait_readable(fd, if queued { Some(0.0) } else { timeout }));
+            if let (Some(b), true) = (&bridge, queued) {
+                b.drain(py);
+            }
+            return Ok(if ready { LOOP_FDS } else { 0 });
+        };
         let Some(loop_fds) = st.loop_fds.as_ref() else {
             return Err(PyRuntimeError::new_err("Driver.watch() was not called"));
         };
@@ -137,13 +209,15 @@ impl Driver {
             Some(t) => Some(Duration::from_secs_f64(t.min(86_400.0))),
             None => None,
         };
-        let busy_poll = st.busy_poll;
+        let busy_poll = if st.active {
+            st.busy_poll
+        } else {
+            Duration::ZERO
+        };
         let serving = &mut st.serving;
-        let (woke, fds) = py.detach(|| {
-            self.rt.block_on(async {
-                if let Some(b) = &bridge {
-                    b.run_outbox();
-                }
+        let (woke, fds, sent) = py.detach(|| {
+            rt.block_on(async {
+                let sent = bridge.as_ref().is_some_and(|b| b.run_outbox());
                 let ended = poll_fn(|cx| match serving.as_mut() {
                     Some(h) => std::future::Future::poll(std::pin::Pin::new(h), cx),
                     None => Poll::Pending,
@@ -196,9 +270,11 @@ impl Driver {
                     })
                 })
                 .await;
-                (woke, fds)
+                (woke, fds, sent)
             })
         });
+        let queued = bridge.as_ref().is_some_and(|b| b.has_work());
+        st.active = sent || queued;
         let mut flags = if fds { LOOP_FDS } else { 0 };
         if let Woke::Ended(outcome) = woke {
             st.serving = None;
@@ -206,10 +282,8 @@ impl Driver {
             flags |= ENDED;
         }
         drop(guard);
-        if let Some(b) = &bridge {
-            if b.has_work() {
-                b.drain(py);
-            }
+        if let (Some(b), true) = (&bridge, queued) {
+            b.drain(py);
         }
         Ok(flags)
     }

@@ -166,10 +166,15 @@ impl Bridge {
 
     /// Run `f` where it wakes the runtime's tasks cheaply: now (two-thread mode), or at
     /// the start of the runtime's next turn, which follows the current loop iteration.
+    ///
+    /// Called on the loop's thread between turns, or inside the runtime (where `f` runs
+    /// at once: a wake-up there is cheap already).
     fn later(&self, f: impl FnOnce() + Send + 'static) {
         match self.wake {
-            Wake::Notify(_) => self.outbox.lock().push(Box::new(f)),
-            Wake::Eventfd(_) => f(),
+            Wake::Notify(_) if tokio::runtime::Handle::try_current().is_err() => {
+                self.outbox.lock().push(Box::new(f))
+            }
+            _ => f(),
         }
     }
 
@@ -193,12 +198,14 @@ impl Bridge {
         matches!(self.wake, Wake::Notify(_))
     }
 
-    /// Do what [`Bridge::later`] put off; called inside the runtime.
-    fn run_outbox(&self) {
+    /// Do what [`Bridge::later`] put off; called inside the runtime. Whether there was any.
+    fn run_outbox(&self) -> bool {
         let work = std::mem::take(&mut *self.outbox.lock());
+        let any = !work.is_empty();
         for f in work {
             f();
         }
+        any
     }
 
     /// Whether events are queued that the loop has not drained yet.

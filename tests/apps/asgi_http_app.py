@@ -373,6 +373,10 @@ async def v_raise_after_flood(scope, receive, send):
     raise RuntimeError("gm-asgi-flood-boom")
 
 
+async def v_system_exit(scope, receive, send):
+    raise SystemExit(3)
+
+
 async def v_return_midstream(scope, receive, send):
     await _start_streaming(scope, send)
 
@@ -412,6 +416,7 @@ ROUTES = {
     "/v/raise-midstream": v_raise_midstream,
     "/v/return-midstream": v_return_midstream,
     "/v/raise-after-flood": v_raise_after_flood,
+    "/v/system-exit": v_system_exit,
 }
 
 

@@ -7,12 +7,14 @@ Modes:
 - ``fail``: answers startup with ``lifespan.startup.failed`` and a message.
 - ``raise``: raises on the lifespan scope (an app that does not speak lifespan).
 - ``shutdown-fail``: starts up, answers shutdown with ``lifespan.shutdown.failed``.
+- ``shutdown-slow``: takes 3 s to shut down (after writing its marker).
 
 In every mode the first lifespan event seen writes ``lifespan-seen-<pid>``. HTTP requests
 answer with a JSON report of ``scope["state"]`` (``null`` when there is none); the query
 string ``mutate`` changes the request's own state afterwards.
 """
 
+import asyncio
 import json
 import os
 
@@ -44,6 +46,8 @@ async def lifespan(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             _marker(f"shutdown-{os.getpid()}", str(SERVED["requests"]))
+            if MODE == "shutdown-slow":
+                await asyncio.sleep(3)
             if MODE == "shutdown-fail":
                 await send({"type": "lifespan.shutdown.failed", "message": "gm-shutdown-failed"})
             else:
