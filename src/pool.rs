@@ -42,6 +42,21 @@ impl Waiter {
         f()
     }
 
+    /// Start `task` on the runtime without waiting for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Waiter::Beside(handle) => drop(handle.spawn(task)),
+            Waiter::Driving(rt) => {
+                if let Some(rt) = rt.upgrade() {
+                    drop(rt.spawn(task));
+                }
+            }
+        }
+    }
+
     /// Whether waiting is what moves the I/O (nothing is sent while Python runs).
     pub fn drives(&self) -> bool {
         matches!(self, Waiter::Driving(_))

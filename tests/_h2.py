@@ -92,6 +92,21 @@ class H2Raw:
         self.server_settings = dict(f.settings)
         self.send(SettingsFrame(0, flags=["ACK"]))
 
+    def handshake_with_shut_windows(self) -> None:
+        """A handshake that gives every stream a window of 0: the server may send no
+        DATA until told (``open_windows``)."""
+        self.send(
+            PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}).serialize()
+        )
+        f = self.read_frame()
+        assert isinstance(f, SettingsFrame) and "ACK" not in f.flags, f
+        self.server_settings = dict(f.settings)
+        self.send(SettingsFrame(0, flags=["ACK"]))
+
+    def open_windows(self, sid: int, size: int = 1 << 30) -> None:
+        self.send(WindowUpdateFrame(0, window_increment=size))
+        self.send(WindowUpdateFrame(sid, window_increment=size))
+
     def new_stream(self) -> int:
         sid = self.next_stream
         self.next_stream += 2

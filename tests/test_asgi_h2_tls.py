@@ -133,3 +133,20 @@ def test_asgi_h2_failure_right_after_the_first_chunk_sends_it_then_resets(
         assert frames[2].error_code == 0x2  # INTERNAL_ERROR
         other = conn.request("/ok")
         assert conn.response(other).body == b"ok"
+
+
+def test_a_stream_whose_window_stays_shut_times_out(server, tmp_path):
+    """A client that keeps one stream's window at 0 while its connection stays healthy:
+    the application's send() raises ClientDisconnected after --send-timeout, and the
+    stream is reset rather than ended as if complete once the window opens."""
+    srv = server("asgi_http_app:app", "--send-timeout", "1", env={"GM_TEST_DIR": str(tmp_path)})
+    mark = srv.mark()
+    with H2Raw(srv.port, handshake=False) as conn:
+        conn.handshake_with_shut_windows()
+        sid = conn.request("/v/raise-after-flood?n=40")
+        srv.wait_for_line(r"took none of the response for 1(\.0)? s \(send_timeout\)", start=mark)
+        assert srv.get("/ok").text == "ok"
+        conn.open_windows(sid)
+        frames = [f for f in conn.frames_until(RstStreamFrame) if f.stream_id == sid]
+        assert isinstance(frames[-1], RstStreamFrame), frames
+        assert not any("END_STREAM" in f.flags for f in frames), frames

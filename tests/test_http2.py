@@ -39,7 +39,7 @@ from _h2 import (
     H2Raw,
     h2_tls_context,
 )
-from _support import RawConn, http_request
+from _support import WSGI_MODES, RawConn, http_request, wait_until
 
 APP = "h2_app:application"
 
@@ -809,3 +809,35 @@ def test_dynamic_table_is_used_across_requests(h2srv):
         for i in range(3):
             sid = conn.request(f"/same{i}", extra=[("x-repeated", "value-" * 10)])
             assert conn.response(sid).status == 200
+
+
+@pytest.mark.parametrize("mode", list(WSGI_MODES))
+def test_a_stream_whose_window_stays_shut_times_out(server, tmp_path, mode):
+    """A client that keeps one stream's window at 0 while its connection stays healthy
+    holds a streamed WSGI response for at most --send-timeout: the application's thread
+    is given back (inline, the worker's only one: other requests wait until then), the
+    iterable is closed, and the stream is reset rather than ended as if complete once
+    the window opens."""
+    srv = server(
+        "response_app:application",
+        *WSGI_MODES[mode],
+        "--send-timeout",
+        "1",
+        env={"GM_TEST_DIR": str(tmp_path)},
+    )
+    mark = srv.mark()
+    with H2Raw(srv.port, handshake=False) as conn:
+        conn.handshake_with_shut_windows()
+        sid = conn.request("/endless?tag=h2-shut")
+        srv.wait_for_line(r"took none of the response for 1(\.0)? s \(send_timeout\)", start=mark)
+        marker = tmp_path / "h2-shut"  # the iterable was closed
+        wait_until(
+            lambda: marker.exists() and marker.read_text().startswith("closed after"),
+            10,
+            message="the iterable closed",
+        )
+        assert srv.get("/pid").status_code == 200  # the worker serves again
+        conn.open_windows(sid)
+        frames = [f for f in conn.frames_until(RstStreamFrame) if f.stream_id == sid]
+        assert isinstance(frames[-1], RstStreamFrame), frames
+        assert not any("END_STREAM" in f.flags for f in frames), frames

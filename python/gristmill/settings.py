@@ -277,8 +277,9 @@ class Settings:
         60.0,
         "Seconds a connection may stay blocked on a client that takes none of the "
         "response (its receive window full); then the connection is closed, and a WSGI "
-        "application streaming to it gets its iterable closed and its thread back. "
-        "Default is 60 seconds.",
+        "application streaming to it gets its iterable closed and its thread back. A "
+        "streamed response whose HTTP/2 stream window stays shut that long is ended the "
+        "same way (the stream is reset). Default is 60 seconds.",
         group="HTTP",
         metavar="SECONDS",
     )

@@ -598,10 +598,28 @@ impl HttpProtocol {
                 let done = fut.clone_ref(py);
                 let bridge = self.bridge.clone();
                 let chunk = Ok(body);
+                let limit = self.bridge.config.send_timeout;
                 self.bridge.spawn_io(async move {
-                    let outcome = match tx.send(chunk).await {
-                        Ok(()) => Outcome::Sent,
-                        Err(_) => Outcome::SendFailed,
+                    let outcome = match tokio::time::timeout(limit, tx.send(chunk)).await {
+                        Ok(Ok(())) => Outcome::Sent,
+                        Ok(Err(_)) => Outcome::SendFailed,
+                        Err(_) => {
+                            // The connection took nothing for `send_timeout` (an HTTP/2
+                            // stream whose window the client keeps shut): the
+                            // application hears the client is gone, and the body is
+                            // aborted behind what is queued, whenever that is taken.
+                            log::log(
+                                log::INFO,
+                                &format!(
+                                    "the client took none of the response for {} s \
+                                     (send_timeout); ending it",
+                                    limit.as_secs_f64()
+                                ),
+                            );
+                            let abort = Err(BodyAborted("send_timeout".into()));
+                            tokio::spawn(async move { drop(tx.send(abort).await) });
+                            Outcome::SendFailed
+                        }
                     };
                     bridge.push(Event::Resolve { fut: done, outcome });
                 });

@@ -227,6 +227,7 @@ impl Task for Job {
                 guard,
                 shared.config.server_header,
                 shared.waiter.clone(),
+                shared.config.send_timeout,
             ),
         ) {
             Ok(sr) => sr,

@@ -9,6 +9,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
@@ -18,6 +19,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
 
 use crate::errors::ClientDisconnected;
 use crate::http::body::{BodyAborted, Chunk};
@@ -53,6 +55,8 @@ pub struct StartResponse {
     state: Mutex<State>,
     server_header: bool,
     waiter: Waiter,
+    /// How long a streamed chunk may wait for room (`send_timeout`).
+    send_timeout: Duration,
 }
 
 /// Status line text to (code, reason kept when it is not the standard one).
@@ -187,6 +191,7 @@ impl StartResponse {
         guard: ActiveGuard,
         server_header: bool,
         waiter: Waiter,
+        send_timeout: Duration,
     ) -> Self {
         StartResponse {
             state: Mutex::new(State {
@@ -197,6 +202,7 @@ impl StartResponse {
             }),
             server_header,
             waiter,
+            send_timeout,
         }
     }
 
@@ -270,24 +276,38 @@ impl StartResponse {
         };
         let n = chunk.len() as u64;
         let tx = tx.clone();
-        // (the chunk is in the channel, the connection took everything queued)
+        let limit = self.send_timeout;
+        // (the chunk is in the channel, the connection took everything queued); None:
+        // the connection took nothing for `send_timeout` (an HTTP/2 stream whose window
+        // the client keeps shut — the socket itself is watched by the connection).
         let (sent, taken) = if self.waiter.drives() {
             // Inline, nothing sends while the application runs: hand the chunk over
             // inside the runtime and wait, in the same turn, until the connection took
             // every chunk, or a generator that pauses between chunks (server-sent
             // events, progress output) would hold them back.
             let waited = self.waiter.wait(py, async {
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return (false, false);
+                if timeout(limit, tx.send(Ok(chunk))).await.ok()?.is_err() {
+                    return Some((false, false));
                 }
-                (true, tx.reserve_many(STREAM_DEPTH).await.is_ok())
+                let all_taken = timeout(limit, tx.reserve_many(STREAM_DEPTH)).await.ok()?;
+                Some((true, all_taken.is_ok()))
             });
-            waited.unwrap_or((false, false))
+            match waited {
+                Some(Some(r)) => r,
+                Some(None) => return Err(self.stalled()),
+                None => (false, false),
+            }
         } else {
             let sent = match tx.try_send(Ok(chunk)) {
                 Ok(()) => !tx.is_closed(),
                 Err(mpsc::error::TrySendError::Full(chunk)) => {
-                    matches!(self.waiter.wait(py, tx.send(chunk)), Some(Ok(())))
+                    // (the timer is made inside the runtime, where it must be)
+                    let send = async { timeout(limit, tx.send(chunk)).await };
+                    match self.waiter.wait(py, send) {
+                        Some(Ok(r)) => r.is_ok(),
+                        Some(Err(_)) => return Err(self.stalled()),
+                        None => false,
+                    }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             };
@@ -301,6 +321,19 @@ impl StartResponse {
         } else {
             Err(Gone)
         }
+    }
+
+    /// The connection took none of the response for `send_timeout`: say so, and give
+    /// the application's thread back (the response is aborted by [`Self::fail`]).
+    fn stalled(&self) -> Gone {
+        crate::log::log(
+            crate::log::INFO,
+            &format!(
+                "the client took none of the response for {} s (send_timeout); ending it",
+                self.send_timeout.as_secs_f64()
+            ),
+        );
+        Gone
     }
 
     /// End the response normally.
@@ -341,7 +374,18 @@ impl StartResponse {
             }
             Phase::Streaming(tx) => {
                 let aborted = Err(BodyAborted(message.to_owned()));
-                let _ = self.waiter.hand_over(py, move || tx.try_send(aborted));
+                let full = self
+                    .waiter
+                    .hand_over(py, move || match tx.try_send(aborted) {
+                        Err(mpsc::error::TrySendError::Full(aborted)) => Some((tx, aborted)),
+                        _ => None,
+                    });
+                if let Some((tx, aborted)) = full {
+                    // Behind chunks the connection has not taken: the abort waits its
+                    // turn (a lost abort would end the body as if it were complete).
+                    self.waiter
+                        .spawn(async move { drop(tx.send(aborted).await) });
+                }
             }
             Phase::Done => {}
         }
