@@ -437,7 +437,7 @@ impl StartResponse {
             headers,
             content_length,
         });
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(py, "write"))
     }
 
     /// The PEP 3333 `write()` callable: sends `data` now, headers first.
