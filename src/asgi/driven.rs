@@ -111,7 +111,7 @@ impl Driver {
     }
 }
 
-/// Wait up to `timeout` for the loop's epoll descriptor `fd` (after the runtime is gone).
+/// Wait up to `timeout` (None: no limit, 0: just look) for `fd` to be readable.
 fn wait_readable(fd: RawFd, timeout: Option<f64>) -> bool {
     let ms = match timeout {
         None => -1,
@@ -299,13 +299,7 @@ async fn readable(fd: &AsyncFd<OwnedFd>) {
         let Ok(mut ready) = fd.readable().await else {
             return;
         };
-        let mut p = libc::pollfd {
-            fd: fd.get_ref().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+        if wait_readable(fd.get_ref().as_raw_fd(), Some(0.0)) {
             ready.retain_ready();
             return;
         }

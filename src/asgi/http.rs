@@ -29,7 +29,7 @@ use super::ready::Ready;
 use super::{BodyRead, Bridge, Event, Outcome};
 use crate::access_log::Record;
 use crate::errors::ClientDisconnected;
-use crate::http::body::{BodyAborted, Chunk};
+use crate::http::body::{abort_stream, Chunk};
 use crate::http::head::Head;
 use crate::http::validate::parse_content_length;
 use crate::http::{error_response, ResponseBody};
@@ -80,6 +80,18 @@ struct State {
     slot: Option<SlotShare>,
 }
 
+impl State {
+    /// Answer a `receive()` waiting for `http.disconnect`, if one is.
+    fn wake_waiter(&mut self, bridge: &Bridge) {
+        if let Some(fut) = self.waiter.take() {
+            bridge.push(Event::Resolve {
+                fut,
+                outcome: Outcome::Disconnect,
+            });
+        }
+    }
+}
+
 /// The state of one request, shared by the loop thread and the I/O threads.
 pub struct HttpShared {
     state: Mutex<State>,
@@ -114,12 +126,7 @@ impl HttpShared {
     pub fn client_gone(&self, bridge: &Bridge) {
         let mut st = self.state.lock();
         st.disconnected = true;
-        if let Some(fut) = st.waiter.take() {
-            bridge.push(Event::Resolve {
-                fut,
-                outcome: Outcome::Disconnect,
-            });
-        }
+        st.wake_waiter(bridge);
     }
 
     /// Send the held head with `body`; the body keeps a notifier for `receive()`.
@@ -171,12 +178,7 @@ impl HttpShared {
 
     fn response_finished(bridge: &Bridge, st: &mut State) {
         st.phase = Phase::Done;
-        if let Some(fut) = st.waiter.take() {
-            bridge.push(Event::Resolve {
-                fut,
-                outcome: Outcome::Disconnect,
-            });
-        }
+        st.wake_waiter(bridge);
     }
 
     /// Start the response to `http.response.pathsend` of a file of `len` bytes; the
@@ -231,11 +233,8 @@ fn fail_locked(st: &mut State, bridge: &Bridge, status: StatusCode) {
         Phase::Streaming(tx) => {
             let runtime = bridge.runtime.clone();
             bridge.later(move || {
-                let abort = Err(BodyAborted("the application failed".into()));
-                if let Err(mpsc::error::TrySendError::Full(abort)) = tx.try_send(abort) {
-                    // Behind a full channel: the abort must not be lost, or the body
-                    // would end as if complete when the sender drops.
-                    runtime.spawn(async move { drop(tx.send(abort).await) });
+                if let Some(wait) = abort_stream(tx, "the application failed".into()) {
+                    runtime.spawn(wait);
                 }
             });
         }
@@ -262,13 +261,7 @@ impl Drop for BodyDropNotifier {
         if streaming {
             self.shared.client_gone(&self.bridge);
         } else {
-            let mut st = self.shared.state.lock();
-            if let Some(fut) = st.waiter.take() {
-                self.bridge.push(Event::Resolve {
-                    fut,
-                    outcome: Outcome::Disconnect,
-                });
-            }
+            self.shared.state.lock().wake_waiter(&self.bridge);
         }
     }
 }
@@ -616,8 +609,9 @@ impl HttpProtocol {
                                     limit.as_secs_f64()
                                 ),
                             );
-                            let abort = Err(BodyAborted("send_timeout".into()));
-                            tokio::spawn(async move { drop(tx.send(abort).await) });
+                            if let Some(wait) = abort_stream(tx, "send_timeout".into()) {
+                                tokio::spawn(wait);
+                            }
                             Outcome::SendFailed
                         }
                     };

@@ -183,14 +183,8 @@ impl Bridge {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        match self.wake {
-            Wake::Notify(_) => self.later(move || {
-                tokio::spawn(task);
-            }),
-            Wake::Eventfd(_) => {
-                self.runtime.spawn(task);
-            }
-        }
+        let runtime = self.runtime.clone();
+        self.later(move || drop(runtime.spawn(task)));
     }
 
     /// Whether `send`s to the runtime are deferred to its next turn ([`Bridge::later`]).

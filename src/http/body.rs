@@ -182,6 +182,21 @@ pub async fn read_whole(body: &mut Incoming, timeout: Duration) -> Result<Bytes,
     Ok(buf.freeze())
 }
 
+/// End a streamed body with an error after the chunks already queued. At once when the
+/// channel has room; otherwise the returned future waits for room and must be spawned:
+/// an abort that is dropped lets the body end as if complete once the sender goes.
+pub fn abort_stream(
+    tx: mpsc::Sender<Chunk>,
+    reason: String,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    match tx.try_send(Err(BodyAborted(reason))) {
+        Err(mpsc::error::TrySendError::Full(abort)) => Some(async move {
+            let _ = tx.send(abort).await;
+        }),
+        _ => None,
+    }
+}
+
 /// Below this size a Python body chunk is copied rather than kept alive as an object.
 const COPY_BELOW: usize = 4096;
 

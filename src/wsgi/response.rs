@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::errors::ClientDisconnected;
-use crate::http::body::{BodyAborted, Chunk};
+use crate::http::body::{abort_stream, Chunk};
 use crate::http::head::Head;
 use crate::http::{plain_response, validate::parse_content_length, ResponseBody};
 use crate::net::ActiveGuard;
@@ -373,18 +373,10 @@ impl StartResponse {
                     .hand_over(py, move || reply.send(resp).map_err(drop));
             }
             Phase::Streaming(tx) => {
-                let aborted = Err(BodyAborted(message.to_owned()));
-                let full = self
-                    .waiter
-                    .hand_over(py, move || match tx.try_send(aborted) {
-                        Err(mpsc::error::TrySendError::Full(aborted)) => Some((tx, aborted)),
-                        _ => None,
-                    });
-                if let Some((tx, aborted)) = full {
-                    // Behind chunks the connection has not taken: the abort waits its
-                    // turn (a lost abort would end the body as if it were complete).
-                    self.waiter
-                        .spawn(async move { drop(tx.send(aborted).await) });
+                let reason = message.to_owned();
+                let wait = self.waiter.hand_over(py, move || abort_stream(tx, reason));
+                if let Some(wait) = wait {
+                    self.waiter.spawn(wait);
                 }
             }
             Phase::Done => {}
