@@ -316,6 +316,64 @@ def test_body_reaches_the_app_before_it_is_complete(hsrv, markers, framing):
     assert report["more_body"][-1] is False and all(report["more_body"][:-1])
 
 
+def _send_body(srv: Server, framing: str, target: str, data: bytes) -> dict:
+    """POST ``data`` to ``target`` framed as ``framing``; return the JSON report."""
+    if framing == "empty":
+        r = httpx.get(srv.url + target, timeout=20)
+    elif framing in ("buffered", "content-length"):
+        r = httpx.post(srv.url + target, content=data, timeout=20)
+    elif framing == "chunked":
+        r = httpx.post(srv.url + target, content=iter([data[:MIB], data[MIB:]]), timeout=20)
+    elif framing == "http2":
+        with httpx.Client(http1=False, http2=True, timeout=20) as c:
+            r = c.post(srv.url + target, content=data)
+        assert r.http_version == "HTTP/2"
+    else:
+        with srv.raw(timeout=20) as conn:
+            if framing == "chunk-boundary":
+                # The last data chunk arrives alone; its end is only known from the zero
+                # chunk sent after it (the body ends at a chunk boundary).
+                head = http_request("POST", target, headers={"Transfer-Encoding": "chunked"})
+                conn.send(head + b"%x\r\n%s\r\n" % (len(data), data))
+                conn.send(b"0\r\n\r\n")
+            else:  # expect-100-continue, as curl sends a large upload
+                headers = {"Content-Length": str(len(data)), "Expect": "100-continue"}
+                conn.send(http_request("POST", target, headers=headers))
+                assert conn.response().status == 100
+                conn.send(data)
+            resp = conn.final_response()
+        assert resp.status == 200, resp.body
+        return json.loads(resp.body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+BODY_FRAMINGS = {
+    "empty": 0,
+    "buffered": 1000,
+    "content-length": 5 * MIB,
+    "chunked": 3 * MIB,
+    "chunk-boundary": 200_000,
+    "expect-100-continue": 3 * MIB,
+    "http2": 3 * MIB,
+}
+
+
+@pytest.mark.parametrize("framing", list(BODY_FRAMINGS))
+def test_the_body_ends_once(hsrv, markers, framing):
+    """After the http.request with more_body false, receive() never returns another
+    http.request: it waits, and returns http.disconnect once the response is complete
+    (Django asserts on this: a second http.request made its multipart uploads a 500)."""
+    data = os.urandom(BODY_FRAMINGS[framing])
+    tag = f"listen-{framing}"
+    report = _send_body(hsrv, framing, f"/upload?listen={tag}", data)
+    assert report["sha256"] == hashlib.sha256(data).hexdigest()
+    assert report["size"] == len(data)
+    assert report["more_body"][-1] is False and all(report["more_body"][:-1])
+    assert report["after_body"] is None, "receive() answered again after the body ended"
+    assert wait_for_file(markers / tag) == "http.disconnect"
+
+
 def test_expect_100_continue(hsrv):
     with hsrv.raw() as conn:
         conn.send(

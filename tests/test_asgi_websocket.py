@@ -162,7 +162,8 @@ def test_max_size_closes_with_1009(server):
     srv.wait_for_line(r"ws-disconnect /echo 1009 message too big 1$")
 
 
-def test_send_after_disconnect_is_a_no_op(server):
+def test_send_after_disconnect_raises_client_disconnected(server):
+    """ASGI spec 2.4: send() on a closed connection raises an OSError subclass."""
     srv = server(APP)
 
     async def go():
@@ -170,8 +171,36 @@ def test_send_after_disconnect_is_a_no_op(server):
             await ws.close()
 
     run(go())
-    srv.wait_for_line(r"ws-send-after ok")
+    raised = "ClientDisconnected/oserror=True"
+    srv.wait_for_line(rf"ws-send-after {raised} {raised}$")
     assert "Exception in ASGI application" not in srv.output()
+
+
+def test_send_only_loop_learns_the_client_left(server):
+    """A loop that never calls receive() (a broadcast) gets ClientDisconnected from its
+    next send() once the client is gone, so it stops instead of sending into nothing."""
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/sender")) as ws:
+            assert (await ws.recv()).startswith("tick ")
+            await ws.recv()
+
+    run(go())
+    srv.wait_for_line(r"ws-sender stopped ClientDisconnected oserror=True$", timeout=10)
+    assert "Exception in ASGI application" not in srv.output()
+
+
+def test_send_after_the_apps_own_close_raises(server):
+    srv = server(APP)
+
+    async def go():
+        async with connect(ws_url(srv, "/close-then-send")) as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+
+    run(go())
+    srv.wait_for_line(r"ws-close-then-send ClientDisconnected/oserror=True$")
 
 
 def test_app_exception_closes_with_1011_and_logs(server):

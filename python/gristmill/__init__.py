@@ -47,7 +47,28 @@ __all__ = [
     "ConfigError",
     "AppLoadError",
     "ServerError",
+    "ClientDisconnected",
+    "RequestBodyError",
+    "RequestBodyTimeout",
+    "RequestBodyTooLarge",
 ]
+
+#: Raised to applications by the Rust core: ``ClientDisconnected`` from an ASGI ``send()``
+#: once the client is gone (HTTP and WebSocket), the ``RequestBody*`` errors from
+#: ``wsgi.input`` reads. All are ``OSError`` subclasses.
+_CORE_ERRORS = frozenset(
+    {"ClientDisconnected", "RequestBodyError", "RequestBodyTimeout", "RequestBodyTooLarge"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    # Looked up in the core on first use, so importing gristmill works in a source tree
+    # that was not built (the supervisor then says how to build it).
+    if name in _CORE_ERRORS:
+        from . import _core
+
+        return getattr(_core, name)
+    raise AttributeError(f"module 'gristmill' has no attribute {name!r}")
 
 
 def serve(target_or_app: str | Callable[..., Any], **settings: Any) -> int:

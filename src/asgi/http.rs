@@ -686,8 +686,11 @@ impl HttpProtocol {
                 let (limit, received) = (self.bridge.config.max_body_size, st.received);
                 self.bridge.spawn_io(async move {
                     let read = read_chunk(&mut body, limit, received).await;
+                    // The body goes back only while more of it is due: after the message
+                    // with `more_body` false, `receive()` never reads it again, so it never
+                    // hands out a second `http.request` (ASGI: it waits for the disconnect).
                     let body = match read {
-                        BodyRead::Data(..) => Some(body),
+                        BodyRead::Data(_, true) => Some(body),
                         _ => None,
                     };
                     bridge.push(Event::Body {

@@ -8,10 +8,12 @@
 //! (reading stops while the application is behind) and writes what the application
 //! sends. `websocket.disconnect` is delivered exactly once, with the code the peer sent
 //! (1005 when it sent none, 1006 when the connection dropped, 1009 for a message over
-//! `--ws-max-size`). `send()` after the connection closed is a no-op (logged at debug),
-//! so an application racing a disconnect never sees an exception from it. Every write
-//! to the peer is bounded by `--ws-send-timeout`: a peer that stops reading cannot hold
-//! the socket (and the application's `send()`) until the worker stops.
+//! `--ws-max-size`). `send()` on a closed connection (the peer left or closed, the
+//! application closed it, or it was denied) raises `ClientDisconnected`, an `OSError`
+//! (ASGI spec 2.4): that is how a loop that only sends (a broadcast) learns its client
+//! left. Every write to the peer is bounded by `--ws-send-timeout`: a peer that stops
+//! reading cannot hold the socket (and the application's `send()`) until the worker
+//! stops.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::http::{future_done, parse_headers, parse_start, ready, set_result};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
+use crate::errors::ClientDisconnected;
 use crate::http::head::Head;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
@@ -389,6 +392,19 @@ impl WsProtocol {
         Ok(())
     }
 
+    /// `send()` on a closed connection: ClientDisconnected (ASGI spec 2.4), logged at
+    /// debug level; takes the state's lock guard, to log unlocked.
+    fn closed(&self, st: MutexGuard<'_, State>) -> PyErr {
+        drop(st);
+        if log::debug_enabled() {
+            log::log(
+                log::DEBUG,
+                &format!("{}: send after the connection closed", self.what()),
+            );
+        }
+        ClientDisconnected::new_err("websocket connection closed")
+    }
+
     /// Queue `msg` for the socket; takes the state's lock guard, to log unlocked.
     fn outbound(
         &self,
@@ -396,38 +412,33 @@ impl WsProtocol {
         mut st: MutexGuard<'_, State>,
         msg: Message,
     ) -> PyResult<Py<PyAny>> {
-        let Phase::Open(tx) = &st.phase else {
-            drop(st);
-            log::log(
-                log::DEBUG,
-                &format!("{}: send after the connection closed ignored", self.what()),
-            );
-            return ready(py, py.None());
+        let tx = match &st.phase {
+            // After its own close frame the application has closed the connection too.
+            Phase::Open(tx) if !st.close_sent => tx.clone(),
+            _ => return Err(self.closed(st)),
         };
-        let tx = tx.clone();
-        if st.close_sent {
-            return ready(py, py.None());
-        }
         if matches!(msg, Message::Close(_)) {
             st.close_sent = true;
         }
-        drop(st);
         match tx.try_reserve_owned() {
             Ok(room) => {
+                drop(st);
                 self.bridge.later(move || drop(room.send(msg)));
                 ready(py, py.None())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => ready(py, py.None()),
+            // The socket task ended: the peer closed or the connection dropped.
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.closed(st)),
             Err(mpsc::error::TrySendError::Full(tx)) => {
+                drop(st);
                 let fut = self.bridge.create_future(py)?;
                 let done = fut.clone_ref(py);
                 let bridge = self.bridge.clone();
                 self.bridge.spawn_io(async move {
-                    let _ = tx.send(msg).await; // closed: the no-op promised above
-                    bridge.push(Event::Resolve {
-                        fut: done,
-                        outcome: Outcome::Sent,
-                    });
+                    let outcome = match tx.send(msg).await {
+                        Ok(()) => Outcome::Sent,
+                        Err(_) => Outcome::SendFailed, // closed while waiting for room
+                    };
+                    bridge.push(Event::Resolve { fut: done, outcome });
                 });
                 Ok(fut)
             }
@@ -565,7 +576,7 @@ impl WsProtocol {
                 };
                 self.outbound(py, st, close_message(code, &reason))
             }
-            _ if matches!(st.phase, Phase::Closed) => ready(py, py.None()),
+            _ if matches!(st.phase, Phase::Closed) => Err(self.closed(st)),
             _ => Err(unexpected("'websocket.send' or 'websocket.close'", &typ)),
         }
     }
@@ -574,13 +585,24 @@ impl WsProtocol {
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
         let failed = exc.is_some();
-        if let Some(e) = exc {
-            log_with(
+        match exc {
+            // A send() to a closed connection that the application let escape: the
+            // client left, which is no application error.
+            Some(e) if e.is_instance_of::<ClientDisconnected>() => {
+                if log::debug_enabled() {
+                    log::log(
+                        log::DEBUG,
+                        &format!("client went away during {}", self.what()),
+                    );
+                }
+            }
+            Some(e) => log_with(
                 py,
                 log::ERROR,
                 &format!("Exception in ASGI application for {}", self.what()),
                 Some(&PyErr::from_value(e)),
-            );
+            ),
+            None => {}
         }
         let mut st = self.shared.state.lock();
         match &st.phase {

@@ -16,7 +16,7 @@ import threading
 import time
 from urllib.parse import parse_qs
 
-import gristmill._core
+import gristmill
 
 TEXT = [(b"content-type", b"text/plain")]
 CHUNK = b"x" * 65536
@@ -40,7 +40,7 @@ def _describe(exc):
         {
             "type": type(exc).__name__,
             "oserror": isinstance(exc, OSError),
-            "client_disconnected": isinstance(exc, gristmill._core.ClientDisconnected),
+            "client_disconnected": isinstance(exc, gristmill.ClientDisconnected),
         }
     )
 
@@ -75,7 +75,10 @@ async def upload(scope, receive, send):
     """Hash the body as it arrives; report every message's size and ``more_body``.
 
     With ``gate`` (and ``tag``), after the first non-empty chunk: write the marker (the
-    bytes received so far), then wait for the gate before reading on.
+    bytes received so far), then wait for the gate before reading on. With ``listen``
+    (a marker name): after the body, receive() once more, report what it returned within
+    0.3 s as ``after_body`` (None if it is still waiting), then once the response is
+    sent write what it finally returned as the marker.
     """
     q = _query(scope)
     digest = hashlib.sha256()
@@ -103,7 +106,18 @@ async def upload(scope, receive, send):
         "more_body": flags,
         "types": sorted(types),
     }
+    listener = None
+    if "listen" in q:
+        # Django's pattern: once the body ended, receive() again to hear of a disconnect
+        # while the view runs. That receive() must not return another http.request; it
+        # waits until the response is complete (or the client left): http.disconnect.
+        listener = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({listener}, timeout=0.3)
+        report["after_body"] = listener.result()["type"] if done else None
     await _respond(send, json.dumps(report).encode(), headers=[(b"content-type", b"app/json")])
+    if listener is not None:
+        message = await asyncio.wait_for(listener, 10)
+        _marker(q["listen"], message["type"])
 
 
 # --- responses -------------------------------------------------------------------------------

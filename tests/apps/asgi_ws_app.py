@@ -7,16 +7,28 @@ Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 40
 then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until the
 client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
 sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
-accepts then raises. Every disconnect the app sees is logged at WARNING to
+accepts then raises, ``/sender`` only sends (never receives) until a send raises,
+``/close-then-send`` sends after its own close. Every disconnect the app sees is logged at WARNING to
 ``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
-wait for it; ``/send-after`` logs ``ws-send-after ok`` when its sends after the
-disconnect returned without raising.
+wait for it. A send to a closed connection must raise an ``OSError`` (ASGI spec
+2.4): ``/send-after``, ``/sender`` and ``/close-then-send`` log what each send raised
+(``ws-send-after``, ``ws-sender stopped``, ``ws-close-then-send``).
 """
 
 import asyncio
 import logging
 
 log = logging.getLogger("gristmill.error")
+
+
+async def _raised(send, payload) -> str:
+    """What sending ``payload`` raised: its class name and whether it is an OSError."""
+    key = "text" if isinstance(payload, str) else "bytes"
+    try:
+        await send({"type": "websocket.send", key: payload})
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return f"{type(e).__name__}/oserror={isinstance(e, OSError)}"
+    return "nothing"
 
 
 async def app(scope, receive, send):
@@ -83,7 +95,10 @@ async def app(scope, receive, send):
             for _ in range(2000):
                 if done.is_set():
                     return
-                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                try:
+                    await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                except OSError:
+                    return  # the connection was closed under the waiting send
                 await asyncio.sleep(0)
 
         sender = asyncio.ensure_future(flood())
@@ -92,6 +107,24 @@ async def app(scope, receive, send):
         log.warning("ws-disconnect %s %s %s %d", path, m["code"], m["reason"], 1)
         await sender
         log.warning("ws-flood sends released")
+        return
+    if path == "/sender":
+        # A broadcast loop: it never calls receive(), so a send that raises is the only
+        # way it learns the client left.
+        sent = 0
+        while True:
+            try:
+                await send({"type": "websocket.send", "text": f"tick {sent}"})
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                log.warning(
+                    "ws-sender stopped %s oserror=%s", type(e).__name__, isinstance(e, OSError)
+                )
+                return
+            sent += 1
+            await asyncio.sleep(0.005)
+    if path == "/close-then-send":
+        await send({"type": "websocket.close", "code": 1000})
+        log.warning("ws-close-then-send %s", await _raised(send, "after close"))
         return
     if path == "/burst":
         # More messages than the outbound queue holds, then return without closing.
@@ -105,9 +138,9 @@ async def app(scope, receive, send):
             disconnects += 1
             log.warning("ws-disconnect %s %s %s %d", path, m["code"], m["reason"], disconnects)
             if path == "/send-after":
-                await send({"type": "websocket.send", "text": "into the void"})
-                await send({"type": "websocket.send", "bytes": b"still nothing"})
-                log.warning("ws-send-after ok")
+                text = await _raised(send, "into the void")
+                data = await _raised(send, b"still nothing")
+                log.warning("ws-send-after %s %s", text, data)
             return
         if m.get("text") == "close-me":
             await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
