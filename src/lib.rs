@@ -148,7 +148,7 @@ fn serve(
                 Arc::new(handler),
                 listeners,
                 stop_watch.decision.clone(),
-                || signal_ready(ready_fd),
+                move || signal_ready(ready_fd),
             );
             let stop = match jobs {
                 Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs, config.busy_poll),

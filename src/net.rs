@@ -283,6 +283,17 @@ pub enum Plain {
     Unix(UnixStream),
 }
 
+impl Plain {
+    /// The socket's descriptor, for a look at its state (it stays owned here).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Plain::Tcp(s) => s.as_raw_fd(),
+            Plain::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 /// An accepted connection: plain, or TLS over a plain one (after the handshake).
 pub enum Stream {
     Plain(Plain),

@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use std::os::fd::RawFd;
 
 use http::request::Parts;
 use http::{Request, Response};
@@ -98,7 +100,8 @@ async fn forced(stop: &mut watch::Receiver<Option<Stop>>) {
     }
 }
 
-/// How long an idle connection stays open once the worker drains, at most.
+/// How long a draining worker waits for a request whose bytes are on their way: on a
+/// fresh connection (queued before the drain), or already in an idle one's socket.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 struct Ctl {
@@ -301,7 +304,24 @@ async fn accept_loop<H: Handler>(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = ctl.shutdown.changed() => return,
+            _ = ctl.shutdown.changed() => {
+                // Connections the kernel already queued for this socket would be reset
+                // when the last copy of the listener closes, perhaps after their client
+                // sent its request: take them now, and answer each one's first request
+                // (with `Connection: close`, see `watch`).
+                while let Some(Ok((stream, addrs))) = listener.accept().now_or_never() {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(permit) => spawn_connection(
+                            stream, addrs, permit, &handler, &config, &builder, &ctl,
+                        ),
+                        Err(_) => log::log(
+                            log::WARNING,
+                            "a connection queued before the drain found no free slot; closed",
+                        ),
+                    }
+                }
+                return;
+            }
         };
         match accepted {
             Ok((stream, addrs)) => {
@@ -322,23 +342,7 @@ async fn accept_loop<H: Handler>(
                         }
                     },
                 };
-                let slot = ConnSlot::new(permit);
-                let conn = serve_connection(
-                    stream,
-                    addrs,
-                    handler.clone(),
-                    config.clone(),
-                    builder.clone(),
-                    slot.clone(),
-                    Ctl {
-                        shutdown: ctl.shutdown.clone(),
-                        pressure: ctl.pressure.clone(),
-                    },
-                );
-                tokio::spawn(async move {
-                    conn.await;
-                    drop(slot.take()); // the connection's share; others may still hold theirs
-                });
+                spawn_connection(stream, addrs, permit, &handler, &config, &builder, &ctl);
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of descriptors: shed idle connections and back off instead of
@@ -358,6 +362,35 @@ async fn accept_loop<H: Handler>(
     }
 }
 
+/// Serve an accepted connection on a task of its own, in the slot `permit` holds.
+fn spawn_connection<H: Handler>(
+    stream: Plain,
+    addrs: Addrs,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    handler: &Arc<H>,
+    config: &Arc<Config>,
+    builder: &Arc<Builders>,
+    ctl: &Ctl,
+) {
+    let slot = ConnSlot::new(permit);
+    let conn = serve_connection(
+        stream,
+        addrs,
+        handler.clone(),
+        config.clone(),
+        builder.clone(),
+        slot.clone(),
+        Ctl {
+            shutdown: ctl.shutdown.clone(),
+            pressure: ctl.pressure.clone(),
+        },
+    );
+    tokio::spawn(async move {
+        conn.await;
+        drop(slot.take()); // the connection's share; others may still hold theirs
+    });
+}
+
 async fn serve_connection<H: Handler>(
     plain: Plain,
     addrs: Addrs,
@@ -367,6 +400,7 @@ async fn serve_connection<H: Handler>(
     slot: Arc<ConnSlot>,
     ctl: Ctl,
 ) {
+    let fd = plain.raw_fd();
     let (stream, tls, alpn) = match &builder.tls {
         None => (Stream::Plain(plain), None, None),
         Some(acceptor) => {
@@ -474,10 +508,26 @@ async fn serve_connection<H: Handler>(
     let keepalive = config.keepalive_timeout;
     if proto == Proto::Http2 {
         let conn = builder.h2.serve_connection(io, service);
-        watch(conn, |c| c.graceful_shutdown(), activity, keepalive, ctl).await;
+        watch(
+            conn,
+            |c| c.graceful_shutdown(),
+            activity,
+            keepalive,
+            ctl,
+            fd,
+        )
+        .await;
     } else {
         let conn = builder.h1.serve_connection(io, service).with_upgrades();
-        watch(conn, |c| c.graceful_shutdown(), activity, keepalive, ctl).await;
+        watch(
+            conn,
+            |c| c.graceful_shutdown(),
+            activity,
+            keepalive,
+            ctl,
+            fd,
+        )
+        .await;
     }
 }
 
@@ -488,14 +538,38 @@ fn peer(addrs: &Addrs) -> String {
     }
 }
 
+/// Whether the client's bytes are waiting in the socket `fd` (or it closed its side): a
+/// look that neither reads nor waits.
+fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; `fd` belongs to the connection the caller is driving.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
 /// Drive a hyper connection to its end, closing it gracefully when it idles past the
 /// keep-alive timeout, when the worker drains, or when the worker needs its slot.
+///
+/// The drain (also for a connection accepted after it began: the final sweep of the
+/// listen queue) never starts a request on a connection that was idle, and never
+/// closes one under a request its client already sent:
+/// - a request in flight is finished and answered with `Connection: close` (HTTP/2:
+///   `GOAWAY`), then the connection closes;
+/// - an idle keep-alive connection with nothing in its socket is closed at once;
+/// - one whose client's bytes are already in the socket, or a fresh connection that has
+///   not sent its first request yet, gets that request answered with
+///   `Connection: close`, waiting for it at most [`DRAIN_LINGER`]. Closing a socket
+///   with unread bytes would reset it, losing a request sent before the signal.
 async fn watch<C, E>(
     conn: C,
     shutdown: impl Fn(std::pin::Pin<&mut C>),
     activity: Arc<ConnActivity>,
     keepalive: Duration,
     mut ctl: Ctl,
+    fd: RawFd,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::error::Error,
@@ -507,7 +581,25 @@ async fn watch<C, E>(
     let mut draining = false;
     let mut arrivals_at_drain = 0;
     let mut pressure_live = true;
+    // Accepted while the worker drains already (the sweep of the listen queue).
+    let mut drain_now = *ctl.shutdown.borrow();
     loop {
+        if drain_now && !draining && !closing {
+            draining = true;
+            arrivals_at_drain = activity.arrivals();
+            let idle = activity.idle_for().is_some();
+            if !idle || (activity.arrivals() > 0 && !readable_now(fd)) {
+                // In flight: hyper answers with `Connection: close`, then closes. Idle
+                // with nothing sent: closed now.
+                shutdown(conn.as_mut());
+                closing = true;
+            } else {
+                let linger = keepalive.min(DRAIN_LINGER);
+                idle_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + linger);
+            }
+        }
         tokio::select! {
             // The connection first: it is what almost every wake-up is for, and a fixed
             // order spares the random start of an unbiased select on each of them.
@@ -518,23 +610,10 @@ async fn watch<C, E>(
                 }
                 return;
             }
-            _ = ctl.shutdown.changed(), if !closing && !draining => {
-                draining = true;
-                arrivals_at_drain = activity.arrivals();
-                if activity.idle_for().is_none() {
-                    // In flight: hyper answers with `Connection: close`, then closes.
-                    shutdown(conn.as_mut());
-                    closing = true;
-                } else {
-                    // Idle: linger briefly, so a request already on its way is answered
-                    // (with `Connection: close`) instead of meeting a closed socket.
-                    let linger = keepalive.min(DRAIN_LINGER);
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + linger);
-                }
-            }
+            _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
             _ = activity.request_arrived.notified(), if draining && !closing => {
                 // A wake-up stored before the drain began is stale: only a request that
-                // arrived since ends the linger.
+                // arrived since ends the wait.
                 if activity.arrivals() > arrivals_at_drain {
                     shutdown(conn.as_mut());
                     closing = true;

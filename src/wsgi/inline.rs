@@ -13,6 +13,12 @@
 //! served (with one Python thread no other request could run anyway), and a signal is
 //! noticed when the current job returns or waits.
 //!
+//! The server's main future runs as a task of the runtime, not as the future this
+//! thread waits on: every turn of the runtime polls it, also the turns that end with a
+//! job. Waited on beside the jobs, it was polled only when no job was ready, so under a
+//! steady load a stop signal went unheard and old connections kept starting requests
+//! until the graceful timeout.
+//!
 //! [`Waiter`]: crate::pool::Waiter
 
 use std::future::Future;
@@ -41,10 +47,10 @@ pub fn run_inline<F>(
     busy_poll: std::time::Duration,
 ) -> F::Output
 where
-    F: Future + Send,
-    F::Output: Send,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
 {
-    let mut serving = std::pin::pin!(serving);
+    let mut serving = rt.spawn(serving);
     loop {
         let next = py.detach(|| {
             rt.block_on(async {
@@ -56,7 +62,7 @@ where
                             Err(mpsc::error::TryRecvError::Disconnected) => break,
                             Err(mpsc::error::TryRecvError::Empty) => {}
                         }
-                        if std::time::Instant::now() >= until {
+                        if serving.is_finished() || std::time::Instant::now() >= until {
                             break;
                         }
                         // One turn of the runtime: ready tasks, then a poll of the
@@ -74,7 +80,8 @@ where
         });
         match next {
             Next::Job(job) => job.run(py),
-            Next::Done(out) => return out,
+            Next::Done(Ok(out)) => return out,
+            Next::Done(Err(e)) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 }
