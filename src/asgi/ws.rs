@@ -588,14 +588,10 @@ impl WsProtocol {
         match exc {
             // A send() to a closed connection that the application let escape: the
             // client left, which is no application error.
-            Some(e) if e.is_instance_of::<ClientDisconnected>() => {
-                if log::debug_enabled() {
-                    log::log(
-                        log::DEBUG,
-                        &format!("client went away during {}", self.what()),
-                    );
-                }
-            }
+            Some(e) if e.is_instance_of::<ClientDisconnected>() => log::log(
+                log::DEBUG,
+                &format!("client went away during {}", self.what()),
+            ),
             Some(e) => log_with(
                 py,
                 log::ERROR,

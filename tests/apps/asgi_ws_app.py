@@ -8,8 +8,8 @@ then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until
 client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
 sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
 accepts then raises, ``/sender`` only sends (never receives) until a send raises,
-``/close-then-send`` sends after its own close. Every disconnect the app sees is logged at WARNING to
-``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
+``/close-then-send`` sends after its own close. Every disconnect the app sees is logged
+at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
 wait for it. A send to a closed connection must raise an ``OSError`` (ASGI spec
 2.4): ``/send-after``, ``/sender`` and ``/close-then-send`` log what each send raised
 (``ws-send-after``, ``ws-sender stopped``, ``ws-close-then-send``).
