@@ -23,13 +23,13 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip 'maturin>=1.5,<2'
 
 $(STAMP): $(BIN)/python $(RUST_INPUTS)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml,frameworks
 	@touch $@
 
 install: $(STAMP) ## Create .venv and build gristmill into it (debug, editable); quick when nothing changed
 
 build: $(BIN)/python ## Rebuild the Rust extension (debug) into .venv
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml,frameworks
 	@touch $(STAMP)
 
 run: install ## Serve examples/hello.py on http://127.0.0.1:8000
