@@ -38,8 +38,9 @@ def test_broadcast_loop_stops_when_its_client_leaves(srv, request):
         return r.json()
 
     async def run():
-        async with connect(url + stayer) as b:
-            async with connect(url + leaver) as a:
+        # A short close_timeout: a failing run must not wait 10 s per close handshake.
+        async with connect(url + stayer, close_timeout=2) as b:
+            async with connect(url + leaver, close_timeout=2) as a:
                 for _ in range(3):
                     assert (await a.recv()).startswith(f"{leaver} ")
                     assert (await b.recv()).startswith(f"{stayer} ")
