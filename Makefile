@@ -12,7 +12,7 @@ PYO3_ENV := PYO3_PYTHON=$(abspath $(BIN)/python) \
 	LD_LIBRARY_PATH=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}
 
 .DEFAULT_GOAL := help
-.PHONY: run-asgi help install build run test test-python test-rust lint fmt docs bench clean
+.PHONY: run-asgi help install build run test test-python test-rust test-matrix lint fmt docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -23,13 +23,13 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip 'maturin>=1.5,<2'
 
 $(STAMP): $(BIN)/python $(RUST_INPUTS)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml,frameworks
 	@touch $@
 
 install: $(STAMP) ## Create .venv and build gristmill into it (debug, editable); quick when nothing changed
 
 build: $(BIN)/python ## Rebuild the Rust extension (debug) into .venv
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --extras test,dev,yaml,frameworks
 	@touch $(STAMP)
 
 run: install ## Serve examples/hello.py on http://127.0.0.1:8000
@@ -46,6 +46,9 @@ test-python: install
 
 test-rust: install
 	$(PYO3_ENV) cargo test --lib
+
+test-matrix: install ## Build the abi3 wheel once, run core + framework tests on Python 3.10-3.13
+	bash scripts/test_matrix.sh
 
 lint: install ## cargo fmt --check, clippy -D warnings, ruff check, ruff format --check, docs current
 	cargo fmt --check
@@ -65,7 +68,7 @@ docs: ## Regenerate docs/settings.md and the README settings table from the sche
 bench: install ## Run the benchmarks (FULL=1 for the long run; MODE=access-log or MODE=rss)
 	$(if $(FULL),FULL=$(FULL) )$(if $(MODE),MODE=$(MODE) )$(if $(RSS_REQUESTS),RSS_REQUESTS=$(RSS_REQUESTS) )bash bench/bench.sh
 
-clean: ## Remove .venv, build output and caches
-	rm -rf $(VENV) target dist build .pytest_cache .ruff_cache
+clean: ## Remove .venv, .venv-matrix, build output and caches
+	rm -rf $(VENV) .venv-matrix target dist build .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	rm -f python/gristmill/_core*.so
