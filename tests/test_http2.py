@@ -651,6 +651,16 @@ def test_header_list_larger_than_max_header_size(server):
     serves_a_new_connection(srv)
 
 
+def test_header_block_decoding_far_over_max_header_size(server):
+    """One HEADERS frame whose fields decode to more than four times --max-header-size
+    (`h2`'s abuse limit) is not decoded further: GOAWAY(ENHANCE_YOUR_CALM)."""
+    srv = server(APP, "--max-header-size", "1024")
+    with H2Raw(srv.port) as conn:
+        conn.request("/x", extra=[("x-big", "v" * 5000)])
+        expect_connection_error(conn, ENHANCE_YOUR_CALM, last_stream_id=0)
+    serves_a_new_connection(srv)
+
+
 def test_declared_body_above_max_body_size_gets_413(server):
     srv = server(APP, "--max-body-size", "1000")
     with H2Raw(srv.port) as conn:
