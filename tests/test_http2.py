@@ -1003,12 +1003,45 @@ def test_rapid_reset_is_cut_off(h2srv):
     serves_a_new_connection(h2srv)
 
 
+def test_server_resets_for_client_errors_are_limited(h2srv):
+    """RUSTSEC-2024-0003: a client that makes the server reset stream after stream (here
+    with malformed requests, each answered RST_STREAM(PROTOCOL_ERROR)) is served up to
+    1024 such resets per connection (`MAX_LOCAL_ERROR_RESET_STREAMS`), then gets
+    GOAWAY(ENHANCE_YOUR_CALM)."""
+
+    def malformed(conn: H2Raw, count: int) -> None:
+        bad = conn.request_headers("/x", extra=[("connection", "close")])
+        conn.send(
+            b"".join(conn.headers_frame(conn.new_stream(), bad).serialize() for _ in range(count))
+        )
+
+    with h2conn(h2srv) as conn:
+        malformed(conn, 1000)
+        sid = conn.request("/still-served")
+        assert conn.response(sid).body == b"HTTP/2 /still-served"
+        resets = [f for fs in conn.held.values() for f in fs if isinstance(f, RstStreamFrame)]
+        assert len(resets) == 1000 and {f.error_code for f in resets} == {PROTOCOL_ERROR}
+        malformed(conn, 100)
+        f = conn.expect_goaway(ENHANCE_YOUR_CALM)
+        assert f.additional_data == b"too_many_internal_resets"
+    serves_a_new_connection(h2srv)
+
+
 def test_continuation_flood_is_cut_off(h2srv):
     """A header block that never ends (CONTINUATION frames without END_HEADERS): `h2`
     allows as many CONTINUATIONs as --max-header-size needs (+25%, at least 5) and then
     closes with GOAWAY(ENHANCE_YOUR_CALM), so what it holds is bounded by the header
     list size, not by what the client sends."""
     with h2conn(h2srv) as conn:
+        # A few more CONTINUATIONs than the limit (5 at the defaults), read calmly.
+        block = conn.encoder.encode(conn.request_headers("/x"))
+        conn.send(HeadersFrame(1, data=block, flags=["END_STREAM"]))  # no END_HEADERS
+        for _ in range(8):
+            conn.send(ContinuationFrame(1, data=b""))
+        f = conn.expect_goaway(ENHANCE_YOUR_CALM)
+        assert f.additional_data == b"too_many_continuations"
+    with h2conn(h2srv) as conn:
+        # The flood itself: bounded, whatever the client sends.
         block = conn.encoder.encode(conn.request_headers("/x"))
         conn.send(HeadersFrame(1, data=block, flags=["END_STREAM"]))  # no END_HEADERS
         # A literal field with a 16000-octet value, one octet of it per frame: valid
