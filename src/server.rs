@@ -22,8 +22,9 @@
 //! Limits enforced here: `max_connections` (a semaphore; at the limit the accept loop
 //! waits and asks idle keep-alive connections to close, so new clients are not starved
 //! behind idle ones), `keepalive_timeout` (a watcher per connection closes it when no
-//! request is in flight and no byte arrived for that long), and hyper's own
-//! `header_read_timeout`, `max_header_size` and `max_headers`.
+//! request is in flight and no byte arrived for that long), hyper's own
+//! `header_read_timeout`, `max_header_size` and `max_headers`, and for HTTP/2 the
+//! reset-stream limits against rapid reset (see [`MAX_PENDING_ACCEPT_RESET_STREAMS`]).
 
 use std::convert::Infallible;
 use std::future::Future;
