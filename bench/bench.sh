@@ -2,7 +2,8 @@
 # The side-by-side benchmark (issue 5): `make bench` runs this, `make bench FULL=1` the full
 # version. It installs what the bench needs and then runs bench/run.py, which prints the
 # table and writes bench/results/latest.md:
-#   - wrk and h2load (Debian packages wrk, nghttp2-client) when missing;
+#   - wrk, h2load and openssl (Debian packages wrk, nghttp2-client, openssl) when missing;
+#     openssl makes the self-signed certificate of the HTTPS rows;
 #   - the bench venv bench/.venv with the pinned peers of bench/requirements.txt;
 #   - the pure-Rust ceiling server, bench/ceiling (cargo, release), unless MODE needs none;
 #   - gristmill itself from the repository root (pip, release build). If that build fails
@@ -43,6 +44,7 @@ install() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v taskset >/dev/null || missing+=(util-linux)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} with apt-get"
         if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi

@@ -17,8 +17,11 @@ the raw runs go to ``bench/results/latest.json``.
 
 Suites: "1 worker, pinned" (server on CPU 0, load generator on CPU 1, via ``taskset``) and,
 with ``--full``, "2 workers, unpinned". Load: ``wrk`` for HTTP/1.1, ``h2load`` for h2c,
-``wsload.py`` (next to this file) for WebSocket echo. The 1-worker suite's access-log test
-measures each server with its access log on next to the same server with it off.
+``wsload.py`` (next to this file) for WebSocket echo. The HTTPS rows (HTTP/1.1 with ``wrk``,
+HTTP/2 by ALPN with ``h2load``) run separate TLS instances of gristmill and Granian with a
+self-signed certificate made at bench time with ``openssl`` (see :func:`tls_files`). The
+1-worker suite's access-log test measures each server with its access log on next to the
+same server with it off.
 
 ``--rss-growth N`` runs the RSS growth mode instead of the suites: N requests of a route mix
 through each server, with its worker's resident memory sampled along the way, reported in
@@ -28,6 +31,7 @@ through each server, with its worker's resident memory sampled along the way, re
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import datetime
 import importlib.metadata
@@ -37,15 +41,17 @@ import platform
 import re
 import resource
 import shlex
+import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -72,7 +78,8 @@ PEERS = ("granian", "uvicorn", "uvloop", "httptools", "websockets", "gunicorn", 
 
 @dataclass
 class Server:
-    """One server configuration under test; ``cmd`` has ``{port}`` and ``{workers}`` holes."""
+    """One server configuration under test; ``cmd`` has ``{port}`` and ``{workers}`` holes
+    (and ``{cert}``/``{key}`` for a TLS server)."""
 
     name: str
     interface: str  # "wsgi", "asgi" or "rust" (the ceiling)
@@ -80,6 +87,7 @@ class Server:
     http1: bool = True  # runs the HTTP/1.1 tests
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
+    tls: bool = False  # serves HTTPS (``{cert}``/``{key}`` in cmd); runs only the TLS tests
     # A twin is another configuration of the server named here (Granian's `--http 2`
     # baseline for the h2 row, a server with its access log on): `--servers NAME` brings
     # its twins along, so that a row never loses its baseline to a different name.
@@ -99,8 +107,12 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
     vbin = python_bin.parent
     w = str(workers)
 
-    def gristmill(interface: str, target: str, access_log: bool = False) -> list[str]:
+    def gristmill(
+        interface: str, target: str, access_log: bool = False, tls: bool = False
+    ) -> list[str]:
         # The access log on is gristmill's default: the default format, on stdout.
+        # Over TLS, `--http auto` (the default) offers ALPN h2 and http/1.1 on one port.
+        tls_args = ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}"] if tls else []
         return [
             str(vbin / "gristmill"),
             target,
@@ -114,9 +126,14 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             w,
             "--threads",
             str(threads),
+            *tls_args,
         ] + ([] if access_log else ["--no-access-log"])
 
-    def granian(interface: str, target: str, http: str, access_log: bool = False) -> list[str]:
+    def granian(
+        interface: str, target: str, http: str, access_log: bool = False, tls: bool = False
+    ) -> list[str]:
+        # Granian's own HTTPS options; with `--http 2` it is the h2 (ALPN) twin, as for h2c.
+        tls_args = ["--ssl-certificate", "{cert}", "--ssl-keyfile", "{key}"] if tls else []
         cmd = [
             str(vbin / "granian"),
             "--interface",
@@ -140,9 +157,9 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             cmd += ["--blocking-threads", str(threads), "--no-ws"]
         else:
             cmd += ["--loop", "uvloop"]
-            if http == "2":
+            if http == "2" or tls:
                 cmd += ["--no-ws"]
-        return cmd + [target]
+        return cmd + tls_args + [target]
 
     gunicorn = [
         str(vbin / "gunicorn"),
@@ -252,6 +269,53 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             twin_of="granian-asgi",
             access_log=True,
         ),
+        # HTTPS: TLS instances of their own, so the cleartext rows are unchanged. gristmill
+        # serves HTTP/1.1 and HTTP/2 on one TLS port (ALPN); Granian, like for h2c, gets a
+        # `--http 2` twin for the HTTP/2 row.
+        Server(
+            "gristmill-wsgi-tls",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application", tls=True),
+            h2=True,
+            tls=True,
+        ),
+        Server(
+            "granian-wsgi-tls",
+            "wsgi",
+            granian("wsgi", "wsgi_app:application", "1", tls=True),
+            tls=True,
+        ),
+        Server(
+            "granian-wsgi-tls-h2",
+            "wsgi",
+            granian("wsgi", "wsgi_app:application", "2", tls=True),
+            http1=False,
+            h2=True,
+            tls=True,
+            twin_of="granian-wsgi-tls",
+        ),
+        Server(
+            "gristmill-asgi-tls",
+            "asgi",
+            gristmill("asgi", "asgi_app:app", tls=True),
+            h2=True,
+            tls=True,
+        ),
+        Server(
+            "granian-asgi-tls",
+            "asgi",
+            granian("asgi", "asgi_app:app", "1", tls=True),
+            tls=True,
+        ),
+        Server(
+            "granian-asgi-tls-h2",
+            "asgi",
+            granian("asgi", "asgi_app:app", "2", tls=True),
+            http1=False,
+            h2=True,
+            tls=True,
+            twin_of="granian-asgi-tls",
+        ),
         Server(
             "ceiling",
             "rust",
@@ -276,6 +340,7 @@ class Test:
     streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
     lua: str | None = None  # wrk script, for the POST
     access_log: bool = False  # runs the access-log twins, each next to its log-off server
+    tls: bool = False  # HTTPS: runs the TLS servers only (and only they run it)
 
 
 ECHO_LUA = (
@@ -300,6 +365,10 @@ TESTS = [
     Test("big", "`/big` 1 MiB response, 16 connections", "h1", "/big", 16),
     Test("stream", "`/stream` 64 x 16 KiB chunked, 16 connections", "h1", "/stream", 16),
     Test("h2", "HTTP/2 (h2c) `/`, 8 connections x 8 streams", "h2", "/", 8, 8),
+    Test("tls-h1", "HTTPS HTTP/1.1 `/`, 64 connections", "h1", "/", 64, tls=True),
+    Test(
+        "tls-h2", "HTTPS HTTP/2 (ALPN h2) `/`, 8 connections x 8 streams", "h2", "/", 8, 8, tls=True
+    ),
     Test(
         "ws",
         "WebSocket echo, 64 B binary messages, 8 connections x 16 in flight",
@@ -432,8 +501,54 @@ def log_tail(path: Path | None, lines: int = 3) -> str:
     return " / ".join(line.strip() for line in text[-lines:])
 
 
+_TLS_FILES: tuple[str, str] | None = None
+
+
+def tls_files() -> tuple[str, str]:
+    """A self-signed certificate and its key for 127.0.0.1/localhost, made once per run.
+
+    EC P-256, as most sites now serve: the handshake cost is what a deployment pays. The
+    load generators do not verify certificates, so no CA is needed. The files live in a
+    temporary directory removed when the run ends.
+    """
+    global _TLS_FILES
+    if _TLS_FILES is None:
+        tmp = Path(tempfile.mkdtemp(prefix="gristmill-bench-tls-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        cert, key = tmp / "cert.pem", tmp / "key.pem"
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        _TLS_FILES = (str(cert), str(key))
+    return _TLS_FILES
+
+
 def start_server(srv: Server, workers: int, pin: str | None, logdir: Path) -> None:
-    cmd = [part.format(port=srv.port, workers=workers) for part in srv.cmd]
+    holes = {"port": srv.port, "workers": workers}
+    if srv.tls:
+        holes["cert"], holes["key"] = tls_files()
+    cmd = [part.format(**holes) for part in srv.cmd]
     if pin is not None:
         cmd = ["taskset", "-c", pin] + cmd
     srv.log = logdir / f"{srv.name}.log"
@@ -469,8 +584,15 @@ def wait_ready(srv: Server, timeout: float) -> bool:
     return False
 
 
-def http_get(port: int, method: str, path: str, body: bytes | None = None):
-    conn = HTTPConnection(HOST, port, timeout=10)
+def http_get(port: int, method: str, path: str, body: bytes | None = None, tls: bool = False):
+    if tls:
+        # The bench's own self-signed certificate: nothing to verify it against.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = HTTPSConnection(HOST, port, timeout=10, context=ctx)
+    else:
+        conn = HTTPConnection(HOST, port, timeout=10)
     try:
         headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
@@ -492,19 +614,20 @@ def check_http1(srv: Server) -> str | None:
     ]
     for method, path, body, want in expected:
         try:
-            status, got, _ = http_get(srv.port, method, path, body)
+            status, got, _ = http_get(srv.port, method, path, body, srv.tls)
         except (OSError, ValueError) as exc:
             return f"{method} {path}: {exc!r}"
         if status != 200 or got != want:
             return f"{method} {path}: status {status}, {len(got)} bytes (wanted 200, {len(want)})"
-    status, _, _ = http_get(srv.port, "GET", "/nope")
+    status, _, _ = http_get(srv.port, "GET", "/nope", tls=srv.tls)
     if status != 404:
         return f"GET /nope: status {status} (wanted 404)"
     return None
 
 
 def check_h2(srv: Server) -> str | None:
-    cmd = ["h2load", "-n", "32", "-c", "2", "-m", "4", f"http://{HOST}:{srv.port}/"]
+    scheme = "https" if srv.tls else "http"
+    cmd = ["h2load", "-n", "32", "-c", "2", "-m", "4", f"{scheme}://{HOST}:{srv.port}/"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
     except subprocess.TimeoutExpired:
@@ -512,7 +635,7 @@ def check_h2(srv: Server) -> str | None:
     parsed = parse_h2load(out)
     if parsed["requests"] != 32 or parsed["errors"]:
         line = next((ln for ln in out.splitlines() if ln.startswith("requests:")), out[-200:])
-        return f"h2c check failed: {line.strip()}"
+        return f"{'h2 (TLS)' if srv.tls else 'h2c'} check failed: {line.strip()}"
     return None
 
 
@@ -607,7 +730,7 @@ def parse_wsload(out: str) -> dict:
 def load_command(
     test: Test, srv: Server, duration: float, threads: int, python_bin: Path, scratch: Path
 ) -> list[str]:
-    url = f"http://{HOST}:{srv.port}{test.path}"
+    url = f"{'https' if test.tls else 'http'}://{HOST}:{srv.port}{test.path}"
     secs = f"{max(1, round(duration))}s"
     if test.kind == "h1":
         cmd = [
@@ -706,7 +829,7 @@ def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
         if srv.access_log:
             return any(o.name == srv.twin_of for o in servers)
         return any(o.access_log and o.twin_of == srv.name for o in servers)
-    if srv.access_log:
+    if srv.access_log or srv.tls != test.tls:
         return False
     if test.kind == "h1":
         return srv.http1
@@ -1138,6 +1261,8 @@ def baseline_name(info: dict, test: Test) -> str | None:
     interface = info["interface"]
     if interface not in ("wsgi", "asgi"):
         return None
+    if test.tls:
+        return f"granian-{interface}-tls-h2" if test.kind == "h2" else f"granian-{interface}-tls"
     if test.kind == "h2":
         return f"granian-{interface}-h2"
     return f"granian-{interface}-log" if info.get("access_log") else f"granian-{interface}"

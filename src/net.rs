@@ -11,7 +11,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::http::framing::FramingScanner;
-use crate::http::h2check::{self, Due, H2Check};
 
 /// The send timeout: how long writes may stay blocked on a client that takes none of
 /// the response. The timer exists only while a write is blocked (the socket's send
@@ -358,19 +357,18 @@ macro_rules! forward_io {
 forward_io!(Plain { Tcp, Unix });
 forward_io!(Stream { Plain, Tls });
 
-/// A [`Stream`] that notes every successful read in its [`ConnActivity`] and follows
-/// the HTTP/1 request framing with a [`FramingScanner`] (dropped once it switches off,
-/// or when the connection turns out to speak HTTP/2), or the HTTP/2 frames with an
-/// [`H2Check`], which may change what `h2` reads and add frames to what it writes.
+/// A [`Stream`] that notes every successful read in its [`ConnActivity`], follows the
+/// HTTP/1 request framing with a [`FramingScanner`] (dropped once it switches off, or
+/// when the connection turns out to speak HTTP/2, whose framing `h2` checks itself), and
+/// fails writes that stay blocked past the send timeout ([`Stall`]).
 ///
 /// Bytes read to tell HTTP/1 from HTTP/2 (see `server::choose_protocol`) are handed
 /// back with [`TrackedStream::replay`] and read again first; the scanner saw them
-/// already, and the HTTP/2 checks start after them (they are the preface).
+/// already.
 pub struct TrackedStream {
     inner: Stream,
     activity: Arc<ConnActivity>,
     scanner: Option<Box<FramingScanner>>,
-    h2: Option<Box<H2Check>>,
     replay: Bytes,
     stall: Stall,
 }
@@ -381,7 +379,6 @@ impl TrackedStream {
             inner,
             activity,
             scanner: Some(Box::new(FramingScanner::new(max_head))),
-            h2: None,
             replay: Bytes::new(),
             stall: Stall::default(),
         }
@@ -399,10 +396,10 @@ impl TrackedStream {
         self.replay = bytes;
     }
 
-    /// The connection speaks HTTP/2: stop following HTTP/1 framing, check the frames.
-    pub fn check_h2(&mut self, limits: h2check::Limits) {
+    /// The connection speaks HTTP/2: stop following HTTP/1 framing. `h2` parses and
+    /// checks the frames itself; we do not parse them a second time.
+    pub fn speak_h2(&mut self) {
         self.scanner = None;
-        self.h2 = Some(Box::new(H2Check::new(limits)));
     }
 
     /// Write straight to the socket (for the few bytes sent before hyper takes over).
@@ -425,9 +422,6 @@ impl AsyncRead for TrackedStream {
             buf.put_slice(&this.replay.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        if let Some(check) = this.h2.as_deref_mut() {
-            return poll_read_h2(&mut this.inner, check, &this.activity, cx, buf);
-        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -446,175 +440,6 @@ impl AsyncRead for TrackedStream {
     }
 }
 
-/// Read for `h2` through the [`H2Check`]: what it queued first, then from the socket,
-/// keeping in `buf` what the check leaves in place; after a connection error, the
-/// GOAWAY and the end of the connection.
-fn poll_read_h2(
-    inner: &mut Stream,
-    check: &mut H2Check,
-    activity: &ConnActivity,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    check.h2_wants_input();
-    loop {
-        let queued = check.input();
-        if !queued.is_empty() {
-            let n = queued.len().min(buf.remaining());
-            buf.put_slice(&queued[..n]);
-            check.input_taken(n);
-            return Poll::Ready(Ok(()));
-        }
-        if check.is_closing().is_some() {
-            return poll_fail_h2(inner, check, cx);
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut *inner).poll_read(cx, buf))?;
-        if buf.filled().len() == before {
-            return Poll::Ready(Ok(())); // end of stream
-        }
-        activity.touch();
-        let keep = check.feed(&mut buf.filled_mut()[before..]);
-        buf.set_filled(before + keep);
-        if keep > 0 {
-            return Poll::Ready(Ok(()));
-        }
-    }
-}
-
-/// After an HTTP/2 connection error: once `h2`'s output is at a frame boundary, write
-/// the GOAWAY, flush and shut down. Until then `h2` finishes the frame it is writing
-/// (it is waiting to write, so it is woken); read interest is kept too, discarding
-/// what the client still sends, so the task also wakes if the client goes.
-fn poll_close_h2(
-    inner: &mut Stream,
-    check: &mut H2Check,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    if check.is_closed() {
-        return Poll::Ready(Ok(()));
-    }
-    if !check.at_frame_boundary() {
-        let mut scratch = [0u8; 1024];
-        loop {
-            let mut rb = ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut *inner).poll_read(cx, &mut rb))?;
-            if rb.filled().is_empty() {
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
-    }
-    ready!(poll_client_frames(inner, check, cx, Due::Now))?;
-    ready!(Pin::new(&mut *inner).poll_flush(cx))?;
-    ready!(Pin::new(&mut *inner).poll_shutdown(cx))?;
-    check.set_closed();
-    Poll::Ready(Ok(()))
-}
-
-/// Write the checker's frames for the client that are `due`.
-fn poll_client_frames(
-    inner: &mut Stream,
-    check: &mut H2Check,
-    cx: &mut Context<'_>,
-    due: Due,
-) -> Poll<io::Result<()>> {
-    loop {
-        let frames = check.client_frames(due);
-        if frames.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        let n = ready!(Pin::new(&mut *inner).poll_write(cx, frames))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        check.client_written(n);
-    }
-}
-
-/// After an HTTP/2 connection error: close (see [`poll_close_h2`]), then fail the I/O
-/// `h2` asked for, which ends its connection.
-fn poll_fail_h2<T>(
-    inner: &mut Stream,
-    check: &mut H2Check,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<T>> {
-    ready!(poll_close_h2(inner, check, cx))?;
-    let code = check.is_closing().unwrap_or_default();
-    Poll::Ready(Err(io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        format!("HTTP/2 connection error {code:#x} from the client; GOAWAY sent"),
-    )))
-}
-
-impl TrackedStream {
-    fn write_unguarded(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self;
-        let inner = &mut this.inner;
-        let Some(check) = this.h2.as_deref_mut() else {
-            return Pin::new(inner).poll_write(cx, data);
-        };
-        ready!(poll_client_frames(inner, check, cx, Due::Unfinished))?;
-        let mut len = data.len();
-        if check.is_closing().is_some() {
-            if check.at_frame_boundary() {
-                return poll_fail_h2(inner, check, cx);
-            }
-            len = len.min(check.to_frame_boundary());
-        }
-        let n = ready!(Pin::new(inner).poll_write(cx, &data[..len]))?;
-        check.sent(&data[..n]);
-        Poll::Ready(Ok(n))
-    }
-
-    fn write_vectored_unguarded(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self;
-        let check = match this.h2.as_deref_mut() {
-            None => return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
-            Some(c) if c.is_closing().is_some() || !c.client_frames(Due::Unfinished).is_empty() => {
-                // Rare: one slice at a time, through the checks in `poll_write`.
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &b[..]);
-                return this.write_unguarded(cx, first);
-            }
-            Some(c) => c,
-        };
-        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        let mut left = n;
-        for b in bufs {
-            let take = left.min(b.len());
-            check.sent(&b[..take]);
-            left -= take;
-            if left == 0 {
-                break;
-            }
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn flush_unguarded(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self;
-        let inner = &mut this.inner;
-        if let Some(check) = this.h2.as_deref_mut() {
-            if check.is_closing().is_some() {
-                return poll_fail_h2(inner, check, cx);
-            }
-            // h2 flushes once its buffer is written: a frame boundary, and nothing of
-            // h2's waiting to go before the checker's frames.
-            ready!(poll_client_frames(inner, check, cx, Due::Unfinished))?;
-            if check.at_frame_boundary() {
-                ready!(poll_client_frames(inner, check, cx, Due::Now))?;
-            }
-        }
-        Pin::new(inner).poll_flush(cx)
-    }
-}
-
 impl AsyncWrite for TrackedStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -622,7 +447,7 @@ impl AsyncWrite for TrackedStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let res = this.write_unguarded(cx, data);
+        let res = Pin::new(&mut this.inner).poll_write(cx, data);
         this.stall.guard(cx, res)
     }
 
@@ -632,7 +457,7 @@ impl AsyncWrite for TrackedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let res = this.write_vectored_unguarded(cx, bufs);
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.stall.guard(cx, res)
     }
 
@@ -642,17 +467,11 @@ impl AsyncWrite for TrackedStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let res = this.flush_unguarded(cx);
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
         this.stall.guard(cx, res)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(check) = this.h2.as_deref_mut() {
-            if check.is_closing().is_some() {
-                return poll_close_h2(&mut this.inner, check, cx);
-            }
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -14,15 +14,17 @@
 //! `400` (also after ALPN chose `h2`), and with upgrades enabled it cannot be limited
 //! to one version. Here a connection that starts like the preface (`PRI`), or that must
 //! speak HTTP/2, and then breaks it gets SETTINGS + GOAWAY(PROTOCOL_ERROR) (RFC 9113
-//! §3.4); `h2` itself closes without a GOAWAY in that case. After the preface, an
-//! HTTP/2 connection's bytes pass through [`crate::http::h2check`], which gives the
-//! RFC 9113 / RFC 7541 error codes where `h2` 0.4 gives others.
+//! §3.4); `h2` itself closes without a GOAWAY in that case. After the preface, the
+//! frames are `h2`'s alone: we do not parse them again. Where `h2` 0.4 answers a
+//! protocol error with another code than RFC 9113 names, the tests say so (strict
+//! xfails) rather than the server re-parsing frames to fix the code.
 //!
 //! Limits enforced here: `max_connections` (a semaphore; at the limit the accept loop
 //! waits and asks idle keep-alive connections to close, so new clients are not starved
 //! behind idle ones), `keepalive_timeout` (a watcher per connection closes it when no
-//! request is in flight and no byte arrived for that long), and hyper's own
-//! `header_read_timeout`, `max_header_size` and `max_headers`.
+//! request is in flight and no byte arrived for that long), hyper's own
+//! `header_read_timeout`, `max_header_size` and `max_headers`, and for HTTP/2 the
+//! reset-stream limits against rapid reset (see [`MAX_PENDING_ACCEPT_RESET_STREAMS`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -205,7 +207,16 @@ impl Builders {
             .max_frame_size(c.max_frame_size)
             .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
             .keep_alive_interval(c.keep_alive_interval)
-            .keep_alive_timeout(c.keep_alive_timeout);
+            .keep_alive_timeout(c.keep_alive_timeout)
+            // Rapid reset (CVE-2023-44487): streams the client opens and resets before
+            // the application has taken them. hyper sets no limit of its own here and
+            // `h2` then defaults to 20; we say it explicitly so an upgrade that changes
+            // the default does not silently change us. Past it, GOAWAY(ENHANCE_YOUR_CALM).
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+            // The other half (RUSTSEC-2024-0003): streams *we* reset because the client
+            // broke a rule on them (malformed headers, flow control). hyper's default is
+            // 1024 per connection; past it, GOAWAY(ENHANCE_YOUR_CALM).
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
         let tls = match &config.tls {
             None => None,
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
@@ -215,6 +226,15 @@ impl Builders {
         Ok(Builders { h1, h2, tls })
     }
 }
+
+/// HTTP/2 streams a client may open and reset before the server has accepted them
+/// (the rapid-reset attack, CVE-2023-44487), at once; more closes the connection with
+/// GOAWAY(ENHANCE_YOUR_CALM). `h2`'s own default, stated here.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// HTTP/2 streams the server may reset for a client's protocol errors over one
+/// connection; more closes it with GOAWAY(ENHANCE_YOUR_CALM). hyper's default, stated.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -452,10 +472,7 @@ async fn serve_connection<H: Handler>(
             let _ = io.write_raw(&BAD_PREFACE_REPLY).await;
             return;
         }
-        Proto::Http2 => io.check_h2(crate::http::h2check::Limits {
-            max_frame_size: config.http2.max_frame_size,
-            max_concurrent_streams: config.http2.max_concurrent_streams,
-        }),
+        Proto::Http2 => io.speak_h2(),
         Proto::Http1 => {}
     }
     let io = TokioIo::new(io);

@@ -4,7 +4,6 @@
 pub mod body;
 pub mod file;
 pub mod framing;
-pub mod h2check;
 pub mod head;
 pub mod validate;
 
