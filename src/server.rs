@@ -106,6 +106,13 @@ async fn forced(stop: &mut watch::Receiver<Option<Stop>>) {
 /// fresh connection (queued before the drain), or already in an idle one's socket.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
+/// A keep-alive connection whose last response ended less than this long before the
+/// drain is between two requests of a busy client, not idle: its next request is most
+/// likely already on the wire, and closing under it would fail it (HTTP/1.1 gives the
+/// client no way to tell that it was never started). The drain waits out the rest of
+/// this window for it before closing the connection.
+const DRAIN_RECENT: Duration = Duration::from_millis(250);
+
 struct Ctl {
     shutdown: watch::Receiver<bool>,
     pressure: watch::Receiver<u64>,
@@ -159,6 +166,16 @@ pub async fn run<H: Handler>(
     let decided = stop.wait_for(Option::is_some).await.map(|s| *s);
     let stopping = decided.ok().flatten().unwrap_or(Stop::Immediate);
     let _ = shutdown_tx.send(true);
+    if stopping == Stop::Graceful {
+        let open = config.max_connections - slots.available_permits();
+        log::log(
+            log::INFO,
+            &format!(
+                "Draining: accepting no more connections, finishing {open} open connection{}",
+                if open == 1 { "" } else { "s" }
+            ),
+        );
+    }
     for t in accept_tasks {
         let _ = t.await; // listeners are closed once their loop returns
     }
@@ -522,29 +539,19 @@ async fn serve_connection<H: Handler>(
             }
         })
     };
-    let keepalive = config.keepalive_timeout;
+    let watched = Watched {
+        activity,
+        keepalive: config.keepalive_timeout,
+        ctl,
+        fd,
+    };
+    // The two connection types differ, so each gets its own (one-line) call.
     if proto == Proto::Http2 {
         let conn = builder.h2.serve_connection(io, service);
-        watch(
-            conn,
-            |c| c.graceful_shutdown(),
-            activity,
-            keepalive,
-            ctl,
-            fd,
-        )
-        .await;
+        watch(conn, |c| c.graceful_shutdown(), watched).await;
     } else {
         let conn = builder.h1.serve_connection(io, service).with_upgrades();
-        watch(
-            conn,
-            |c| c.graceful_shutdown(),
-            activity,
-            keepalive,
-            ctl,
-            fd,
-        )
-        .await;
+        watch(conn, |c| c.graceful_shutdown(), watched).await;
     }
 }
 
@@ -567,6 +574,25 @@ fn readable_now(fd: RawFd) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
+/// What [`watch`] needs besides the connection: its activity, its keep-alive timeout,
+/// the worker's stop and pressure signals, and its socket (to look for unread bytes).
+struct Watched {
+    activity: Arc<ConnActivity>,
+    keepalive: Duration,
+    ctl: Ctl,
+    fd: RawFd,
+}
+
+/// How long a connection that the drain finds should wait for a request before it is
+/// closed; `None` to close it (gracefully) at once.
+fn drain_wait(activity: &ConnActivity, fd: RawFd) -> Option<Duration> {
+    let idle = activity.idle_for()?;
+    if activity.arrivals() == 0 || readable_now(fd) {
+        return Some(DRAIN_LINGER);
+    }
+    DRAIN_RECENT.checked_sub(idle).filter(|d| !d.is_zero())
+}
+
 /// Drive a hyper connection to its end, closing it gracefully when it idles past the
 /// keep-alive timeout, when the worker drains, or when the worker needs its slot.
 ///
@@ -575,22 +601,24 @@ fn readable_now(fd: RawFd) -> bool {
 /// closes one under a request its client already sent:
 /// - a request in flight is finished and answered with `Connection: close` (HTTP/2:
 ///   `GOAWAY`), then the connection closes;
-/// - an idle keep-alive connection with nothing in its socket is closed at once;
+/// - an idle keep-alive connection with nothing in its socket is closed at once, unless
+///   its last response ended under [`DRAIN_RECENT`] ago: then its client's next request
+///   is awaited for the rest of that window and answered with `Connection: close`;
 /// - one whose client's bytes are already in the socket, or a fresh connection that has
 ///   not sent its first request yet, gets that request answered with
 ///   `Connection: close`, waiting for it at most [`DRAIN_LINGER`]. Closing a socket
 ///   with unread bytes would reset it, losing a request sent before the signal.
-async fn watch<C, E>(
-    conn: C,
-    shutdown: impl Fn(std::pin::Pin<&mut C>),
-    activity: Arc<ConnActivity>,
-    keepalive: Duration,
-    mut ctl: Ctl,
-    fd: RawFd,
-) where
+async fn watch<C, E>(conn: C, shutdown: impl Fn(std::pin::Pin<&mut C>), watched: Watched)
+where
     C: Future<Output = Result<(), E>>,
     E: std::error::Error,
 {
+    let Watched {
+        activity,
+        keepalive,
+        mut ctl,
+        fd,
+    } = watched;
     tokio::pin!(conn);
     let idle_timer = tokio::time::sleep(keepalive);
     tokio::pin!(idle_timer);
@@ -604,30 +632,33 @@ async fn watch<C, E>(
         if drain_now && !draining && !closing {
             draining = true;
             arrivals_at_drain = activity.arrivals();
-            let idle = activity.idle_for().is_some();
-            if !idle || (activity.arrivals() > 0 && !readable_now(fd)) {
+            match drain_wait(&activity, fd) {
                 // In flight: hyper answers with `Connection: close`, then closes. Idle
                 // with nothing sent: closed now.
-                shutdown(conn.as_mut());
-                closing = true;
-            } else {
-                let linger = keepalive.min(DRAIN_LINGER);
-                idle_timer
+                None => {
+                    shutdown(conn.as_mut());
+                    closing = true;
+                }
+                Some(wait) => idle_timer
                     .as_mut()
-                    .reset(tokio::time::Instant::now() + linger);
+                    .reset(tokio::time::Instant::now() + wait.min(keepalive)),
             }
         }
         tokio::select! {
-            // The connection first: it is what almost every wake-up is for, and a fixed
-            // order spares the random start of an unbiased select on each of them.
+            // A fixed order spares the random start of an unbiased select. The stop comes
+            // before the connection: a wake-up that carries both a finished response and
+            // the stop (in inline WSGI mode the stop arrives while the application runs
+            // on this thread) must turn keep-alive off before hyper writes that
+            // response's head, or the client would send one more request. While the
+            // connection is pending every branch is polled anyway, so this costs nothing.
             biased;
+            _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     log::log(log::DEBUG, &format!("connection error: {}", log::error_chain(&e)));
                 }
                 return;
             }
-            _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
             _ = activity.request_arrived.notified(), if draining && !closing => {
                 // A wake-up stored before the drain began is stale: only a request that
                 // arrived since ends the wait.

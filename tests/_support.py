@@ -101,6 +101,7 @@ class Server:
         self.cmd = [*launcher, *self.args] if launcher else gristmill_cmd(self.args)
         self._cond = threading.Condition()
         self._merged: list[tuple[str, str]] = []  # (stream, line) in arrival order
+        self._arrived: list[float] = []  # when each line arrived (time.monotonic())
         self.proc = subprocess.Popen(
             self.cmd,
             stdin=subprocess.DEVNULL,
@@ -141,6 +142,7 @@ class Server:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 with self._cond:
                     self._merged.append((stream, line))
+                    self._arrived.append(time.monotonic())
                     self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -157,6 +159,16 @@ class Server:
     def stderr_lines(self, start: int = 0) -> list[str]:
         with self._cond:
             return [line for s, line in self._merged[start:] if s == "stderr"]
+
+    def line_arrival(self, pattern: str, start: int = 0) -> float | None:
+        """When (``time.monotonic()``) the first line matching ``pattern`` (search) from
+        index ``start`` arrived; None if none has."""
+        rx = re.compile(pattern)
+        with self._cond:
+            for (_, line), at in zip(self._merged[start:], self._arrived[start:]):
+                if rx.search(line):
+                    return at
+        return None
 
     def output(self) -> str:
         return "\n".join(self.lines())

@@ -9,8 +9,9 @@ things about every retired worker:
 
 - no request sent before the signal failed (for SIGHUP and SIGTTOU, where other workers
   go on serving, no request failed at all);
-- no old connection started more than one request after the signal: the one its client
-  had already sent (the bug this guards against kept serving old connections until
+- no old connection started more than one request after the worker was told to stop:
+  the one its client had already sent, or was sending while its last response was
+  fresh (the bug this guards against kept serving old connections until
   ``--graceful-timeout``);
 - the worker exited within about one request's duration after its last request ended.
 """
@@ -55,9 +56,34 @@ def _load(url: str, stop: threading.Event, out: list[Sent]) -> None:
             try:
                 r = client.post(url, content=b"payload")
                 r.raise_for_status()
-                out.append(Sent(at, True, json.loads(r.content)))
+                info = json.loads(r.content)
+                info["close"] = r.headers.get("connection", "").lower() == "close"
+                out.append(Sent(at, True, info))
             except httpx.HTTPError as e:
                 out.append(Sent(at, False, error=repr(e)))
+
+
+def _connections(results: list[list[Sent]]) -> dict[tuple[int, int, int], list[dict]]:
+    """The requests each client connection served, keyed by (worker pid, client port, n).
+
+    A client's next request goes on a new connection after a failure, after a response
+    with ``Connection: close``, or when the port changes. A new connection may get the
+    port of one just closed, so the port alone does not name a connection.
+    """
+    by_conn: dict[tuple[int, int, int], list[dict]] = defaultdict(list)
+    for n, out in enumerate(results):
+        key = None
+        for s in out:
+            if not s.ok:
+                key = None
+                continue
+            info = s.info
+            if key is None or key[:2] != (info["pid"], info["port"]):
+                key = (info["pid"], info["port"], n * 1_000_000 + len(by_conn))
+            by_conn[key].append(info)
+            if info["close"]:
+                key = None
+    return by_conn
 
 
 def _gone(pid: int) -> bool:
@@ -65,10 +91,7 @@ def _gone(pid: int) -> bool:
     return st is None or st[0] == "Z"
 
 
-# SIGHUP and SIGTTOU go through the same drain; their runs still show rare keep-alive
-# races (a request sent on a connection closed idle; a second request on an old pool or
-# loop-thread connection), so they are not asserted here yet.
-@pytest.mark.parametrize("sig", ["SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGTTOU"])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_retired_worker_drains_and_exits(mode, sig):
     args, env = MODES[mode]
@@ -91,6 +114,7 @@ def test_retired_worker_drains_and_exits(mode, sig):
         # Steady load on every client's connection first.
         wait_until(lambda: all(sum(s.ok for s in out) >= 3 for out in results), 20, message="load")
         signum = getattr(signal, sig)
+        mark = srv.mark()
         t_sig = time.monotonic()
         srv.send_signal(signum)
         retired = old if sig in ("SIGTERM", "SIGHUP") else None
@@ -106,6 +130,8 @@ def test_retired_worker_drains_and_exits(mode, sig):
             return len(exited) == len(retired)
 
         wait_until(all_exited, 25, interval=0.005, message="the retired workers to exit")
+        stopped = {pid: srv.line_arrival(rf"\[{pid}\] .*Draining", start=mark) for pid in retired}
+        assert None not in stopped.values(), srv.output()
         if sig != "SIGTERM":
             # The other workers go on serving: let the load run into them.
             wait_until(
@@ -129,16 +155,18 @@ def test_retired_worker_drains_and_exits(mode, sig):
         assert not failed, f"{len(failed)} requests failed, e.g. {failed[:3]}"
 
     served = [s.info for s in sent if s.ok]
-    by_conn: dict[tuple[int, int], list[dict]] = defaultdict(list)
-    for info in served:
-        by_conn[(info["pid"], info["port"])].append(info)
+    by_conn = _connections(results)
     for pid in retired:
+        # When the worker began its drain (the line follows the start by a little). On
+        # SIGHUP that is when the new workers were ready; in inline WSGI mode, after the
+        # application call that was running.
+        t_stop = stopped[pid]
         mine = [i for i in served if i["pid"] == pid]
         assert mine, f"worker {pid} served nothing"
-        for (p, port), infos in by_conn.items():
-            if p != pid or min(i["start"] for i in infos) > t_sig:
-                continue  # another worker's, or a connection opened after the signal
-            after = [i for i in infos if i["start"] > t_sig]
+        for (p, port, _), infos in by_conn.items():
+            if p != pid or min(i["start"] for i in infos) > t_stop:
+                continue  # another worker's, or a connection opened after the stop
+            after = [i for i in infos if i["start"] > t_stop]
             assert len(after) <= 1, (
                 f"worker {pid} started {len(after)} requests on an old connection "
                 f"(port {port}) after {sig}"
