@@ -165,7 +165,7 @@ class Server:
         index ``start`` arrived; None if none has."""
         rx = re.compile(pattern)
         with self._cond:
-            for (_, line), at in zip(self._merged[start:], self._arrived[start:]):
+            for (_, line), at in zip(self._merged[start:], self._arrived[start:], strict=True):
                 if rx.search(line):
                     return at
         return None
