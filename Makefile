@@ -50,11 +50,14 @@ test-rust: install
 test-matrix: install ## Build the abi3 wheel once, run core + framework tests on Python 3.10-3.13
 	bash scripts/test_matrix.sh
 
-lint: install ## cargo fmt --check, clippy -D warnings, ruff check, ruff format --check, docs current
+# stubtest finds the stub through MYPYPATH: without it mypy does not see the editable
+# install (no py.typed) and stubtest passes having checked nothing.
+lint: install ## cargo fmt --check, clippy -D warnings, ruff, _core.pyi vs the built core (stubtest), docs current
 	cargo fmt --check
 	$(PYO3_ENV) cargo clippy --all-targets -- -D warnings
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	MYPYPATH=python $(BIN)/python -m mypy.stubtest gristmill._core
 	$(BIN)/python scripts/gen_settings_doc.py --check
 
 fmt: install ## Format Rust and Python sources, fix what ruff can
@@ -69,6 +72,6 @@ bench: install ## Run the benchmarks (FULL=1 for the long run; MODE=access-log o
 	$(if $(FULL),FULL=$(FULL) )$(if $(MODE),MODE=$(MODE) )$(if $(RSS_REQUESTS),RSS_REQUESTS=$(RSS_REQUESTS) )bash bench/bench.sh
 
 clean: ## Remove .venv, .venv-matrix, build output and caches
-	rm -rf $(VENV) .venv-matrix target dist build .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix target dist build .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	rm -f python/gristmill/_core*.so

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The side-by-side benchmark (issue 5): `make bench` runs this, `make bench FULL=1` the full
+# The side-by-side benchmark: `make bench` runs this, `make bench FULL=1` the full
 # version. It installs what the bench needs and then runs bench/run.py, which prints the
 # table and writes bench/results/latest.md:
 #   - wrk, h2load and openssl (Debian packages wrk, nghttp2-client, openssl) when missing;

@@ -1198,7 +1198,7 @@ def render_rss(env: dict, result: dict) -> str:
         "samples, as growth over the requests of the run: single samples move by about "
         "±1 MiB with what is in flight, a leak shows as a steady slope. *worker* is the "
         "process serving requests (without a supervisor or master process); *tree* adds "
-        "those. Issue 5's target: growth < 5 % over 1,000,000 requests.",
+        "those. The target: growth < 5 % over 1,000,000 requests.",
         "",
         "| server | requests | req/s | worker start MiB | end MiB | max MiB | growth "
         "| trend | tree start → end MiB | errors |",
@@ -1296,7 +1296,7 @@ def _access_log_cost(per_server: dict, servers: dict) -> list[str]:
     is what the req/s ratio converges to when the server has its core to itself).
     """
     lines = [
-        "Access log cost (issue 5: at most 15 % of req/s on `/`, i.e. on ÷ off ≥ 0.85×):",
+        "Access log cost (the target: at most 15 % of req/s on `/`, i.e. on ÷ off ≥ 0.85×):",
         "",
         "| server | log off req/s | log on req/s | on ÷ off | cost | on ÷ off per round "
         "| on ÷ off, req/CPU-s |",
@@ -1487,7 +1487,7 @@ def main() -> int:
         "--rss-growth",
         type=int,
         metavar="N",
-        help="instead of the suites: drive N requests (issue 5: 1000000) of a route mix "
+        help="instead of the suites: drive N requests (1000000 for the target) of a route mix "
         "through each server and report its worker's RSS growth (servers: "
         f"{' '.join(RSS_SERVERS)} unless --servers)",
     )

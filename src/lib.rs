@@ -2,7 +2,9 @@
 //!
 //! The Python layer (supervisor, loader, logging) forks workers; each worker loads its
 //! application and calls [`serve`], which runs the tokio runtime and hyper on the
-//! sockets the supervisor bound, calling the application on a pool of Python threads.
+//! sockets the supervisor bound. A WSGI application is called on a pool of Python
+//! threads or, with one thread of each kind, inline on the I/O thread; an ASGI one runs
+//! on the worker's event loop, in a thread of its own or turning the runtime itself.
 
 mod access_log;
 mod asgi;

@@ -7,7 +7,7 @@
 //!
 //! Each connection: an optional TLS handshake (rustls; ALPN picks `h2` or
 //! `http/1.1`), then the HTTP version (see [`choose_protocol`]), then hyper's HTTP/1.1
-//! connection (with upgrades, for WebSocket later) or its HTTP/2 connection, both
+//! connection (with upgrades, for WebSocket) or its HTTP/2 connection, both
 //! driven by the same watcher loop. We choose the version ourselves rather than with
 //! hyper-util's `auto::Builder`: its sniffing falls back to HTTP/1.1 on the first byte
 //! that differs from the HTTP/2 preface, so a broken preface would get an HTTP/1.1

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from _support import APPS_DIR, group_members, wait_until
+from gristmill.errors import ConfigError
+from gristmill.loader import apply_env_files, read_dotenv
 
 ACCESS_FORMAT = "%(h)s %(m)s %(U)s %(s)s"
 
@@ -105,6 +107,82 @@ def test_env_files(server, tmp_path):
     assert env["GM_TEST_B"] == "quoted value"
     assert env["GM_TEST_C"] == "exported"
     assert env["GM_TEST_KEEP"] == "from-process"  # variables already set are kept
+
+
+def test_bad_env_file_is_a_config_error(gristmill_exit, tmp_path):
+    path = tmp_path / "bad.env"
+    path.write_text("GM_TEST_OK=1\nGM_TEST_BAD='unterminated\n")
+    code, out = gristmill_exit(["--env-file", str(path), "targets:custom"])
+    assert code == 2, out
+    assert f"{path}:2: cannot parse" in out
+
+
+# The env files are read by python-dotenv, as uvicorn's are; these pin what gristmill
+# relies on (and the parser API loader.read_dotenv uses).
+def test_dotenv_syntax():
+    text = (
+        "# a comment\n"
+        "PLAIN=value # trailing comment\n"
+        "HASH=a#b\n"
+        "export EXPORTED=yes\n"
+        "SINGLE='lit\\n ${PLAIN} $PLAIN'\n"
+        'DOUBLE="tab\\there\\nnewline"\n'
+        'MULTI="one\ntwo"\n'
+        "EMPTY=\n"
+        "NAME_ONLY\n"
+    )
+    assert read_dotenv(text) == {
+        "PLAIN": "value",
+        "HASH": "a#b",
+        "EXPORTED": "yes",
+        # Single quotes keep backslashes; ${NAME} expands in every value (python-dotenv),
+        # $NAME without braces never does.
+        "SINGLE": "lit\\n value $PLAIN",
+        "DOUBLE": "tab\there\nnewline",
+        "MULTI": "one\ntwo",
+        "EMPTY": "",
+    }  # a name without `=` sets nothing
+
+
+def test_dotenv_expansion_sees_the_value_in_force(monkeypatch, tmp_path):
+    monkeypatch.setenv("GM_TEST_HOME", "/from-process")
+    monkeypatch.delenv("GM_TEST_UNSET", raising=False)
+    text = (
+        "GM_TEST_HOME=/from-file\n"
+        "GM_TEST_BASE=/base\n"
+        "GM_TEST_DATA=${GM_TEST_HOME}/data\n"  # the process's value, which is kept
+        "GM_TEST_LOGS=${GM_TEST_BASE}/logs\n"  # a line above
+        "GM_TEST_DEFAULT=${GM_TEST_UNSET:-fallback}\n"
+    )
+    path = tmp_path / "x.env"
+    path.write_text(text)
+    env = {"GM_TEST_HOME": "/from-process"}
+    apply_env_files([str(path)], env)
+    assert env == {
+        "GM_TEST_HOME": "/from-process",
+        "GM_TEST_BASE": "/base",
+        "GM_TEST_DATA": "/from-process/data",
+        "GM_TEST_LOGS": "/base/logs",
+        "GM_TEST_DEFAULT": "fallback",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("A=1\nB='open\n", 2),
+        ('A="closed" trailing\n', 1),
+        ("not a binding at all\n", 1),
+    ],
+)
+def test_dotenv_errors_name_the_line(text, line):
+    with pytest.raises(ConfigError, match=rf"^x\.env:{line}: cannot parse "):
+        read_dotenv(text, "x.env")
+
+
+def test_unreadable_env_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read env file .*missing.env"):
+        apply_env_files([str(tmp_path / "missing.env")], {})
 
 
 # --- the case that started the project ----------------------------------------------------

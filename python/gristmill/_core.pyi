@@ -1,9 +1,36 @@
-"""Types of the compiled extension ``gristmill._core`` (the Rust core)."""
+"""Types of the compiled extension ``gristmill._core`` (the Rust core).
 
-from collections.abc import Callable, Iterator
-from typing import IO, Any
+Everything the ``#[pymodule]`` in ``src/lib.rs`` exports is described here, and
+``make lint`` checks this file against the built module with ``mypy.stubtest``, so the
+two cannot drift apart. Only ``serve``, ``check_tls`` and the exceptions are called from
+Python code; the classes are made by the core and handed to the application (``Input``
+is ``wsgi.input``, ``StartResponse`` is ``start_response``, ``HttpProtocol`` and
+``WsProtocol`` own ASGI's ``receive`` and ``send``) or to ``gristmill._asgi``
+(``Driver``).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, NoReturn, final
 
 from .settings import Settings
+
+# pyo3 lists every name the module adds, in the order src/lib.rs adds them.
+__all__ = [
+    "__version__",
+    "serve",
+    "check_tls",
+    "FileWrapper",
+    "Input",
+    "StartResponse",
+    "Driver",
+    "HttpProtocol",
+    "Ready",
+    "WsProtocol",
+    "RequestBodyError",
+    "RequestBodyTooLarge",
+    "ClientDisconnected",
+    "RequestBodyTimeout",
+]
 
 __version__: str
 
@@ -15,18 +42,22 @@ def serve(
     event_loop: Any = None,
     state: dict[str, Any] | None = None,
     context: Any = None,
+    driver: Driver | None = None,
 ) -> None:
     """Serve ``app`` on the inherited listening sockets ``fds`` until told to stop.
 
     ``settings.interface`` must already be resolved (``"wsgi"`` or ``"asgi"``; ASGI also
-    needs ``event_loop``, running in another thread, and takes lifespan's ``state`` and
-    ``context``). The core takes the listening ``fds`` over and closes them when it stops
-    accepting, so the caller must not close or reuse them. Once every listener accepts, one byte is
-    written to ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL
-    released. SIGTERM starts a graceful shutdown (stop accepting, finish in-flight
-    requests within ``settings.graceful_timeout``); SIGQUIT stops at once; the worker
-    also stops gracefully when its parent process goes away. Returns when stopped.
-    Raises ``OSError`` when a listener fd is unusable or the TLS files cannot be loaded.
+    needs ``event_loop`` and takes lifespan's ``state`` and ``context``). Without
+    ``driver`` the loop runs in another thread; with one, the loop is not running yet and
+    ``serve`` runs it on this thread, its selector (``gristmill._asgi.DrivenSelector``)
+    turning the driver's runtime, and returns with the loop stopped. The core takes the
+    listening ``fds`` over and closes them when it stops accepting, so the caller must
+    not close or reuse them. Once every listener accepts, one byte is written to
+    ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL released.
+    SIGTERM starts a graceful shutdown (stop accepting, finish in-flight requests within
+    ``settings.graceful_timeout``); SIGQUIT stops at once; the worker also stops
+    gracefully when its parent process goes away. Returns when stopped. Raises
+    ``OSError`` when a listener fd is unusable or the TLS files cannot be loaded.
     """
 
 def check_tls(settings: Settings) -> None:
@@ -37,19 +68,108 @@ def check_tls(settings: Settings) -> None:
     that does not match the certificate).
     """
 
+@final
 class FileWrapper:
     """``wsgi.file_wrapper``: sends a file from Rust when it has a usable ``fileno()``."""
 
-    def __init__(self, filelike: IO[bytes], blksize: int = 8192) -> None: ...
-    def __iter__(self) -> Iterator[bytes]: ...
+    def __new__(cls, filelike: IO[bytes], blksize: int = 8192) -> FileWrapper: ...
+    def __iter__(self) -> FileWrapper: ...
     def __next__(self) -> bytes: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the wrapped object, as PEP 3333 requires of the server."""
 
-class RequestBodyTooLarge(OSError):
-    """Raised by ``wsgi.input`` when the body grows past ``max_body_size``."""
+@final
+class Input:
+    """``wsgi.input``: the request body, read from the connection as the application asks.
 
-class ClientDisconnected(OSError):
-    """Raised by ``wsgi.input`` when the client goes away or sends a malformed body."""
+    A read raises a :class:`RequestBodyError` subclass when the body cannot be had; every
+    later read raises it again.
+    """
 
-class RequestBodyTimeout(OSError):
-    """Raised by ``wsgi.input`` when no body bytes arrive for ``body_read_timeout``."""
+    def read(self, size: int | None = None) -> bytes:
+        """Read up to ``size`` bytes, or everything to the end when ``size`` is omitted or -1."""
+
+    def readline(self, size: int | None = None) -> bytes:
+        """Read one line (up to and including ``\\n``), at most ``size`` bytes when given."""
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        """Read lines until the end, or until about ``hint`` bytes were read."""
+
+    def __iter__(self) -> Input: ...
+    def __next__(self) -> bytes: ...
+
+@final
+class StartResponse:
+    """The ``start_response`` callable of one WSGI request (PEP 3333)."""
+
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        """``start_response(status, response_headers, exc_info=None)`` → ``write``."""
+
+    def write(self, data: bytes) -> None:
+        """The PEP 3333 ``write()`` callable: sends ``data`` now, headers first."""
+
+@final
+class Ready:
+    """An awaitable that is already complete: ``receive()`` and ``send()`` return one
+    when the answer is at hand, so awaiting it does not suspend the task."""
+
+    def __await__(self) -> Ready: ...
+    def __iter__(self) -> Ready: ...
+    def __next__(self) -> NoReturn: ...
+    def send(self, _value: object) -> NoReturn:
+        """Generators' ``send``: awaiting drives the iterator with ``send(None)``."""
+
+@final
+class Driver:
+    """The runtime a one-thread ASGI worker turns from its event loop's selector."""
+
+    def __new__(cls) -> Driver: ...
+    def watch(self, fd: int) -> None:
+        """Watch the event loop's selector descriptor ``fd`` (an epoll instance)."""
+
+    def turn(self, timeout: float | None = None) -> int:
+        """Turn the runtime for up to ``timeout`` seconds (None: no limit, 0: one pass
+        that does not sleep), run the Python work it produced, and return a bit set: 1,
+        select the loop's descriptors; 2, the server stopped (stop the loop)."""
+
+@final
+class HttpProtocol:
+    """The ASGI ``receive``/``send`` pair of one HTTP request."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]:
+        """ASGI ``receive()``."""
+
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """ASGI ``send(message)``; raises :class:`ClientDisconnected` once the client left."""
+
+    def finished(self, exc: BaseException | None = None) -> None:
+        """Called by ``gristmill._asgi.run_http`` when the application returns or raises."""
+
+@final
+class WsProtocol:
+    """The ASGI ``receive``/``send`` pair of one WebSocket connection."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]:
+        """ASGI ``receive()``."""
+
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """ASGI ``send(message)``; raises :class:`ClientDisconnected` once the client left."""
+
+    def finished(self, exc: BaseException | None = None) -> None:
+        """Called by ``gristmill._asgi.run_websocket`` when the application returns or
+        raises."""
+
+class RequestBodyError(OSError):
+    """The request body could not be read: malformed framing or the client went away."""
+
+class RequestBodyTooLarge(RequestBodyError):
+    """The request body grew past ``max_body_size``."""
+
+class ClientDisconnected(RequestBodyError):
+    """The client went away: the request body ended early, or an ASGI ``send()`` (HTTP or
+    WebSocket) found the connection closed."""
+
+class RequestBodyTimeout(RequestBodyError):
+    """No bytes of the request body arrived for ``body_read_timeout``."""

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "parse", "main"]
 
 log = logging.getLogger("gristmill.error")
 
-DESCRIPTION = "Serve a WSGI application with gristmill's Rust HTTP core."
+DESCRIPTION = "Serve a WSGI or ASGI application with gristmill's Rust HTTP core."
 EPILOG = (
     "Every option can also be set with a GRISTMILL_<NAME> environment variable (e.g. "
     "GRISTMILL_WORKERS=4) or in the TOML file given with --config. Arguments after `--` "

@@ -21,6 +21,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import io
 import os
 import re
 import sys
@@ -39,7 +40,7 @@ __all__ = [
     "resolve_interface",
     "as_asgi3",
     "apply_env_files",
-    "parse_dotenv",
+    "read_dotenv",
     "enter_working_dir",
 ]
 
@@ -395,7 +396,8 @@ def apply_env_files(paths: Iterable[str], environ: dict[str, str] | None = None)
     """Load dotenv files into ``environ`` (``os.environ`` by default).
 
     Later files win over earlier ones; variables that were already set before gristmill
-    started are kept, as with docker's and systemd's env files.
+    started are kept, as with docker's and systemd's env files. Each file is read by
+    :func:`read_dotenv`.
     """
     environ = os.environ if environ is None else environ  # type: ignore[assignment]
     merged: dict[str, str] = {}
@@ -405,58 +407,31 @@ def apply_env_files(paths: Iterable[str], environ: dict[str, str] | None = None)
                 text = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read env file {path}: {e.strerror}") from None
-        merged.update(parse_dotenv(text, path))
+        merged.update(read_dotenv(text, path))
     for key, value in merged.items():
         environ.setdefault(key, value)
 
 
-_DOTENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+def read_dotenv(text: str, path: str = "<env file>") -> dict[str, str]:
+    """The variables of dotenv ``text``, read by python-dotenv as uvicorn's ``--env-file`` is.
 
-
-def parse_dotenv(text: str, path: str = "<env file>") -> dict[str, str]:
-    """Parse dotenv text: ``KEY=value``, ``export KEY=value``, quotes, ``#`` comments.
-
-    Single quotes are literal; double quotes understand ``\\n \\t \\r \\" \\\\``; an
-    unquoted value ends at `` #``. No variable expansion: what is written is what is set.
+    ``${VAR}`` and ``${VAR:-default}`` expand in every value, single-quoted too, from the
+    environment first, then from the lines above (as ``load_dotenv()`` does without
+    ``override``), so a reference sees the value that is in force; ``$VAR`` without
+    braces is kept as written. A name without ``=`` sets nothing. Unlike python-dotenv, which
+    logs a warning and skips a line it cannot parse, gristmill refuses the file: a
+    variable silently missing would surface later as the application's own error.
     """
-    out: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = _DOTENV_LINE.fullmatch(stripped)
-        if not m:
-            raise ConfigError(f"{path}:{lineno}: expected KEY=value, got {stripped!r}")
-        key, raw = m.group(1), m.group(2)
-        out[key] = _dotenv_value(raw, f"{path}:{lineno}")
-    return out
+    # Imported here: only the supervisor reads env files, workers need not load it.
+    # `DotEnv` and `parse_stream` are the building blocks of python-dotenv's own API
+    # (tests/test_loader.py covers what is used): `dotenv_values()` resolves references
+    # file-first, `load_dotenv()` writes to os.environ, and neither reports bad lines.
+    from dotenv.main import DotEnv
+    from dotenv.parser import parse_stream
 
-
-def _dotenv_value(raw: str, where: str) -> str:
-    if raw[:1] in ("'", '"'):
-        quote = raw[0]
-        end = _closing_quote(raw, quote)
-        if end < 0:
-            raise ConfigError(f"{where}: unterminated {quote} quote")
-        rest = raw[end + 1 :].strip()
-        if rest and not rest.startswith("#"):
-            raise ConfigError(f"{where}: unexpected text after the closing quote: {rest!r}")
-        body = raw[1:end]
-        if quote == "'":
-            return body
-        return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
-    value = re.split(r"\s+#", raw, maxsplit=1)[0]
-    return value.strip()
-
-
-def _closing_quote(raw: str, quote: str) -> int:
-    i = 1
-    while i < len(raw):
-        if raw[i] == "\\" and quote == '"':
-            i += 2
-            continue
-        if raw[i] == quote:
-            return i
-        i += 1
-    return -1
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.string.strip().partition("\n")[0]
+            raise ConfigError(f"{path}:{binding.original.line}: cannot parse {line!r}")
+    values = DotEnv(None, stream=io.StringIO(text), interpolate=True, override=False).dict()
+    return {key: value for key, value in values.items() if value is not None}

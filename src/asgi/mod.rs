@@ -1,9 +1,12 @@
 //! The ASGI bridge: requests from the I/O threads run as tasks on the worker's asyncio
-//! event loop (uvloop when installed), which runs in its own Python thread.
+//! event loop. With one runtime thread and `--loop auto` or `asyncio` (the defaults) the
+//! loop's selector turns the runtime on the same thread (see `driven.rs`); otherwise the
+//! loop (uvloop when installed) runs in its own Python thread.
 //!
 //! The I/O threads never take the GIL to talk to the loop. They push [`Event`]s onto a
-//! queue and, only when the queue was idle, write to an eventfd the loop watches
-//! (`loop.add_reader`); the loop drains everything queued in one go. Awaitables that
+//! queue and, only when the queue was idle, wake the loop (an eventfd it watches with
+//! `loop.add_reader`, or in one-thread mode a notification that ends the runtime's
+//! turn); the loop drains everything queued in one go. Awaitables that
 //! can complete at once (a buffered body, room in the response channel) are returned
 //! already complete ([`ready::Ready`]), so the common request costs one loop wake-up.
 
