@@ -193,7 +193,7 @@ impl Driver {
             let queued = bridge.as_ref().is_some_and(|b| b.has_work());
             let ready = py.detach(|| wait_readable(fd, if queued { Some(0.0) } else { timeout }));
             if let (Some(b), true) = (&bridge, queued) {
-                b.drain(py);
+                b.drain(py)?;
             }
             return Ok(if ready { LOOP_FDS } else { 0 });
         };
@@ -283,7 +283,7 @@ impl Driver {
         }
         drop(guard);
         if let (Some(b), true) = (&bridge, queued) {
-            b.drain(py);
+            b.drain(py)?;
         }
         Ok(flags)
     }

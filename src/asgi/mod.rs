@@ -218,7 +218,11 @@ impl Bridge {
         }
     }
 
-    fn drain(self: &Arc<Self>, py: Python<'_>) {
+    /// Start and resume what the runtime queued. An application that raised
+    /// `SystemExit` or `KeyboardInterrupt` while its task started (tasks start eagerly
+    /// on Python 3.12+) makes this return that exception once the batch is done, so it
+    /// ends the loop as it would from a task step.
+    fn drain(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         if let Wake::Eventfd(efd) = &self.wake {
             let mut buf: u64 = 0;
             // SAFETY: reading 8 bytes into a live u64 from our own nonblocking eventfd.
@@ -230,9 +234,10 @@ impl Bridge {
         // this batch or sees the flag clear and wakes us again.
         self.wake_pending.store(false, Ordering::Release);
         let events = std::mem::take(&mut *self.queue.lock());
+        let mut fatal = None;
         for ev in events {
             match ev {
-                Event::Request(req) => self.start(py, *req),
+                Event::Request(req) => self.start(py, *req, &mut fatal),
                 Event::Body {
                     shared,
                     fut,
@@ -241,12 +246,13 @@ impl Bridge {
                 } => http::body_read(py, self, &shared, fut, body, read),
                 Event::Resolve { fut, outcome } => http::resolve(py, fut.bind(py), outcome),
                 Event::WsDeliver { shared, fut } => ws::deliver_to_waiter(py, &shared, fut),
-                Event::WsOpen(sock) => self.start_socket(py, *sock),
+                Event::WsOpen(sock) => self.start_socket(py, *sock, &mut fatal),
             }
         }
+        fatal.map_or(Ok(()), Err)
     }
 
-    fn start(self: &Arc<Self>, py: Python<'_>, req: NewRequest) {
+    fn start(self: &Arc<Self>, py: Python<'_>, req: NewRequest, fatal: &mut Option<PyErr>) {
         let NewRequest {
             shared,
             parts,
@@ -267,18 +273,23 @@ impl Bridge {
             self.spawn(py, coro)?;
             Ok(())
         })();
-        if let Err(e) = result {
-            log_with(
-                py,
-                log::ERROR,
-                "could not start the ASGI request task",
-                Some(&e),
-            );
-            shared.fail_to_start(self, StatusCode::INTERNAL_SERVER_ERROR);
+        match result {
+            Ok(()) => {}
+            // `run_http` saw it and finished the request; the loop must end.
+            Err(e) if is_fatal(py, &e) => *fatal = fatal.take().or(Some(e)),
+            Err(e) => {
+                log_with(
+                    py,
+                    log::ERROR,
+                    "could not start the ASGI request task",
+                    Some(&e),
+                );
+                shared.fail_to_start(self, StatusCode::INTERNAL_SERVER_ERROR);
+            }
         }
     }
 
-    fn start_socket(self: &Arc<Self>, py: Python<'_>, sock: NewSocket) {
+    fn start_socket(self: &Arc<Self>, py: Python<'_>, sock: NewSocket, fatal: &mut Option<PyErr>) {
         let NewSocket {
             shared,
             parts,
@@ -309,13 +320,15 @@ impl Bridge {
             self.spawn(py, coro)?;
             Ok(())
         })();
-        if let Err(e) = result {
-            log_with(
+        match result {
+            Ok(()) => {}
+            Err(e) if is_fatal(py, &e) => *fatal = fatal.take().or(Some(e)),
+            Err(e) => log_with(
                 py,
                 log::ERROR,
                 "could not start the ASGI websocket task",
                 Some(&e),
-            );
+            ),
         }
     }
 
@@ -335,6 +348,12 @@ impl Bridge {
     }
 }
 
+/// `SystemExit`, `KeyboardInterrupt`: a `BaseException` that is not an `Exception`, which
+/// asyncio lets end the loop.
+fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
+    !e.is_instance_of::<pyo3::exceptions::PyException>(py)
+}
+
 /// The loop's reader callback: drains the bridge.
 #[pyclass(module = "gristmill._core", frozen)]
 pub struct Drainer {
@@ -343,8 +362,8 @@ pub struct Drainer {
 
 #[pymethods]
 impl Drainer {
-    fn __call__(&self, py: Python<'_>) {
-        self.bridge.drain(py);
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        self.bridge.drain(py)
     }
 }
 
@@ -401,6 +420,12 @@ impl Asgi {
         let (new_task, task_kw) = if lp.call_method0("get_task_factory")?.is_none() {
             let kw = PyDict::new(py);
             kw.set_item("loop", lp)?;
+            if py.version_info() >= (3, 12) {
+                // The task's first step runs at once, in the drain, not in a later
+                // iteration of the loop: a request that needs no I/O completes without
+                // being scheduled at all (`bench/RESULTS.md`, "eager task start").
+                kw.set_item("eager_start", true)?;
+            }
             (py.import("asyncio")?.getattr("Task")?, Some(kw.unbind()))
         } else {
             (lp.getattr("create_task")?, None)
