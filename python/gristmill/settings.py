@@ -489,6 +489,15 @@ class Settings:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def tls(self) -> Settings | None:
+        """These settings when they serve TLS (``ssl_certfile`` given), else ``None``.
+
+        The Rust core reads the ``ssl_*`` settings through it as one optional group
+        (``config.rs``: ``Option<TlsSettings>``); :func:`validate` has checked that they
+        are complete."""
+        return self if self.ssl_certfile else None
+
 
 @dataclass(frozen=True)
 class SettingInfo:
@@ -601,8 +610,16 @@ def _coerce(info: SettingInfo, value: Any, source: str) -> Any:
     return value
 
 
+# Seconds settings become a Rust `Duration`, which holds less than 2**64 seconds; the
+# comparisons also refuse NaN.
+_MAX_SECONDS = 2.0**64
+
+
 def validate(s: Settings) -> Settings:
-    """Cross-field and range checks; raises :class:`ConfigError`."""
+    """Cross-field and range checks; raises :class:`ConfigError`.
+
+    The only place settings are checked: the Rust core takes the result as it is
+    (``src/config.rs``)."""
     for name in (
         "workers",
         "threads",
@@ -610,6 +627,7 @@ def validate(s: Settings) -> Settings:
         "max_connections",
         "max_headers",
         "backlog",
+        "ws_max_size",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
@@ -622,9 +640,10 @@ def validate(s: Settings) -> Settings:
         "keepalive_timeout",
         "graceful_timeout",
         "ws_send_timeout",
+        "http2_keep_alive_timeout",
     ):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive")
+        if not 0 < getattr(s, name) < _MAX_SECONDS:
+            raise ConfigError(f"{name} must be a positive number of seconds")
     if s.max_body_size < 0:
         raise ConfigError("max_body_size must be 0 (no limit) or positive")
     if s.max_header_size < 1024:
@@ -661,10 +680,10 @@ def _validate_http2(s: Settings) -> None:
             raise ConfigError(f"{name} must be between 65535 and 2147483647")
     if not 16384 <= s.http2_max_frame_size <= 16777215:
         raise ConfigError("http2_max_frame_size must be between 16384 and 16777215")
-    if s.http2_keep_alive_interval < 0:
-        raise ConfigError("http2_keep_alive_interval must be 0 (off) or positive")
-    if s.http2_keep_alive_timeout <= 0:
-        raise ConfigError("http2_keep_alive_timeout must be positive")
+    if not 0 <= s.http2_keep_alive_interval < _MAX_SECONDS:
+        raise ConfigError(
+            "http2_keep_alive_interval must be 0 (off) or a positive number of seconds"
+        )
 
 
 def _validate_tls(s: Settings) -> None:
