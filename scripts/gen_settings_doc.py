@@ -65,9 +65,23 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+# A word whose closing period does not end a sentence ("e.g. `660` so that …").
+ABBREVIATION = re.compile(r"(?<![\w.])(e\.g|i\.e|cf|vs)\.$", re.IGNORECASE)
+
+
 def first_sentence(text: str) -> str:
-    m = re.match(r"(.+?\.)(\s|$)", text)
-    return m.group(1) if m else text
+    """The text up to the first full stop that ends a sentence: followed by a space or the
+    end, not closing an abbreviation such as "e.g.", and outside parentheses."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(depth - 1, 0)
+        elif ch == "." and depth == 0 and text[i + 1 : i + 2] in ("", " ", "\n"):
+            if not ABBREVIATION.search(text[: i + 1]):
+                return text[: i + 1]
+    return text
 
 
 def render_readme_table() -> str:

@@ -25,7 +25,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::access_log::AccessFormat;
-use crate::config::{Config, Interface, RawSettings, RawTls};
+use crate::config::{Config, HttpMode, Interface, TlsSettings};
 use crate::server::Stop;
 
 #[global_allocator]
@@ -57,10 +57,7 @@ fn serve(
     context: Option<Py<PyAny>>,
     driver: Option<Py<asgi::Driver>>,
 ) -> PyResult<()> {
-    let config = Arc::new(Config::try_from((
-        settings.extract::<RawSettings>()?,
-        settings.extract::<RawTls>()?,
-    ))?);
+    let config = Arc::new(settings.extract::<Config>()?);
     log::init(py)?;
     let access = if config.access_log {
         let format =
@@ -235,9 +232,14 @@ fn serve(
 /// message naming the file and the problem. The supervisor calls it before forking.
 #[pyfunction]
 fn check_tls(settings: &Bound<'_, PyAny>) -> PyResult<()> {
-    let raw = settings.extract::<RawTls>()?;
-    if let Some(t) = raw.tls()? {
-        tls::check(&t, raw.http)?;
+    let tls: Option<TlsSettings> = settings
+        .getattr(pyo3::intern!(settings.py(), "tls"))?
+        .extract()?;
+    if let Some(t) = tls {
+        let http: HttpMode = settings
+            .getattr(pyo3::intern!(settings.py(), "http"))?
+            .extract()?;
+        tls::check(&t, http)?;
     }
     Ok(())
 }

@@ -214,17 +214,16 @@ impl Builders {
             .max_headers(config.max_headers)
             .keep_alive(true)
             .half_close(false);
-        let c = &config.http2;
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
-            .max_concurrent_streams(c.max_concurrent_streams)
-            .initial_stream_window_size(c.initial_stream_window_size)
-            .initial_connection_window_size(c.initial_connection_window_size)
-            .adaptive_window(c.adaptive_window)
-            .max_frame_size(c.max_frame_size)
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
+            .initial_stream_window_size(config.http2_initial_stream_window_size)
+            .initial_connection_window_size(config.http2_initial_connection_window_size)
+            .adaptive_window(config.http2_adaptive_window)
+            .max_frame_size(config.http2_max_frame_size)
             .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
-            .keep_alive_interval(c.keep_alive_interval)
-            .keep_alive_timeout(c.keep_alive_timeout)
+            .keep_alive_interval(config.http2_keep_alive_interval)
+            .keep_alive_timeout(config.http2_keep_alive_timeout)
             // Rapid reset (CVE-2023-44487): streams the client opens and resets before
             // the application has taken them. hyper sets no limit of its own here and
             // `h2` then defaults to 20; we say it explicitly so an upgrade that changes

@@ -42,6 +42,36 @@ def test_every_setting_documents_its_default():
         assert re.search(r"Default is .+\.$", info.help), (info.name, info.help)
 
 
+@pytest.mark.parametrize(
+    ("value", "metavar", "words"),
+    [
+        (None, None, "none"),
+        ([], None, "none"),
+        (True, None, "on"),
+        (False, None, "off"),
+        ("", None, "empty"),
+        ("auto", None, "`auto`"),
+        (20.0, "SECONDS", "20 seconds"),
+        (1.0, "SECONDS", "1 second"),
+        (2.5, "SECONDS", "2.5 seconds"),
+        (2048, None, "2048"),
+        (65536, "BYTES", "65536 (64 KiB)"),
+        (16 * 1024 * 1024, "BYTES", "16777216 (16 MiB)"),
+        (1 << 30, "BYTES", "1073741824 (1 GiB)"),
+        (1000, "BYTES", "1000"),
+    ],
+)
+def test_describe_default(value, metavar, words):
+    assert settings_mod.describe_default(value, metavar) == words
+
+
+def test_default_is_stated_once():
+    # `_setting` appends "Default is X." from the value; a help text that states it too
+    # would say it twice (and could drift from the value).
+    for info in settings_mod.schema():
+        assert info.help.count("Default is") == (0 if info.positional else 1), info.name
+
+
 def test_defaults():
     s = from_sources()
     assert (s.host, s.port, s.workers, s.threads) == ("127.0.0.1", 8000, 1, 1)
@@ -151,6 +181,10 @@ def test_missing_config_file(tmp_path):
         ({"port": 70000}, "port"),
         ({"keepalive_timeout": 0.0}, "keepalive_timeout"),
         ({"ws_send_timeout": 0.0}, "ws_send_timeout"),
+        ({"keepalive_timeout": float("nan")}, "keepalive_timeout"),
+        ({"graceful_timeout": float("inf")}, "graceful_timeout"),
+        ({"http2_keep_alive_interval": float("nan")}, "http2_keep_alive_interval"),
+        ({"ws_max_size": 0}, "ws_max_size"),
         ({"max_body_size": -1}, "max_body"),
         ({"max_header_size": 100}, "max_header_size"),
         ({"root_path": "app"}, "root_path"),

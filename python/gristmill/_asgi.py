@@ -134,22 +134,21 @@ class DrivenSelector(selectors.EpollSelector):
     instance, which the runtime watches; they are polled only when it signalled.
     """
 
-    # Flags of Driver.turn().
-    LOOP_FDS = 1
-    ENDED = 2
-
     def __init__(self, driver: Any) -> None:
         super().__init__()
         self._driver = driver
+        # The flags of Driver.turn(), defined by the core.
+        self._loop_fds: int = driver.LOOP_FDS
+        self._ended: int = driver.ENDED
         self._again = False
         self.on_ended: Callable[[], None] | None = None
         driver.watch(self.fileno())
 
     def select(self, timeout: float | None = None) -> list:  # type: ignore[override]
         flags = self._driver.turn(0 if self._again else timeout)
-        if flags & self.ENDED and self.on_ended is not None:
+        if flags & self._ended and self.on_ended is not None:
             self.on_ended()
-        if flags & self.LOOP_FDS or self._again:
+        if flags & self._loop_fds or self._again:
             ready = super().select(0)
             # Level-triggered: what is still ready after its callback ran is seen by
             # the next poll, which the runtime's signal may not announce again.

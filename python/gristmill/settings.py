@@ -39,8 +39,18 @@ def _setting(
     positional: bool = False,
     metavar: str | None = None,
     negatable: bool = False,
+    default_text: str | None = None,
 ) -> Any:
-    """Declare one setting; see :class:`SettingInfo` for the meaning of each part."""
+    """Declare one setting; see :class:`SettingInfo` for the meaning of each part.
+
+    ``help`` says what the setting does; the closing "Default is X." is added here from
+    ``default`` (see :func:`describe_default`), or from ``default_text`` for the few
+    defaults that need words ("the current directory"). A positional argument has no
+    default to state.
+    """
+    if not positional:
+        words = default_text or describe_default(default, metavar)
+        help = f"{help} Default is {words}."
     meta = {
         "help": help,
         "flag": flag,
@@ -54,6 +64,28 @@ def _setting(
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_SIZE_UNITS = (("GiB", GIB), ("MiB", MIB), ("KiB", KIB))
+
+
+def describe_default(value: Any, metavar: str | None = None) -> str:
+    """A default value in the words of the help text: ``none``, ``on``/``off``, ``empty``,
+    `` `text` ``, ``20 seconds`` (a float is a number of seconds), ``65536 (64 KiB)``
+    (a ``BYTES`` setting) or the number itself."""
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return f"`{value}`" if value else "empty"
+    if isinstance(value, float):
+        return f"{value:g} second" + ("" if value == 1 else "s")
+    if metavar == "BYTES":
+        for unit, size in _SIZE_UNITS:
+            if value >= size and value % size == 0:
+                return f"{value} ({value // size} {unit})"
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -73,37 +105,35 @@ class Settings:
     app_args: list[str] = _setting(
         [],
         "An argument passed to the application as `sys.argv[1:]` (repeatable); everything "
-        "after `--` on the command line is appended too. Default is none: the application "
-        "sees `sys.argv == [TARGET]`.",
+        "after `--` on the command line is appended too.",
+        default_text="none: the application sees `sys.argv == [TARGET]`",
         flag="--app-arg",
         group="Application",
         metavar="ARG",
     )
     factory: bool = _setting(
         False,
-        "Treat the target as a factory: call it with no arguments and serve what it "
-        "returns. Default is off.",
+        "Treat the target as a factory: call it with no arguments and serve what it returns.",
         group="Application",
     )
     interface: str = _setting(
         "auto",
         "The application interface. `auto` inspects the callable: a coroutine "
-        "function `(scope, receive, send)` is ASGI, anything else WSGI. Default is `auto`.",
+        "function `(scope, receive, send)` is ASGI, anything else WSGI.",
         choices=("auto", "wsgi", "asgi"),
         group="Application",
     )
     working_dir: str | None = _setting(
         None,
-        "Change to this directory before loading the application, and put it first "
-        "on `sys.path`. Default is the current directory.",
+        "Change to this directory before loading the application, and put it first on `sys.path`.",
+        default_text="the current directory",
         group="Application",
         metavar="DIR",
     )
     env_file: list[str] = _setting(
         [],
         "Load environment variables from this dotenv file before loading the "
-        "application (repeatable; later files win; variables already set are kept). "
-        "Default is none.",
+        "application (repeatable; later files win; variables already set are kept).",
         group="Application",
         metavar="FILE",
     )
@@ -112,7 +142,7 @@ class Settings:
         "The path prefix the application is mounted at behind a proxy: it becomes "
         "`SCRIPT_NAME` (WSGI) or `root_path` (ASGI). WSGI: it is split off `PATH_INFO` "
         "when the request path starts with it. ASGI: `path` is the full path, so it is "
-        "prepended when a proxy stripped it. Default is empty.",
+        "prepended when a proxy stripped it.",
         group="Application",
         metavar="PATH",
     )
@@ -125,7 +155,7 @@ class Settings:
         "Rust runtime, so one thread serves the sockets and the application; with more, "
         "uvloop when installed (else asyncio) in a thread of its own. `asyncio`: the same "
         "without uvloop. `uvloop` (must be installed): uvloop in its own thread beside the "
-        "runtime's, always (libuv cannot share its thread). Default is `auto`.",
+        "runtime's, always (libuv cannot share its thread).",
         choices=("auto", "asyncio", "uvloop"),
         group="ASGI",
     )
@@ -133,23 +163,21 @@ class Settings:
         "auto",
         "ASGI lifespan events: `on` runs startup/shutdown and stops the worker if the "
         "application does not support them; `off` never sends them; `auto` sends them and "
-        "carries on without when the application raises on the lifespan scope. "
-        "Default is `auto`.",
+        "carries on without when the application raises on the lifespan scope.",
         choices=("auto", "on", "off"),
         group="ASGI",
     )
     ws: bool = _setting(
         True,
         "Serve WebSocket upgrade requests to ASGI applications (`websocket` scope). With "
-        "`--no-ws` they reach the application as plain HTTP requests. Default is on.",
+        "`--no-ws` they reach the application as plain HTTP requests.",
         group="ASGI",
         negatable=True,
     )
     ws_max_size: int = _setting(
         16 * MIB,
         "Maximum size in bytes of one incoming WebSocket message (after reassembling "
-        "fragments); a larger one closes the connection with code 1009. "
-        "Default is 16777216 (16 MiB).",
+        "fragments); a larger one closes the connection with code 1009.",
         group="ASGI",
         metavar="BYTES",
     )
@@ -158,30 +186,26 @@ class Settings:
         "Seconds a WebSocket message (or close frame) may take to be written to the "
         "client; a client that stops reading for longer has its connection closed "
         "without a close handshake, and the application gets `websocket.disconnect` "
-        "with code 1006. Default is 20 seconds.",
+        "with code 1006.",
         group="ASGI",
         metavar="SECONDS",
     )
 
     # --- Binding and processes -------------------------------------------------------
-    host: str = _setting(
-        "127.0.0.1", "The address to bind. Default is `127.0.0.1`.", group="Binding", metavar="ADDR"
-    )
-    port: int = _setting(
-        8000, "The TCP port to bind; 0 picks a free one. Default is 8000.", group="Binding"
-    )
+    host: str = _setting("127.0.0.1", "The address to bind.", group="Binding", metavar="ADDR")
+    port: int = _setting(8000, "The TCP port to bind; 0 picks a free one.", group="Binding")
     uds: str | None = _setting(
         None,
         "Bind this Unix domain socket path instead of a TCP address; a stale socket "
-        "file is removed first. Default is none.",
+        "file is removed first.",
         group="Binding",
         metavar="PATH",
     )
     uds_permissions: str | None = _setting(
         None,
         "The file mode of Unix sockets gristmill creates, in octal (e.g. `660` so that "
-        "only the owner and the group, say the proxy's, can connect). Default is none: "
-        "the mode the umask gives.",
+        "only the owner and the group, say the proxy's, can connect).",
+        default_text="none: the mode the umask gives",
         group="Binding",
         metavar="MODE",
     )
@@ -189,7 +213,7 @@ class Settings:
         [],
         "An address to listen on (repeatable; all are served at once): `HOST:PORT`, "
         "`[IPV6]:PORT`, `unix:PATH` or `fd://N`. When given, `--host`, `--port` and "
-        "`--uds` are not used. Default is none.",
+        "`--uds` are not used.",
         group="Binding",
         metavar="ADDR",
     )
@@ -197,31 +221,28 @@ class Settings:
         None,
         "Serve the listening socket inherited as file descriptor N (TCP or Unix) from "
         "the process that started gristmill, instead of binding one. (Sockets from systemd "
-        "socket activation, `LISTEN_FDS`, are found without a setting.) Default is none.",
+        "socket activation, `LISTEN_FDS`, are found without a setting.)",
         group="Binding",
     )
     reuse_port: bool = _setting(
         False,
         "Let each worker bind its own socket for each TCP address with `SO_REUSEPORT`, "
         "so the kernel spreads connections over the workers instead of the workers "
-        "competing for one accept queue. Default is off.",
+        "competing for one accept queue.",
         group="Binding",
     )
     backlog: int = _setting(
         2048,
-        "The listen backlog: connections the kernel queues "
-        "before they are accepted. Default is 2048.",
+        "The listen backlog: connections the kernel queues before they are accepted.",
         group="Binding",
     )
-    workers: int = _setting(
-        1, "The number of worker processes. Default is 1.", short="-w", group="Processes"
-    )
+    workers: int = _setting(1, "The number of worker processes.", short="-w", group="Processes")
     threads: int = _setting(
         1,
         "Python threads per worker that call a WSGI application; `wsgi.multithread` "
         "is true when above 1. With 1 (and one runtime thread) the application runs "
         "inline on the I/O thread; above 1, on a pool beside it (see "
-        "docs/server-behavior.md). Default is 1.",
+        "docs/server-behavior.md).",
         group="Processes",
     )
     busy_poll: int = _setting(
@@ -230,25 +251,25 @@ class Settings:
         "thread; ASGI with `--loop auto` or `asyncio` and one runtime thread) keeps "
         "polling its sockets after a request before it sleeps: a request arriving within "
         "that time is served without the wake-up latency of an idle core. Costs CPU only "
-        "right after activity; 0 turns it off. Default is 50.",
+        "right after activity; 0 turns it off.",
         group="Processes",
         metavar="MICROSECONDS",
     )
     runtime_threads: int = _setting(
         1,
-        "Tokio I/O threads per worker (accepting, parsing, sending). Default is 1.",
+        "Tokio I/O threads per worker (accepting, parsing, sending).",
         group="Processes",
     )
     pid_file: str | None = _setting(
         None,
-        "Write the supervisor's process id to this file, removed on exit. Default is none.",
+        "Write the supervisor's process id to this file, removed on exit.",
         group="Processes",
         metavar="FILE",
     )
     graceful_timeout: float = _setting(
         30.0,
         "Seconds a stopping worker has to finish in-flight requests after SIGTERM "
-        "before it is killed. Default is 30 seconds.",
+        "before it is killed.",
         group="Processes",
         metavar="SECONDS",
     )
@@ -258,7 +279,7 @@ class Settings:
         10.0,
         "Seconds a client has to send a complete request head, counted from the "
         "connection's start or from the end of the previous response; then the "
-        "connection is closed (slowloris protection). Default is 10 seconds.",
+        "connection is closed (slowloris protection).",
         group="HTTP",
         metavar="SECONDS",
     )
@@ -269,7 +290,7 @@ class Settings:
         "application lets it propagate, the client gets 408. Both interfaces: a small "
         "body (up to 64 KiB with `Content-Length`, read before the application runs) "
         "that stalls gets 408 without the application. An ASGI application reading a "
-        "larger body is not held by it (`receive()` just waits). Default is 60 seconds.",
+        "larger body is not held by it (`receive()` just waits).",
         group="HTTP",
         metavar="SECONDS",
     )
@@ -279,46 +300,42 @@ class Settings:
         "response (its receive window full); then the connection is closed, and a WSGI "
         "application streaming to it gets its iterable closed and its thread back. A "
         "streamed response whose HTTP/2 stream window stays shut that long is ended the "
-        "same way (the stream is reset). Default is 60 seconds.",
+        "same way (the stream is reset).",
         group="HTTP",
         metavar="SECONDS",
     )
     keepalive_timeout: float = _setting(
         5.0,
-        "Seconds an idle keep-alive connection is kept open waiting for the next "
-        "request. Default is 5 seconds.",
+        "Seconds an idle keep-alive connection is kept open waiting for the next request.",
         group="HTTP",
         metavar="SECONDS",
     )
     max_header_size: int = _setting(
         64 * KIB,
-        "Maximum size in bytes of a request head (request line and headers); "
-        "larger gets 431. Default is 65536 (64 KiB).",
+        "Maximum size in bytes of a request head (request line and headers); larger gets 431.",
         group="HTTP",
         metavar="BYTES",
     )
     max_headers: int = _setting(
-        100, "Maximum number of request headers; more gets 431. Default is 100.", group="HTTP"
+        100, "Maximum number of request headers; more gets 431.", group="HTTP"
     )
     max_body_size: int = _setting(
         GIB,
         "Maximum request body size in bytes; a larger declared Content-Length gets "
         "413 before the application runs, and a chunked body that grows past it makes "
-        "`wsgi.input` raise (413 if the response has not started). 0 means no limit. "
-        "Default is 1073741824 (1 GiB).",
+        "`wsgi.input` raise (413 if the response has not started). 0 means no limit.",
         group="HTTP",
         metavar="BYTES",
     )
     max_connections: int = _setting(
         1024,
         "Maximum concurrent connections per worker. At the limit the worker stops "
-        "accepting and closes idle keep-alive connections to make room. "
-        "Default is 1024.",
+        "accepting and closes idle keep-alive connections to make room.",
         group="HTTP",
     )
     server_header: bool = _setting(
         True,
-        "Send `Server: gristmill` when the application sets no Server header. Default is on.",
+        "Send `Server: gristmill` when the application sets no Server header.",
         group="HTTP",
         negatable=True,
     )
@@ -328,56 +345,54 @@ class Settings:
         "auto",
         "The HTTP versions served. `auto`: HTTP/1.1, and HTTP/2 when TLS ALPN chooses `h2` "
         "or, in cleartext, when the client starts with the HTTP/2 preface (prior "
-        "knowledge, h2c). `1`: HTTP/1.1 only. `2`: HTTP/2 only. Default is `auto`.",
+        "knowledge, h2c). `1`: HTTP/1.1 only. `2`: HTTP/2 only.",
         choices=("auto", "1", "2"),
         group="HTTP/2",
     )
     http2_max_concurrent_streams: int = _setting(
         200,
         "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: requests one connection may have in "
-        "flight at once. Default is 200.",
+        "flight at once.",
         group="HTTP/2",
     )
     http2_initial_stream_window_size: int = _setting(
         MIB,
         "HTTP/2 initial flow-control window of each stream, in bytes: how much of a "
-        "request body the client may send before the application reads it. "
-        "Default is 1048576 (1 MiB).",
+        "request body the client may send before the application reads it.",
         group="HTTP/2",
         metavar="BYTES",
     )
     http2_initial_connection_window_size: int = _setting(
         MIB,
-        "HTTP/2 initial flow-control window of the whole connection, in bytes. "
-        "Default is 1048576 (1 MiB).",
+        "HTTP/2 initial flow-control window of the whole connection, in bytes.",
         group="HTTP/2",
         metavar="BYTES",
     )
     http2_adaptive_window: bool = _setting(
         False,
         "Grow the HTTP/2 flow-control windows with the measured bandwidth-delay product "
-        "(overrides the initial window sizes). Default is off.",
+        "(overrides the initial window sizes).",
         group="HTTP/2",
         negatable=True,
     )
     http2_max_frame_size: int = _setting(
         16 * KIB,
         "HTTP/2 SETTINGS_MAX_FRAME_SIZE: the largest frame payload the server accepts, "
-        "16384 to 16777215 bytes. Default is 16384 (16 KiB).",
+        "16384 to 16777215 bytes.",
         group="HTTP/2",
         metavar="BYTES",
     )
     http2_keep_alive_interval: float = _setting(
         0.0,
         "Seconds between HTTP/2 PING frames sent to check that the client is still there; "
-        "0 sends none. Default is 0 (off).",
+        "0 sends none.",
+        default_text="0 (off)",
         group="HTTP/2",
         metavar="SECONDS",
     )
     http2_keep_alive_timeout: float = _setting(
         20.0,
-        "Seconds to wait for the answer to a keep-alive PING before closing the "
-        "connection. Default is 20 seconds.",
+        "Seconds to wait for the answer to a keep-alive PING before closing the connection.",
         group="HTTP/2",
         metavar="SECONDS",
     )
@@ -386,14 +401,15 @@ class Settings:
     ssl_certfile: str | None = _setting(
         None,
         "Serve HTTPS with this PEM certificate file: the server certificate first, then "
-        "any intermediates (the chain). Needs `--ssl-keyfile`. Default is none (cleartext).",
+        "any intermediates (the chain). Needs `--ssl-keyfile`.",
+        default_text="none (cleartext)",
         group="TLS",
         metavar="FILE",
     )
     ssl_keyfile: str | None = _setting(
         None,
         "The PEM private key of the certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or "
-        "encrypted PKCS#8 with `--ssl-keyfile-password`. Default is none.",
+        "encrypted PKCS#8 with `--ssl-keyfile-password`.",
         group="TLS",
         metavar="FILE",
     )
@@ -401,20 +417,20 @@ class Settings:
         None,
         "The password of an encrypted `--ssl-keyfile` (prefer the "
         "GRISTMILL_SSL_KEYFILE_PASSWORD variable or the config file: a command line is "
-        "visible to other users). Default is none.",
+        "visible to other users).",
         group="TLS",
         metavar="PASSWORD",
     )
     ssl_min_version: str = _setting(
         "1.2",
-        "The lowest TLS version accepted. Default is `1.2`.",
+        "The lowest TLS version accepted.",
         choices=("1.2", "1.3"),
         group="TLS",
     )
     ssl_ca_certs: str | None = _setting(
         None,
         "A PEM file of the CA certificates that sign client certificates, for "
-        "`--ssl-client-verify`. Default is none.",
+        "`--ssl-client-verify`.",
         group="TLS",
         metavar="FILE",
     )
@@ -423,7 +439,7 @@ class Settings:
         "Client certificates (mutual TLS): `none` asks for none; `optional` asks, and "
         "verifies one if presented; `required` refuses clients without a valid one. "
         "Verified certificates reach the application (`SSL_CLIENT_CERT`, "
-        "`SSL_CLIENT_S_DN`, `SSL_CLIENT_VERIFY`). Default is `none`.",
+        "`SSL_CLIENT_S_DN`, `SSL_CLIENT_VERIFY`).",
         choices=("none", "optional", "required"),
         group="TLS",
     )
@@ -431,21 +447,20 @@ class Settings:
     # --- Logging ---------------------------------------------------------------------
     log_level: str = _setting(
         "info",
-        "The level of the `gristmill.error` logger. Default is `info`.",
+        "The level of the `gristmill.error` logger.",
         choices=("critical", "error", "warning", "info", "debug"),
         group="Logging",
     )
     log_config: str | None = _setting(
         None,
         "A logging configuration file (JSON, YAML with PyYAML installed, or TOML) "
-        "applied with `logging.config.dictConfig` instead of the default one. "
-        "Default is none.",
+        "applied with `logging.config.dictConfig` instead of the default one.",
         group="Logging",
         metavar="FILE",
     )
     access_log: bool = _setting(
         True,
-        "Log one line per request to the `gristmill.access` logger. Default is on.",
+        "Log one line per request to the `gristmill.access` logger.",
         group="Logging",
         negatable=True,
     )
@@ -455,8 +470,7 @@ class Settings:
         "`%(r)s` request line, `%(m)s` method, `%(U)s` path, `%(q)s` query, `%(H)s` "
         "protocol, `%(s)s` status, `%(b)s` response body bytes, `%(D)s` duration in "
         "microseconds, `%(M)s` in milliseconds, `%(T)s` in seconds, `%(p)s` worker pid "
-        "and `%({header}i)s` any request header. Default is "
-        f"`{DEFAULT_ACCESS_LOG_FORMAT}`.",
+        "and `%({header}i)s` any request header.",
         group="Logging",
         metavar="FORMAT",
     )
@@ -465,7 +479,7 @@ class Settings:
     config: str | None = _setting(
         None,
         "A TOML file of settings (keys are the setting names, `-` or `_`); the "
-        "command line and GRISTMILL_* variables override it. Default is none.",
+        "command line and GRISTMILL_* variables override it.",
         short="-c",
         group="Config",
         metavar="FILE",
@@ -474,6 +488,15 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def tls(self) -> Settings | None:
+        """These settings when they serve TLS (``ssl_certfile`` given), else ``None``.
+
+        The Rust core reads the ``ssl_*`` settings through it as one optional group
+        (``config.rs``: ``Option<TlsSettings>``); :func:`validate` has checked that they
+        are complete."""
+        return self if self.ssl_certfile else None
 
 
 @dataclass(frozen=True)
@@ -587,8 +610,16 @@ def _coerce(info: SettingInfo, value: Any, source: str) -> Any:
     return value
 
 
+# Seconds settings become a Rust `Duration`, which holds less than 2**64 seconds; the
+# comparisons also refuse NaN.
+_MAX_SECONDS = 2.0**64
+
+
 def validate(s: Settings) -> Settings:
-    """Cross-field and range checks; raises :class:`ConfigError`."""
+    """Cross-field and range checks; raises :class:`ConfigError`.
+
+    The only place settings are checked: the Rust core takes the result as it is
+    (``src/config.rs``)."""
     for name in (
         "workers",
         "threads",
@@ -596,6 +627,7 @@ def validate(s: Settings) -> Settings:
         "max_connections",
         "max_headers",
         "backlog",
+        "ws_max_size",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
@@ -608,9 +640,10 @@ def validate(s: Settings) -> Settings:
         "keepalive_timeout",
         "graceful_timeout",
         "ws_send_timeout",
+        "http2_keep_alive_timeout",
     ):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive")
+        if not 0 < getattr(s, name) < _MAX_SECONDS:
+            raise ConfigError(f"{name} must be a positive number of seconds")
     if s.max_body_size < 0:
         raise ConfigError("max_body_size must be 0 (no limit) or positive")
     if s.max_header_size < 1024:
@@ -647,10 +680,10 @@ def _validate_http2(s: Settings) -> None:
             raise ConfigError(f"{name} must be between 65535 and 2147483647")
     if not 16384 <= s.http2_max_frame_size <= 16777215:
         raise ConfigError("http2_max_frame_size must be between 16384 and 16777215")
-    if s.http2_keep_alive_interval < 0:
-        raise ConfigError("http2_keep_alive_interval must be 0 (off) or positive")
-    if s.http2_keep_alive_timeout <= 0:
-        raise ConfigError("http2_keep_alive_timeout must be positive")
+    if not 0 <= s.http2_keep_alive_interval < _MAX_SECONDS:
+        raise ConfigError(
+            "http2_keep_alive_interval must be 0 (off) or a positive number of seconds"
+        )
 
 
 def _validate_tls(s: Settings) -> None:

@@ -31,11 +31,6 @@ use tokio::task::JoinHandle;
 use super::Bridge;
 use crate::stop::Stop;
 
-/// [`Driver::turn`]'s answer: the loop's own descriptors may be ready (select them).
-const LOOP_FDS: u8 = 1;
-/// [`Driver::turn`]'s answer: the server stopped; the loop should stop too.
-const ENDED: u8 = 2;
-
 /// The runtime a one-thread ASGI worker turns from its event loop's selector.
 #[pyclass(module = "gristmill._core", frozen)]
 pub struct Driver {
@@ -79,7 +74,7 @@ impl Driver {
         st.busy_poll = busy_poll;
     }
 
-    /// How serving ended, once [`ENDED`] was reported (None before).
+    /// How serving ended, once [`Driver::ENDED`] was reported (None before).
     pub fn outcome(&self) -> Option<std::io::Result<Stop>> {
         self.state.lock().outcome.take()
     }
@@ -135,6 +130,15 @@ enum Woke {
 
 #[pymethods]
 impl Driver {
+    /// [`Driver::turn`]'s answer: the loop's own descriptors may be ready (select them).
+    /// Exported to Python as `Driver.LOOP_FDS`, so the flags are defined here only.
+    #[classattr]
+    const LOOP_FDS: u8 = 1;
+    /// [`Driver::turn`]'s answer: the server stopped; the loop should stop too
+    /// (`Driver.ENDED`).
+    #[classattr]
+    const ENDED: u8 = 2;
+
     #[new]
     fn new() -> PyResult<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -195,7 +199,7 @@ impl Driver {
             if let (Some(b), true) = (&bridge, queued) {
                 b.drain(py)?;
             }
-            return Ok(if ready { LOOP_FDS } else { 0 });
+            return Ok(if ready { Self::LOOP_FDS } else { 0 });
         };
         let Some(loop_fds) = st.loop_fds.as_ref() else {
             return Err(PyRuntimeError::new_err("Driver.watch() was not called"));
@@ -275,11 +279,11 @@ impl Driver {
         });
         let queued = bridge.as_ref().is_some_and(|b| b.has_work());
         st.active = sent || queued;
-        let mut flags = if fds { LOOP_FDS } else { 0 };
+        let mut flags = if fds { Self::LOOP_FDS } else { 0 };
         if let Woke::Ended(outcome) = woke {
             st.serving = None;
             st.outcome = Some(outcome);
-            flags |= ENDED;
+            flags |= Self::ENDED;
         }
         drop(guard);
         if let (Some(b), true) = (&bridge, queued) {
