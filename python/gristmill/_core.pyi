@@ -10,7 +10,7 @@ is ``wsgi.input``, ``StartResponse`` is ``start_response``, ``HttpProtocol`` and
 """
 
 from collections.abc import Awaitable, Callable
-from typing import IO, Any, NoReturn, final
+from typing import IO, Any, ClassVar, NoReturn, final
 
 from .settings import Settings
 
@@ -125,14 +125,19 @@ class Ready:
 class Driver:
     """The runtime a one-thread ASGI worker turns from its event loop's selector."""
 
+    LOOP_FDS: ClassVar[int]
+    """``turn()`` flag: select the loop's own descriptors."""
+    ENDED: ClassVar[int]
+    """``turn()`` flag: the server stopped (stop the loop)."""
+
     def __new__(cls) -> Driver: ...
     def watch(self, fd: int) -> None:
         """Watch the event loop's selector descriptor ``fd`` (an epoll instance)."""
 
     def turn(self, timeout: float | None = None) -> int:
         """Turn the runtime for up to ``timeout`` seconds (None: no limit, 0: one pass
-        that does not sleep), run the Python work it produced, and return a bit set: 1,
-        select the loop's descriptors; 2, the server stopped (stop the loop)."""
+        that does not sleep), run the Python work it produced, and return a bit set of
+        :attr:`LOOP_FDS` and :attr:`ENDED`."""
 
 @final
 class HttpProtocol:
