@@ -47,6 +47,8 @@ pub struct Config {
     pub access_log: bool,
     pub access_log_format: String,
     /// Serve WebSocket upgrades (ASGI).
+    /// Start ASGI tasks eagerly (Python 3.12+).
+    pub eager_tasks: bool,
     pub ws: bool,
     pub ws_max_size: usize,
     /// How long one WebSocket write may take before the connection is dropped.

@@ -167,6 +167,17 @@ class Settings:
         choices=("auto", "on", "off"),
         group="ASGI",
     )
+    eager_tasks: bool = _setting(
+        True,
+        "On Python 3.12 and later, start each request's and WebSocket's task eagerly "
+        "(`asyncio.Task(..., eager_start=True)`): it runs at once up to its first real "
+        "wait instead of in a later turn of the loop, so a request that needs no I/O "
+        "completes without being scheduled. `--no-eager-tasks` schedules them as "
+        "`loop.create_task` does; so does a loop with a task factory of its own. No "
+        "effect before 3.12.",
+        group="ASGI",
+        negatable=True,
+    )
     ws: bool = _setting(
         True,
         "Serve WebSocket upgrade requests to ASGI applications (`websocket` scope). With "

@@ -420,7 +420,7 @@ impl Asgi {
         let (new_task, task_kw) = if lp.call_method0("get_task_factory")?.is_none() {
             let kw = PyDict::new(py);
             kw.set_item("loop", lp)?;
-            if py.version_info() >= (3, 12) {
+            if config.eager_tasks && py.version_info() >= (3, 12) {
                 // The task's first step runs at once, in the drain, not in a later
                 // iteration of the loop: a request that needs no I/O completes without
                 // being scheduled at all (`bench/RESULTS.md`, "eager task start").
