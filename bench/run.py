@@ -94,6 +94,9 @@ class Server:
     twin_of: str | None = None
     # Access log on, as deployed: runs only the access-log test, next to its twin (log off).
     access_log: bool = False
+    # A configuration measured on purpose, not in every run: only `--servers NAME` starts
+    # it (naming the server it is a variant of does not).
+    opt_in: bool = False
     # Filled in at run time:
     port: int = 0
     proc: subprocess.Popen | None = None
@@ -183,6 +186,15 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
         ),
         Server("gristmill-asgi", "asgi", gristmill("asgi", "asgi_app:app"), h2=True, ws=True),
         Server("granian-asgi", "asgi", granian("asgi", "asgi_app:app", "1"), ws=True),
+        # The eager task start (Python 3.12+) off, to measure what it gains.
+        Server(
+            "gristmill-asgi-lazy",
+            "asgi",
+            gristmill("asgi", "asgi_app:app") + ["--no-eager-tasks"],
+            h2=True,
+            ws=True,
+            opt_in=True,
+        ),
         Server(
             "uvicorn",
             "asgi",
@@ -867,7 +879,11 @@ def select_servers(specs: list[Server], names: list[str] | None, tests: list[Tes
     Twins come along so that naming ``granian-wsgi`` also brings the ``--http 2`` Granian
     the h2 row is compared with; without it that row has no *vs Granian* ratio.
     """
-    chosen = [s for s in specs if not names or s.name in names or s.twin_of in names]
+    chosen = [
+        s
+        for s in specs
+        if (names and s.name in names) or (not s.opt_in and (not names or s.twin_of in names))
+    ]
     return [s for s in chosen if any(takes_part(s, t, chosen) for t in tests)]
 
 
