@@ -2,7 +2,9 @@
 //!
 //! A thread of its own (with a tiny current-thread runtime) waits for SIGTERM (drain,
 //! then stop), SIGQUIT (stop now) and for the supervisor to disappear (checked every
-//! second: an orphaned worker drains and stops). It publishes the decision on a watch
+//! second: an orphaned worker drains and stops). It also hears SIGUSR1, which the
+//! supervisor forwards after logrotate: the log files are reopened on a short-lived
+//! thread of its own, which waits for the GIL without holding up a stop. It publishes the decision on a watch
 //! channel the server reads. Because it does not depend on the serving thread, a stop
 //! is noticed even while that thread runs a long application call — which, in the
 //! inline WSGI mode, is also the thread that would otherwise read the signal.
@@ -19,6 +21,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use pyo3::prelude::*;
 
 use crate::log;
 
@@ -63,9 +67,14 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
                 Err(e) => return drop(installed_tx.send(Err(e))),
             };
             rt.block_on(async move {
-                let signals = signal(SignalKind::terminate())
-                    .and_then(|term| Ok((term, signal(SignalKind::quit())?)));
-                let (mut term, mut quit) = match signals {
+                let signals = signal(SignalKind::terminate()).and_then(|term| {
+                    Ok((
+                        term,
+                        signal(SignalKind::quit())?,
+                        signal(SignalKind::user_defined1())?,
+                    ))
+                });
+                let (mut term, mut quit, mut usr1) = match signals {
                     Ok(s) => {
                         let _ = installed_tx.send(Ok(()));
                         s
@@ -78,6 +87,7 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
                     tokio::select! {
                         _ = term.recv() => break Stop::Graceful,
                         _ = quit.recv() => break Stop::Immediate,
+                        _ = usr1.recv() => reopen_log_files(),
                         _ = orphan_check.tick() => {
                             if unsafe { libc::getppid() } != parent {
                                 log::log(log::WARNING, "supervisor went away; stopping");
@@ -111,6 +121,35 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
         decision: rx,
         finished,
     })
+}
+
+/// SIGUSR1: reopen the worker's log files (`gristmill.logging.reopen_files`).
+fn reopen_log_files() {
+    let _ = std::thread::Builder::new()
+        .name("gristmill-reopen".into())
+        .spawn(|| {
+            Python::attach(|py| {
+                let reopened = py
+                    .import("gristmill.logging")
+                    .and_then(|m| m.call_method0("reopen_files"))
+                    .and_then(|n| n.extract::<usize>());
+                match reopened {
+                    Ok(0) => {}
+                    Ok(n) => log::log_with(
+                        py,
+                        log::INFO,
+                        &format!(
+                            "Worker reopened {n} log file{}",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        None,
+                    ),
+                    Err(e) => {
+                        log::log_with(py, log::ERROR, "could not reopen the log files", Some(&e))
+                    }
+                }
+            })
+        });
 }
 
 /// End the process: an application call still holds the serving thread.

@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from _support import free_port, wait_until
+from _support import ASGI_MODES, free_port, wait_until
 from gristmill import logging as gm_logging
 
 APP = "http_app:application"
@@ -250,3 +250,65 @@ def test_access_lines_from_two_workers_are_whole_and_complete(server):
     pattern = re.compile(r'^127\.0\.0\.1 - "GET /line/(\d+) HTTP/1\.1" 200 5 \d+ms$')
     seen = sorted(int(m.group(1)) for m in map(pattern.match, lines) if m)
     assert seen == list(range(n)), [line for line in lines if not pattern.match(line)][:5]
+
+
+#: Every execution mode: SIGUSR1 reaches a worker's core the same way in each, but the
+#: thread that then takes the GIL competes with a different serving thread.
+REOPEN_MODES = {
+    "wsgi-inline": ([APP, "--threads", "1"], {}),
+    "wsgi-pool": ([APP, "--threads", "4"], {}),
+    "asgi-one-thread": (["asgi_http_app:app"], ASGI_MODES["one-thread"]),
+    "asgi-loop-thread": (["asgi_http_app:app"], ASGI_MODES["loop-thread"]),
+}
+
+
+@pytest.mark.parametrize("mode", list(REOPEN_MODES))
+def test_sigusr1_reopens_log_files_after_logrotate(server, tmp_path, mode):
+    """logrotate moves the file away and sends SIGUSR1 (its postrotate): the supervisor
+    and every worker reopen their log files, so new lines go to the new file and none
+    to the moved one, while the server keeps serving."""
+    args, env = REOPEN_MODES[mode]
+    logfile = tmp_path / "gristmill.log"
+    config = {
+        "version": 1,
+        "formatters": {"f": {"format": "%(process)d|%(name)s|%(message)s"}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(logfile), "formatter": "f"},
+            "err": {"class": "logging.StreamHandler", "formatter": "f"},
+        },
+        "loggers": {
+            "gristmill.error": {"level": "INFO", "handlers": ["file", "err"], "propagate": False},
+            "gristmill.access": {"level": "INFO", "handlers": ["file"], "propagate": False},
+        },
+    }
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(config))
+    srv = server(*args, "--workers", "2", "--log-config", str(path), env=env)
+    workers = srv.worker_pids()
+
+    def served(marker: str, text: str) -> set[int]:
+        return {
+            int(line.split("|")[0])
+            for line in text.splitlines()
+            if "gristmill.access" in line and marker in line
+        }
+
+    # Before the rotation: requests until both workers have logged one.
+    with httpx.Client(timeout=10) as client:
+
+        def hit(marker: str, file) -> bool:
+            client.get(f"{srv.url}/path?q={marker}", headers={"Connection": "close"})
+            return served(marker, file.read_text() if file.exists() else "") == workers
+
+        wait_until(lambda: hit("before", logfile), 20, message="both workers logged")
+        rotated = tmp_path / "gristmill.log.1"
+        logfile.rename(rotated)
+        mark = srv.mark()
+        srv.send_signal(signal.SIGUSR1)
+        srv.wait_for_line(r"\|Reopened 1 log file \(SIGUSR1\)", start=mark)
+        for pid in workers:
+            srv.wait_for_line(rf"^{pid}\|gristmill.error\|Worker reopened 1 log file", start=mark)
+        wait_until(lambda: hit("after", logfile), 20, message="both workers logged anew")
+    assert "q=after" not in rotated.read_text()
+    assert "Reopened 1 log file (SIGUSR1)" in logfile.read_text()
+    assert srv.worker_pids() == workers

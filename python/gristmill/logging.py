@@ -25,6 +25,7 @@ __all__ = [
     "configure",
     "default_config",
     "load_config_file",
+    "reopen_files",
     "wsgi_errors_stream",
 ]
 
@@ -129,6 +130,33 @@ def _load_toml(path: str) -> Any:
         import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def reopen_files() -> int:
+    """Reopen the file of every :class:`logging.FileHandler` (and subclass) in use, as
+    SIGUSR1 asks after logrotate moved the files away; return how many were reopened.
+
+    A handler that has not opened its file yet (``delay=True``) is left to open the new
+    one when it first writes. Stream handlers (the default configuration) have nothing
+    to reopen.
+    """
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    handlers = {h for lg in loggers for h in lg.handlers if isinstance(h, logging.FileHandler)}
+    reopened = 0
+    for handler in handlers:
+        handler.acquire()
+        try:
+            if handler.stream is None:
+                continue
+            old = handler.stream
+            handler.stream = handler._open()
+            old.close()
+            reopened += 1
+        finally:
+            handler.release()
+    return reopened
 
 
 def access_log_fd() -> int | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import loader, sockets, worker
+from . import logging as gm_logging
 from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
 
@@ -49,6 +50,7 @@ _HANDLED = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR1,
     signal.SIGCHLD,
 )
 
@@ -356,6 +358,18 @@ class Supervisor:
             self._start_reload()
         elif sig in (signal.SIGTTIN, signal.SIGTTOU):
             self._resize(+1 if sig == signal.SIGTTIN else -1, name)
+        elif sig == signal.SIGUSR1:
+            self._reopen_logs()
+
+    def _reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): reopen our log files, then the workers'."""
+        n = gm_logging.reopen_files()
+        if n:
+            log.info("Reopened %d log file%s (SIGUSR1)", n, "" if n == 1 else "s")
+        else:
+            log.info("SIGUSR1: no log files to reopen (logging goes to streams)")
+        for pid in list(self.workers):
+            _kill(pid, signal.SIGUSR1)
 
     def _begin_stop(self, stop: _Stop) -> None:
         self._stop = stop

@@ -32,10 +32,11 @@ def reset_signals() -> None:
 
     SIGINT is ignored: Ctrl-C reaches the whole process group, and the supervisor turns
     it into an orderly SIGTERM per worker. SIGHUP/SIGTTIN/SIGTTOU are the supervisor's.
+    SIGUSR1 (reopen the log files) is ignored until the core listens for it.
     SIGTERM/SIGQUIT are default until the core installs its own handlers, so a worker
     still importing the application simply dies when told to stop.
     """
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
