@@ -308,3 +308,32 @@ def test_workers_use_no_transparent_huge_pages(server):
         assert srv.get("/").status_code == 200
     assert _anon_huge_kib(worker) == 0
     assert srv.get("/env?name=MIMALLOC_ARENA_EAGER_COMMIT").text == "<unset>"
+
+
+def _title(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[0].decode()
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "shown"),
+    [
+        ("http_app:application", ["--process-name", "shop"], "shop"),
+        ("asgi_http_app:app", [], "asgi_http_app:app"),
+    ],
+)
+def test_process_titles(server, target, name, shown):
+    """`ps` shows what each process is: the supervisor and numbered workers, with the
+    --process-name, else the application target."""
+    pytest.importorskip("setproctitle")
+    srv = server(target, "--workers", "2", *name)
+    assert _title(srv.pid) == f"gristmill: supervisor [{shown}]"
+    titles = sorted(_title(pid) for pid in srv.worker_pids())
+    assert titles == [f"gristmill: worker 1 [{shown}]", f"gristmill: worker 2 [{shown}]"]
+    # A replacement gets the next number.
+    before = srv.worker_pids()
+    first = min(before)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: len(srv.worker_pids() - {first}) == 2, 20, message="a replacement")
+    (new,) = srv.worker_pids() - before
+    assert _title(new) == f"gristmill: worker 3 [{shown}]"

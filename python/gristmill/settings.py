@@ -271,6 +271,16 @@ class Settings:
         "Tokio I/O threads per worker (accepting, parsing, sending).",
         group="Processes",
     )
+    process_name: str | None = _setting(
+        None,
+        "The name in the process titles `ps` and `top` show: `gristmill: supervisor "
+        "[NAME]` and `gristmill: worker N [NAME]` (N counts the workers started). Needs "
+        "`setproctitle` (`pip install 'gristmill[proctitle]'`); without it the titles "
+        "stay the command line, and a name given here is warned about at start-up.",
+        group="Processes",
+        default_text="the application target",
+        metavar="NAME",
+    )
     pid_file: str | None = _setting(
         None,
         "Write the supervisor's process id to this file, removed on exit.",

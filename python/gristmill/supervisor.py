@@ -121,6 +121,7 @@ class Supervisor:
         """
         self._exiting = exiting
         self._prepare()
+        set_title(self.settings, "supervisor", warn=True)
         try:
             self._bind()
             self._write_pid_file()
@@ -267,6 +268,7 @@ class Supervisor:
 
     def _become_worker(self, ready_r: int, ready_w: int, old_mask: Any) -> None:
         """In the child: drop the supervisor's state, then run the worker (never returns)."""
+        set_title(self.settings, f"worker {self._seq + 1}")
         signal.set_wakeup_fd(-1)
         worker.reset_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -537,6 +539,22 @@ class Supervisor:
         newest = max(self.workers.values(), key=lambda w: w.seq, default=None)
         if newest is not None:
             self._retire(newest.pid)
+
+
+def set_title(settings: Settings, role: str, warn: bool = False) -> None:
+    """Show ``gristmill: ROLE [NAME]`` as this process's title (``--process-name``, else
+    the application target), when ``setproctitle`` is installed."""
+    try:
+        import setproctitle
+    except ImportError:
+        if warn and settings.process_name:
+            log.warning(
+                "--process-name %s: setproctitle is not installed, so process titles are "
+                "left unchanged (pip install 'gristmill[proctitle]')",
+                settings.process_name,
+            )
+        return
+    setproctitle.setproctitle(f"gristmill: {role} [{settings.process_name or settings.target}]")
 
 
 def error_code(error: Exception) -> int:
