@@ -43,6 +43,9 @@ pub struct Config {
     #[pyo3(from_py_with = zero_is_none)]
     pub max_body_size: Option<u64>,
     pub max_connections: usize,
+    /// Requests in flight per worker; `None` means no limit (the setting's 0).
+    #[pyo3(from_py_with = zero_is_none)]
+    pub limit_concurrency: Option<u64>,
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,

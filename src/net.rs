@@ -222,6 +222,7 @@ impl ConnActivity {
         ActiveGuard {
             activity: self.clone(),
             index,
+            held: None,
         }
     }
 }
@@ -257,9 +258,16 @@ impl ConnSlot {
 pub struct ActiveGuard {
     activity: Arc<ConnActivity>,
     index: usize,
+    /// The request's place under `--limit-concurrency`, given back with the guard.
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ActiveGuard {
+    /// Keep `permit` until the request is over.
+    pub fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.held = Some(permit);
+    }
+
     /// The request's index on its connection: 0 for the first. On HTTP/1.1 requests
     /// start one after the other, in the order their heads arrived.
     pub fn request_index(&self) -> usize {

@@ -203,6 +203,8 @@ struct Builders {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The worker's places for requests in flight (`--limit-concurrency`).
+    concurrency: Option<Arc<Semaphore>>,
 }
 
 impl Builders {
@@ -239,7 +241,15 @@ impl Builders {
                 crate::tls::server_config(t, config.http).map_err(std::io::Error::other)?,
             )),
         };
-        Ok(Builders { h1, h2, tls })
+        let concurrency = config
+            .limit_concurrency
+            .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS as u64) as usize)));
+        Ok(Builders {
+            h1,
+            h2,
+            tls,
+            concurrency,
+        })
     }
 }
 
@@ -501,16 +511,34 @@ async fn serve_connection<H: Handler>(
     let service = {
         let activity = activity.clone();
         let config = config.clone();
+        let concurrency = builder.concurrency.clone();
         service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let conn_ctx = conn_ctx.clone();
-            let guard = activity.request_started();
+            let mut guard = activity.request_started();
+            let busy = match &concurrency {
+                None => false,
+                Some(places) => match places.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        guard.hold(permit);
+                        false
+                    }
+                    Err(_) => true,
+                },
+            };
             let config = config.clone();
             let activity = activity.clone();
             async move {
                 let started = Instant::now();
                 let mut checked =
                     validate::check_request(req.version(), req.headers(), config.max_body_size);
+                if busy && checked.is_ok() {
+                    shed_log(config.limit_concurrency.unwrap_or(0));
+                    checked = Err(validate::Rejection {
+                        status: http::StatusCode::SERVICE_UNAVAILABLE,
+                        reason: "too many requests in flight",
+                    });
+                }
                 if checked.is_ok()
                     && req.headers().contains_key(http::header::TRANSFER_ENCODING)
                     && activity.had_length_conflict(guard.request_index())
@@ -525,12 +553,20 @@ async fn serve_connection<H: Handler>(
                     Err(rejection) => {
                         let (parts, _body) = req.into_parts();
                         handler.log_rejected(&parts, &conn_ctx, rejection.status.as_u16(), started);
-                        let resp = plain_response(
+                        let overload = rejection.status == http::StatusCode::SERVICE_UNAVAILABLE;
+                        // Shed load keeps the connection: the client may retry on it.
+                        let mut resp = plain_response(
                             rejection.status,
                             rejection.reason,
-                            true,
+                            !overload,
                             config.server_header,
                         );
+                        if overload {
+                            resp.headers_mut().insert(
+                                http::header::RETRY_AFTER,
+                                http::HeaderValue::from_static("1"),
+                            );
+                        }
                         crate::http::guarded(resp, guard)
                     }
                 };
@@ -551,6 +587,32 @@ async fn serve_connection<H: Handler>(
     } else {
         let conn = builder.h1.serve_connection(io, service).with_upgrades();
         watch(conn, |c| c.graceful_shutdown(), watched).await;
+    }
+}
+
+/// Log that `--limit-concurrency` turned requests away: at most once a second per
+/// worker, with how many since the last line, so an overload does not flood the log.
+fn shed_log(limit: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SHED: AtomicU64 = AtomicU64::new(0);
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let shed = SHED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+    let last = LAST.load(Ordering::Relaxed);
+    if now - last >= 1000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SHED.fetch_sub(shed, Ordering::Relaxed);
+        log::log(
+            log::WARNING,
+            &format!(
+                "limit-concurrency {limit} reached: answered {shed} request{} with 503",
+                if shed == 1 { "" } else { "s" }
+            ),
+        );
     }
 }
 

@@ -380,6 +380,21 @@ def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def unread_connections(port: int) -> int:
+    """How many established IPv4 TCP connections to local ``port`` have bytes the
+    server has not read yet (from ``/proc/net/tcp``): requests waiting for a worker."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.split(":")[1], 16) == port and state == "01":
+                if int(queues.split(":")[1], 16) > 0:
+                    count += 1
+    return count
+
+
 def child_pids(ppid: int) -> set[int]:
     out = set()
     for pid in _all_pids():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 import time
 
+import httpx
 import pytest
 
-from _support import chunked, http_request
+from _support import ASGI_MODES, chunked, http_request, unread_connections, wait_until
 
 APP = "http_app:application"
 
@@ -172,3 +174,73 @@ def test_accept_loop_backs_off_on_emfile_and_recovers(server):
         for c in clients:
             c.close()
     assert srv.get("/").text == pid
+
+
+#: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
+GATE_MODES = {
+    "wsgi-inline": (["gate_app:application", "--threads", "1"], {}),
+    "wsgi-pool": (["gate_app:application", "--threads", "4"], {}),
+    "asgi-one-thread": (["gate_app:app"], ASGI_MODES["one-thread"]),
+    "asgi-loop-thread": (["gate_app:app"], ASGI_MODES["loop-thread"]),
+}
+
+
+def _calls(tmp_path) -> list[str]:
+    calls = tmp_path / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def _check_shed(r: httpx.Response) -> None:
+    assert r.headers["retry-after"] == "1"
+    assert r.text == "503 too many requests in flight\n"
+
+
+@pytest.mark.parametrize("mode", list(GATE_MODES))
+def test_limit_concurrency_sheds_load_with_503(server, tmp_path, mode):
+    """With 2 requests in flight, one more is answered 503 with Retry-After at once,
+    without the application; once they finish, requests are served again.
+
+    In inline WSGI mode the application runs on the I/O thread, so while one request
+    holds it nothing else is even read: the requests that came meanwhile are read
+    together when it returns, and those beyond the limit are shed then."""
+    args, env = GATE_MODES[mode]
+    srv = server(*args, "--limit-concurrency", "2", env={**env, "GATE_DIR": str(tmp_path)})
+    mark = srv.mark()
+    results: dict[str, httpx.Response] = {}
+
+    def get(name: str, path: str) -> threading.Thread:
+        def run() -> None:
+            results[name] = httpx.get(srv.url + path, timeout=30)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    threads = [get("hold-1", "/hold")]
+    wait_until(lambda: _calls(tmp_path).count("/hold") == 1, 20, message="the first hold")
+    if mode == "wsgi-inline":
+        threads += [get("hold-2", "/hold")] + [get(f"ok-{i}", "/ok") for i in range(5)]
+        # All of them reach the socket while the first hold has the thread.
+        wait_until(lambda: unread_connections(srv.port) >= 6, 20, message="6 requests sent")
+        (tmp_path / "open").touch()
+    else:
+        threads.append(get("hold-2", "/hold"))
+        wait_until(lambda: _calls(tmp_path).count("/hold") == 2, 20, message="the second hold")
+        with httpx.Client(timeout=10) as client:
+            for _ in range(3):
+                r = client.get(srv.url + "/ok")
+                assert r.status_code == 503, r
+                _check_shed(r)
+        (tmp_path / "open").touch()
+    for t in threads:
+        t.join(30)
+    shed = [r for r in results.values() if r.status_code == 503]
+    served = [r for r in results.values() if r.status_code == 200]
+    assert shed or mode != "wsgi-inline", "nothing was shed"
+    assert len(shed) + len(served) == len(results), results
+    for r in shed:
+        _check_shed(r)
+    # Only what was served reached the application.
+    assert len(_calls(tmp_path)) == len(served)
+    assert httpx.get(srv.url + "/ok", timeout=10).status_code == 200
+    srv.wait_for_line(r"limit-concurrency 2 reached: answered \d+ requests? with 503", start=mark)

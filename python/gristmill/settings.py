@@ -348,6 +348,16 @@ class Settings:
         group="HTTP",
         metavar="BYTES",
     )
+    limit_concurrency: int = _setting(
+        0,
+        "Per worker, at most this many requests in flight (from the request head until "
+        "its response is complete, an open WebSocket included). One more is answered "
+        "`503 Service Unavailable` with `Retry-After: 1` at once, without calling the "
+        "application, so an overloaded worker sheds load instead of queueing it "
+        "(uvicorn's `--limit-concurrency`, Granian's `--backpressure`). 0 means no limit.",
+        group="Limits",
+        metavar="N",
+    )
     max_connections: int = _setting(
         1024,
         "Maximum concurrent connections per worker. At the limit the worker stops "
