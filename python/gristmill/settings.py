@@ -271,6 +271,38 @@ class Settings:
         "Tokio I/O threads per worker (accepting, parsing, sending).",
         group="Processes",
     )
+    reload: bool = _setting(
+        False,
+        "Development: restart the workers when a watched file changes, as SIGHUP does "
+        "(new workers first; a change that breaks the import keeps the old ones serving "
+        "and logs the traceback). Needs `watchfiles` (`pip install 'gristmill[reload]'`).",
+        group="Processes",
+    )
+    reload_dir: list[str] = _setting(
+        [],
+        "A directory `--reload` watches (repeatable).",
+        default_text="the working directory (`--working-dir`, else the current one)",
+        group="Processes",
+        metavar="DIR",
+    )
+    reload_include: list[str] = _setting(
+        ["*.py"],
+        "A file name pattern (glob) whose changes `--reload` acts on (repeatable; "
+        "replaces the default).",
+        default_text="`*.py`",
+        group="Processes",
+        metavar="GLOB",
+    )
+    reload_exclude: list[str] = _setting(
+        [".*", ".py[cod]", ".sw.*", "~*"],
+        "A file or directory name pattern (glob) `--reload` ignores, also when "
+        "`--reload-include` matches (repeatable; replaces the default). Hidden files and "
+        "directories, bytecode and editor swap files are ignored by default, as are "
+        "`__pycache__`, `.git` and virtual environments.",
+        default_text="`.*`, `.py[cod]`, `.sw.*`, `~*`",
+        group="Processes",
+        metavar="GLOB",
+    )
     process_name: str | None = _setting(
         None,
         "The name in the process titles `ps` and `top` show: `gristmill: supervisor "

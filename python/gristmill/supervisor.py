@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import loader, sockets, worker
+from . import loader, reloader, sockets, worker
 from . import logging as gm_logging
 from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
@@ -99,6 +99,9 @@ class Supervisor:
         self._announced = False
         self._stop: _Stop | None = None
         self._reload: _Reload | None = None
+        # --reload: the file watcher, and a restart asked for while one could not start.
+        self._reloader: reloader.Reloader | None = None
+        self._reload_pending = False
         self._sel: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = -1
         self._pid_file: str | None = None
@@ -123,11 +126,17 @@ class Supervisor:
         self._prepare()
         set_title(self.settings, "supervisor", warn=True)
         try:
+            if self.settings.reload:
+                self._reloader = reloader.Reloader(self.settings)
             self._bind()
             self._write_pid_file()
             self._install_signals()
             for _ in range(self.target_workers):
                 self._spawn(self.generation)
+            if self._reloader is not None:
+                assert self._sel is not None
+                self._sel.register(self._reloader.fd, selectors.EVENT_READ, self._reloader)
+                self._reloader.start()
             return self._loop()
         finally:
             self._cleanup()
@@ -150,6 +159,9 @@ class Supervisor:
         _check_tls(s)
 
     def _cleanup(self) -> None:
+        if self._reloader is not None:
+            self._reloader.close()
+            self._reloader = None
         # Reached normally with no children left; after an unexpected exception, do not
         # leave orphans serving on a socket nobody supervises.
         for pid in list(self.workers) + list(self.retiring):
@@ -275,6 +287,8 @@ class Supervisor:
         if self._sel is not None:
             self._sel.close()
         fds = [ready_r, self._wake_r, self._wake_w]
+        if self._reloader is not None:
+            fds += self._reloader.pipe_fds()
         fds += [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
         for fd in fds:
             with contextlib.suppress(OSError):
@@ -330,6 +344,9 @@ class Supervisor:
             for key, _ in self._sel.select(timeout):
                 if key.fd == self._wake_r:
                     signals = self._read_signals()
+                elif key.data is self._reloader:
+                    if self._reloader is not None and self._reloader.take():
+                        self._files_changed()
                 else:
                     self._check_ready(key.data)
             for sig in signals:
@@ -430,6 +447,7 @@ class Supervisor:
             self._announced = True
             n = len(self.workers)
             log.info("Listening on %s (%d worker%s)", self.address, n, "" if n == 1 else "s")
+            self._pending_reload()
 
     def _all_ready(self) -> bool:
         return len(self.workers) >= self.target_workers and all(
@@ -483,14 +501,29 @@ class Supervisor:
 
     # --- reload and resize ----------------------------------------------------------
 
-    def _start_reload(self) -> None:
+    def _files_changed(self) -> None:
+        """--reload saw a change: restart now, or as soon as the workers can be."""
+        if self._stop is not None:
+            return
+        if self._reload is not None or not self._announced:
+            # The workers starting now may have imported the old code: go again after.
+            self._reload_pending = True
+            return
+        self._start_reload("files changed")
+
+    def _pending_reload(self) -> None:
+        if self._reload_pending and self._stop is None:
+            self._reload_pending = False
+            self._start_reload("files changed")
+
+    def _start_reload(self, why: str = "SIGHUP") -> None:
         if self._reload is not None:
             log.info("Ignoring SIGHUP: a reload is already in progress")
             return
         if not self._announced:
             log.info("Ignoring SIGHUP: the workers are still starting")
             return
-        log.info("Reloading workers (SIGHUP)")
+        log.info("Reloading workers (%s)", why)
         reload = _Reload(generation=self.generation + 1, count=self.target_workers)
         self._reload = reload
         for _ in range(reload.count):
@@ -509,6 +542,7 @@ class Supervisor:
         self.generation = reload.generation
         self._reload = None
         log.info("Reload complete")
+        self._pending_reload()
 
     def _abort_reload(self, pid: int, reason: str) -> None:
         reload = self._reload
@@ -521,6 +555,7 @@ class Supervisor:
         for other in [p for p, w in self.workers.items() if w.generation == reload.generation]:
             self._retire(other)
         self._reload = None
+        self._pending_reload()
 
     def _resize(self, delta: int, name: str) -> None:
         if self._reload is not None:
