@@ -40,8 +40,8 @@ class Reloader:
                 "--reload needs watchfiles: pip install 'gristmill[reload]'"
             ) from None
         self._watchfiles: Any = watchfiles
-        base = settings.working_dir or os.getcwd()
-        self.dirs = [os.path.abspath(d) for d in (settings.reload_dir or [base])]
+        # The supervisor made --reload-dir absolute and entered --working-dir already.
+        self.dirs = [os.path.abspath(d) for d in (settings.reload_dir or [os.getcwd()])]
         for d in self.dirs:
             if not os.path.isdir(d):
                 raise ConfigError(f"--reload-dir {d}: not a directory")

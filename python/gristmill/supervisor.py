@@ -148,7 +148,10 @@ class Supervisor:
         self._pid_file = os.path.abspath(s.pid_file) if s.pid_file else None
         uds = os.path.abspath(s.uds) if s.uds else None
         bind = [f"unix:{os.path.abspath(a[5:])}" if a.startswith("unix:") else a for a in s.bind]
-        self.settings = s = s.replace(uds=uds, bind=bind, **_absolute_tls_paths(s))
+        reload_dir = [os.path.abspath(d) for d in s.reload_dir]
+        self.settings = s = s.replace(
+            uds=uds, bind=bind, reload_dir=reload_dir, **_absolute_tls_paths(s)
+        )
         # Env files first: the workers inherit os.environ through fork.
         loader.apply_env_files(s.env_file)
         loader.enter_working_dir(s)
