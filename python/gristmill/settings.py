@@ -271,6 +271,15 @@ class Settings:
         "Tokio I/O threads per worker (accepting, parsing, sending).",
         group="Processes",
     )
+    preload: bool = _setting(
+        False,
+        "Import the application once, in the supervisor, before starting the workers "
+        "(gunicorn's `--preload`): the workers share its memory copy-on-write, and an "
+        "import that fails stops gristmill before any worker starts. SIGHUP and worker "
+        "restarts then reuse that import (new code needs a full restart); threads the "
+        "import starts are not in the workers. Not with `--reload`.",
+        group="Processes",
+    )
     reload: bool = _setting(
         False,
         "Development: restart the workers when a watched file changes, as SIGHUP does "
@@ -715,6 +724,11 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("port must be between 0 and 65535")
     if s.root_path and (not s.root_path.startswith("/") or s.root_path.endswith("/")):
         raise ConfigError("root_path must start with '/' and not end with '/'")
+    if s.preload and s.reload:
+        raise ConfigError(
+            "--preload and --reload cannot be combined: the preloaded code would never be "
+            "reloaded (use --reload alone while developing)"
+        )
     _validate_http2(s)
     _validate_tls(s)
     if s.uds_permissions is not None:

@@ -23,6 +23,7 @@ import logging
 import os
 import selectors
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ class Supervisor:
         try:
             if self.settings.reload:
                 self._reloader = reloader.Reloader(self.settings)
+            if self.settings.preload and self.app is None:
+                self._preload()
             self._bind()
             self._write_pid_file()
             self._install_signals()
@@ -160,6 +163,24 @@ class Supervisor:
                 "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
             )
         _check_tls(s)
+
+    def _preload(self) -> None:
+        """--preload: import the application here, so the workers fork with it."""
+        threads = threading.active_count()
+        self.app = loader.load_app(self.settings)
+        log.info("Preloaded %s", self.settings.target)
+        started = threading.active_count() - threads
+        if started > 0:
+            log.warning(
+                "The application started %d thread%s while it was preloaded; workers are "
+                "forked without them (start threads in each worker instead, e.g. at "
+                "lifespan startup or on first use)",
+                started,
+                "" if started == 1 else "s",
+            )
+        # Collect, then freeze what the import left, so that collections in the workers
+        # do not touch (and so copy) the shared pages.
+        worker.freeze_startup_objects()
 
     def _cleanup(self) -> None:
         if self._reloader is not None:
