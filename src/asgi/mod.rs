@@ -24,7 +24,7 @@ use std::time::Instant;
 use ::http::request::Parts;
 use ::http::{Request, Response, StatusCode};
 use bytes::Bytes;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -39,15 +39,11 @@ pub use ws::WsProtocol;
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::http::body::{read_whole, BodyReadError};
-use crate::http::{error_response, guarded, plain_response, ResponseBody};
+use crate::http::request_body::{self, Start};
+use crate::http::{error_response, plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs, ConnSlot};
 use crate::server::{ConnCtx, Handler};
-
-/// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
-/// read before the application starts, so its first `receive()` completes at once.
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// Work for the event loop thread.
 pub enum Event {
@@ -588,39 +584,20 @@ impl Handler for Asgi {
         if self.bridge.config.ws && ws::is_upgrade_request(&req) {
             return self.handle_websocket(req, conn, guard, started).await;
         }
-        let (parts, mut body) = req.into_parts();
-        let small = body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
-            && !parts.headers.contains_key(::http::header::EXPECT);
-        let source = if body.is_end_stream() {
-            BodySource::Buffered(Bytes::new())
-        } else if small {
-            let timeout = self.bridge.config.body_read_timeout;
-            match read_whole(&mut body, timeout).await {
-                Ok(b) => BodySource::Buffered(b),
-                Err(BodyReadError::TimedOut(t)) => {
-                    // A stalled upload: answered here, the application never sees it.
-                    log::log(
-                        log::INFO,
-                        &format!(
-                            "{} {}: no request body bytes arrived for {} s \
-                             (body_read_timeout); answering 408",
-                            parts.method,
-                            parts.uri.path(),
-                            t.as_secs_f64()
-                        ),
-                    );
-                    self.log_rejected(&parts, conn, 408, started);
-                    let server_header = self.bridge.config.server_header;
-                    let resp = error_response(StatusCode::REQUEST_TIMEOUT, server_header);
-                    return guarded(resp, guard);
-                }
-                Err(BodyReadError::Failed(e)) => {
-                    log::log(log::DEBUG, &format!("request body read failed: {e}"));
-                    BodySource::Failed
-                }
+        let (parts, body) = req.into_parts();
+        let config = &self.bridge.config;
+        let source = match request_body::start(&parts, body, config.body_read_timeout).await {
+            Ok(Start::Empty) => BodySource::Buffered(Bytes::new()),
+            Ok(Start::Whole(b)) => BodySource::Buffered(b),
+            Ok(Start::Stream(body)) => BodySource::Stream(body),
+            Ok(Start::Failed(e)) => {
+                // The application's first `receive()` gets `http.disconnect`.
+                log::log(log::DEBUG, &format!("request body read failed: {e}"));
+                BodySource::Failed
             }
-        } else {
-            BodySource::Stream(body)
+            Err(stalled) => {
+                return stalled.respond(self, &parts, conn, guard, started, config.server_header)
+            }
         };
         let (reply, rx) = oneshot::channel();
         // The application task takes a share of the connection's slot: it may keep

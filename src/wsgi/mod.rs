@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::runtime::Handle;
@@ -40,16 +40,13 @@ use crate::config::Config;
 use crate::errors::{
     ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
 };
+use crate::http::request_body;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task, Waiter};
 use crate::server::{ConnCtx, Handler};
 use crate::tls::TlsInfo;
-
-/// Bodies with a known length up to this size are read before the application runs
-/// (unless the client waits for `100 Continue`, which only the application may cause).
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// What every request of this worker shares.
 pub struct Shared {
@@ -122,15 +119,11 @@ impl Handler for Wsgi {
     ) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let config = &self.shared.config;
-        let body = if body.is_end_stream() {
-            Source::Empty
-        } else if body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
-            && !parts.headers.contains_key(http::header::EXPECT)
-        {
-            // Small and complete soon: read it here, where waiting costs nothing.
-            Source::Whole(input::prefetch(body, config.body_read_timeout).await)
-        } else {
-            Source::Stream(body)
+        let body = match request_body::start(&parts, body, config.body_read_timeout).await {
+            Ok(start) => Source::from(start),
+            Err(stalled) => {
+                return stalled.respond(self, &parts, conn, guard, started, config.server_header)
+            }
         };
         let (reply, rx) = oneshot::channel();
         let job = Job {
