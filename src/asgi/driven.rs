@@ -141,10 +141,7 @@ impl Driver {
 
     #[new]
     fn new() -> PyResult<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .thread_name("gristmill-io")
-            .enable_all()
-            .build()?;
+        let rt = crate::current_thread_runtime()?;
         Ok(Driver {
             state: Mutex::new(State {
                 rt: Some(Arc::new(rt)),

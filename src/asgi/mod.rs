@@ -1,7 +1,8 @@
 //! The ASGI bridge: requests from the I/O threads run as tasks on the worker's asyncio
-//! event loop. With one runtime thread and `--loop auto` or `asyncio` (the defaults) the
-//! loop's selector turns the runtime on the same thread (see `driven.rs`); otherwise the
-//! loop (uvloop when installed) runs in its own Python thread.
+//! event loop. In the `AsgiDriven` execution mode (`crate::config::ExecutionMode`: one
+//! runtime thread and `--loop auto` or `asyncio`, the defaults) the loop's selector turns
+//! the runtime on the same thread (see `driven.rs`); in `AsgiLoopThread` the loop
+//! (uvloop when installed) runs in its own Python thread.
 //!
 //! The I/O threads never take the GIL to talk to the loop. They push [`Event`]s onto a
 //! queue and, only when the queue was idle, wake the loop (an eventfd it watches with
@@ -38,7 +39,7 @@ pub use ws::WsProtocol;
 
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, ExecutionMode};
 use crate::http::request_body::{self, Start};
 use crate::http::{error_response, plain_response, ResponseBody};
 use crate::log::{self, log_with};
@@ -108,8 +109,8 @@ pub struct NewRequest {
 /// Python objects the loop thread uses.
 struct PyParts {
     app: Py<PyAny>,
-    run_http: Py<PyAny>,
-    run_websocket: Py<PyAny>,
+    /// `gristmill._asgi.run_app`: runs the application for a request or a WebSocket.
+    run_app: Py<PyAny>,
     create_future: Py<PyAny>,
     /// Makes the request's task: `asyncio.Task` itself (called with `task_kw`, the
     /// loop), which skips the Python layers of `loop.create_task`, unless the loop has
@@ -264,14 +265,14 @@ impl Bridge {
             )?;
             let coro = self
                 .py
-                .run_http
+                .run_app
                 .call1(py, (self.py.app.bind(py), scope, proto))?;
             self.spawn(py, coro)?;
             Ok(())
         })();
         match result {
             Ok(()) => {}
-            // `run_http` saw it and finished the request; the loop must end.
+            // `run_app` saw it and finished the request; the loop must end.
             Err(e) if is_fatal(py, &e) => *fatal = fatal.take().or(Some(e)),
             Err(e) => {
                 log_with(
@@ -311,7 +312,7 @@ impl Bridge {
             )?;
             let coro = self
                 .py
-                .run_websocket
+                .run_app
                 .call1(py, (self.py.app.bind(py), scope, proto.clone()))?;
             self.spawn(py, coro)?;
             Ok(())
@@ -368,9 +369,6 @@ pub struct LoopSide {
     pub event_loop: Py<PyAny>,
     pub state: Option<Py<PyDict>>,
     pub context: Option<Py<PyAny>>,
-    /// The loop turns the runtime on its own thread (one-thread mode); otherwise it
-    /// runs in a thread of its own.
-    pub driven: bool,
 }
 
 /// The ASGI [`Handler`].
@@ -393,9 +391,9 @@ impl Asgi {
             event_loop,
             state,
             context,
-            driven,
         } = lp;
-        let wake = if driven {
+        // The loop turns the runtime on its own thread, or runs in a thread of its own.
+        let wake = if config.mode == ExecutionMode::AsgiDriven {
             Wake::Notify(tokio::sync::Notify::new())
         } else {
             // SAFETY: eventfd returns a new descriptor or -1 (checked).
@@ -436,11 +434,7 @@ impl Asgi {
             access,
             py: PyParts {
                 app,
-                run_http: py.import("gristmill._asgi")?.getattr("run_http")?.unbind(),
-                run_websocket: py
-                    .import("gristmill._asgi")?
-                    .getattr("run_websocket")?
-                    .unbind(),
+                run_app: py.import("gristmill._asgi")?.getattr("run_app")?.unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
                 new_task: new_task.unbind(),
                 task_kw,

@@ -1,10 +1,11 @@
 //! The WSGI bridge: a request becomes a [`Job`] for a Python thread, which builds the
 //! environ, calls the application and drives its response (see `response.rs`).
 //!
-//! Where the job runs is the [`Dispatch`]: on a pool of Python threads beside a
-//! multi-thread I/O runtime, or — with one Python thread and one I/O thread — on the I/O
-//! thread itself, between turns of its current-thread runtime (see `inline.rs`), which
-//! saves two thread switches per request.
+//! Where the job runs is the [`Dispatch`], one per WSGI execution mode
+//! (`crate::config::ExecutionMode`): on a pool of Python threads beside a multi-thread
+//! I/O runtime ([`Wsgi::pool`]), or — with one Python thread and one I/O thread — on
+//! the I/O thread itself, between turns of its current-thread runtime ([`Wsgi::inline`],
+//! see `inline.rs`), which saves two thread switches per request.
 //!
 //! Everything the application does wrong is caught here: an exception or invalid
 //! output gives a 500 when nothing was sent yet (or aborts the connection when the
@@ -75,16 +76,52 @@ pub struct Wsgi {
 }
 
 impl Wsgi {
-    /// With `Waiter::Driving`, jobs go to the returned queue, which the runtime's thread
-    /// must serve with [`run_inline`]; otherwise a pool of `config.threads` runs them.
-    pub fn new(
+    /// The inline mode: jobs go to the returned queue, which the runtime's own thread
+    /// serves with [`run_inline`].
+    pub fn inline(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: &Arc<tokio::runtime::Runtime>,
+        access: Option<AccessLog>,
+    ) -> PyResult<(Self, mpsc::UnboundedReceiver<Job>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let waiter = Waiter::Driving(Arc::downgrade(runtime));
+        let handle = runtime.handle().clone();
+        let wsgi = Self::new(
+            py,
+            app,
+            config,
+            handle,
+            waiter,
+            access,
+            Dispatch::Inline(tx),
+        )?;
+        Ok((wsgi, rx))
+    }
+
+    /// The pool mode: `config.threads` Python threads beside the runtime run the jobs.
+    pub fn pool(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: Handle,
+        access: Option<AccessLog>,
+    ) -> PyResult<Self> {
+        let pool = Dispatch::Pool(Pool::start(config.threads)?);
+        let waiter = Waiter::Beside(runtime.clone());
+        Self::new(py, app, config, runtime, waiter, access, pool)
+    }
+
+    fn new(
         py: Python<'_>,
         app: Py<PyAny>,
         config: Arc<Config>,
         runtime: Handle,
         waiter: Waiter,
         access: Option<AccessLog>,
-    ) -> PyResult<(Self, Option<mpsc::UnboundedReceiver<Job>>)> {
+        dispatch: Dispatch,
+    ) -> PyResult<Self> {
         let errors = py
             .import("gristmill.logging")?
             .call_method0("wsgi_errors_stream")?;
@@ -93,19 +130,12 @@ impl Wsgi {
         let shared = Arc::new(Shared {
             app,
             base_environ: base.unbind(),
-            config: config.clone(),
+            config,
             runtime,
-            waiter: waiter.clone(),
+            waiter,
             access,
         });
-        let (dispatch, jobs) = match waiter {
-            Waiter::Driving(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Dispatch::Inline(tx), Some(rx))
-            }
-            Waiter::Beside(_) => (Dispatch::Pool(Pool::start(config.threads)?), None),
-        };
-        Ok((Wsgi { dispatch, shared }, jobs))
+        Ok(Wsgi { dispatch, shared })
     }
 }
 
