@@ -31,7 +31,7 @@ pub struct Config {
     pub multiprocess: bool,
     pub runtime_threads: usize,
     /// One-thread modes (WSGI inline, ASGI driven): how long to keep turning the runtime
-    /// without sleeping after activity.
+    /// without sleeping after activity (`crate::busy_poll`).
     #[pyo3(from_py_with = microseconds)]
     pub busy_poll: Duration,
     pub root_path: String,

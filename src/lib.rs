@@ -12,6 +12,7 @@
 
 mod access_log;
 mod asgi;
+mod busy_poll;
 mod config;
 mod errors;
 mod http;
