@@ -7,6 +7,11 @@
 //! change a value's type (seconds to `Duration`, a choice to an enum, 0 to `None`);
 //! they check nothing Python already checked, except where a bad value would panic or
 //! break memory safety instead of failing, and each says so.
+//!
+//! How a worker runs is one of four [`ExecutionMode`]s. Python decides which
+//! (`Settings.execution_mode`, from the interface, `threads`, `runtime_threads` and
+//! `loop`) and the worker sets up its side from that same attribute; here it arrives
+//! as the enum that `serve` in `lib.rs` dispatches on once, to one function per mode.
 
 use std::time::Duration;
 
@@ -17,13 +22,16 @@ use pyo3::prelude::*;
 /// same name, unless `attribute("…")` says otherwise.
 #[derive(FromPyObject, Clone, Debug)]
 pub struct Config {
-    pub interface: Interface,
+    /// How this worker runs (`Settings.execution_mode`).
+    #[pyo3(attribute("execution_mode"))]
+    pub mode: ExecutionMode,
     pub threads: usize,
     /// More than one worker process (`wsgi.multiprocess`).
     #[pyo3(attribute("workers"), from_py_with = more_than_one)]
     pub multiprocess: bool,
     pub runtime_threads: usize,
-    /// Inline WSGI: how long to poll for more work before sleeping.
+    /// One-thread modes (WSGI inline, ASGI driven): how long to keep turning the runtime
+    /// without sleeping after activity (`crate::busy_poll`).
     #[pyo3(from_py_with = microseconds)]
     pub busy_poll: Duration,
     pub root_path: String,
@@ -49,9 +57,9 @@ pub struct Config {
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,
-    /// Serve WebSocket upgrades (ASGI).
     /// Start ASGI tasks eagerly (Python 3.12+).
     pub eager_tasks: bool,
+    /// Serve WebSocket upgrades (ASGI).
     pub ws: bool,
     pub ws_max_size: usize,
     /// How long one WebSocket write may take before the connection is dropped.
@@ -93,11 +101,21 @@ pub struct TlsSettings {
     pub min_version: TlsVersion,
 }
 
-/// The application interface a worker serves. Resolved before the core starts.
+/// How a worker runs: its interface and where the application is called. Decided in
+/// Python (`Settings.execution_mode`, `gristmill.settings.ExecutionMode` names the same
+/// four), which resolved the interface first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interface {
-    Wsgi,
-    Asgi,
+pub enum ExecutionMode {
+    /// WSGI with one Python thread and one I/O thread: the application is called on the
+    /// I/O thread, between turns of its current-thread runtime (`wsgi::inline`).
+    WsgiInline,
+    /// WSGI on a pool of `threads` Python threads beside a multi-thread runtime.
+    WsgiPool,
+    /// ASGI on one thread: the event loop's selector turns a current-thread runtime
+    /// (`asgi::driven`).
+    AsgiDriven,
+    /// ASGI with the event loop in a thread of its own beside a multi-thread runtime.
+    AsgiLoopThread,
 }
 
 /// Which HTTP versions a connection may speak (`--http`).
@@ -147,10 +165,11 @@ macro_rules! choice_enum {
     };
 }
 
-// `auto` has no variant: the worker resolves it (`loader.resolve_interface`) first.
-choice_enum!(Interface, "interface (resolved from 'auto' before serving)", {
-    "wsgi" => Interface::Wsgi,
-    "asgi" => Interface::Asgi,
+choice_enum!(ExecutionMode, "execution_mode", {
+    "wsgi-inline" => ExecutionMode::WsgiInline,
+    "wsgi-pool" => ExecutionMode::WsgiPool,
+    "asgi-driven" => ExecutionMode::AsgiDriven,
+    "asgi-loop-thread" => ExecutionMode::AsgiLoopThread,
 });
 choice_enum!(HttpMode, "http", { "auto" => HttpMode::Auto, "1" => HttpMode::Http1, "2" => HttpMode::Http2 });
 choice_enum!(ClientVerify, "ssl_client_verify", {
@@ -186,13 +205,4 @@ fn zero_is_none(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
 
 fn more_than_one(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(obj.extract::<usize>()? > 1)
-}
-
-impl Config {
-    /// Whether a WSGI worker runs its application on the I/O thread itself: with one
-    /// Python thread and one I/O thread, a second thread would only add a hand-off per
-    /// request (see `wsgi::inline`).
-    pub fn wsgi_inline(&self) -> bool {
-        self.interface == Interface::Wsgi && self.threads == 1 && self.runtime_threads == 1
-    }
 }

@@ -2,12 +2,17 @@
 //!
 //! The Python layer (supervisor, loader, logging) forks workers; each worker loads its
 //! application and calls [`serve`], which runs the tokio runtime and hyper on the
-//! sockets the supervisor bound. A WSGI application is called on a pool of Python
-//! threads or, with one thread of each kind, inline on the I/O thread; an ASGI one runs
-//! on the worker's event loop, in a thread of its own or turning the runtime itself.
+//! sockets the supervisor bound. How is the worker's [`ExecutionMode`], decided once in
+//! Python (`Settings.execution_mode`) and dispatched on once here, to one function per
+//! mode: a WSGI application is called inline on the I/O thread ([`serve_wsgi_inline`])
+//! or on a pool of Python threads ([`serve_wsgi_pool`]); an ASGI one runs on the
+//! worker's event loop, turning the runtime itself on one thread
+//! ([`serve_asgi_driven`]) or in a thread of its own ([`serve_asgi_loop_thread`]).
+//! Everything else (the server, the handlers, the limits) is the same in every mode.
 
 mod access_log;
 mod asgi;
+mod busy_poll;
 mod config;
 mod errors;
 mod http;
@@ -19,13 +24,16 @@ mod stop;
 mod tls;
 mod wsgi;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use tokio::runtime::Runtime;
 
 use crate::access_log::AccessFormat;
-use crate::config::{Config, HttpMode, Interface, TlsSettings};
+use crate::config::{Config, ExecutionMode, HttpMode, TlsSettings};
 use crate::server::Stop;
 
 #[global_allocator]
@@ -59,172 +67,255 @@ fn serve(
 ) -> PyResult<()> {
     let config = Arc::new(settings.extract::<Config>()?);
     log::init(py)?;
-    let access = if config.access_log {
-        let format =
-            AccessFormat::parse(&config.access_log_format).map_err(PyValueError::new_err)?;
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("gristmill.access",))?;
-        let enabled: bool = logger
-            .call_method1("isEnabledFor", (log::INFO,))?
-            .extract()?;
-        enabled
-            .then(|| -> PyResult<_> {
-                let fd: Option<i32> = py
-                    .import("gristmill.logging")?
-                    .call_method0("access_log_fd")?
-                    .extract()?;
-                let sink = match fd {
-                    Some(fd) => {
-                        log::log(
-                            log::DEBUG,
-                            &format!("access lines are written to fd {fd} directly, batched"),
-                        );
-                        access_log::Sink::Fd(access_log::FdSink::new(fd))
-                    }
-                    None => access_log::Sink::Logger(logger.getattr("info")?.unbind()),
-                };
-                Ok(access_log::AccessLog::new(format, sink))
-            })
-            .transpose()?
-    } else {
-        None
+    let mode = config.mode;
+    let loop_side = |event_loop: Option<Py<PyAny>>| -> PyResult<asgi::LoopSide> {
+        Ok(asgi::LoopSide {
+            event_loop: event_loop.ok_or_else(|| {
+                PyValueError::new_err("serving ASGI needs the running event loop (event_loop=)")
+            })?,
+            state,
+            context,
+        })
     };
-    let stop_watch = stop::start(config.graceful_timeout)?;
-    let inline = config.wsgi_inline();
-    let runtime = if let Some(d) = &driver {
-        d.get()
-            .runtime()
-            .ok_or_else(|| PyValueError::new_err("the driver's runtime was shut down"))?
-    } else if inline {
-        Arc::new(
-            tokio::runtime::Builder::new_current_thread()
-                .thread_name("gristmill-io")
-                .enable_all()
-                .build()?,
-        )
-    } else {
-        Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(config.runtime_threads)
-                .thread_name("gristmill-io")
-                .enable_all()
-                .build()?,
-        )
+    let access = access_log(py, &config)?;
+    let worker = |access| -> PyResult<Worker> {
+        Ok(Worker {
+            stop_watch: stop::start(config.graceful_timeout)?,
+            config: config.clone(),
+            access,
+            fds,
+            ready_fd,
+        })
     };
-    let listeners = {
-        let _enter = runtime.enter();
-        fds.iter()
-            .map(|&fd| net::Listener::from_inherited_fd(fd))
-            .collect::<std::io::Result<Vec<_>>>()?
-    };
-    let run = |stop: std::io::Result<Stop>| -> PyResult<Stop> { Ok(stop?) };
-    let stop = match config.interface {
-        Interface::Wsgi => {
+    match (mode, driver) {
+        (ExecutionMode::WsgiInline, None) => serve_wsgi_inline(py, app, worker(access)?),
+        (ExecutionMode::WsgiPool, None) => serve_wsgi_pool(py, app, worker(access)?),
+        (ExecutionMode::AsgiDriven, Some(driver)) => {
+            let side = loop_side(event_loop)?;
+            serve_asgi_driven(py, app, worker(access)?, side, driver)
+        }
+        (ExecutionMode::AsgiLoopThread, None) => {
+            let side = loop_side(event_loop)?;
+            serve_asgi_loop_thread(py, app, worker(access)?, side)
+        }
+        (ExecutionMode::AsgiDriven, None) => Err(PyValueError::new_err(
+            "the asgi-driven execution mode needs the loop's driver (driver=)",
+        )),
+        (mode, Some(_)) => Err(PyValueError::new_err(format!(
+            "a driver is for the asgi-driven execution mode only, not {mode:?}"
+        ))),
+    }
+}
+
+/// The access log, when it is on and its logger enabled: written to the log handler's
+/// file descriptor directly when `gristmill.logging` found one, else through `logging`.
+fn access_log(py: Python<'_>, config: &Config) -> PyResult<Option<access_log::AccessLog>> {
+    if !config.access_log {
+        return Ok(None);
+    }
+    let format = AccessFormat::parse(&config.access_log_format).map_err(PyValueError::new_err)?;
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("gristmill.access",))?;
+    let enabled: bool = logger
+        .call_method1("isEnabledFor", (log::INFO,))?
+        .extract()?;
+    if !enabled {
+        return Ok(None);
+    }
+    let fd: Option<i32> = py
+        .import("gristmill.logging")?
+        .call_method0("access_log_fd")?
+        .extract()?;
+    let sink = match fd {
+        Some(fd) => {
             log::log(
                 log::DEBUG,
-                &if inline {
-                    "WSGI requests run inline on the I/O thread".to_string()
-                } else {
-                    format!("WSGI requests run on {} Python threads", config.threads)
-                },
+                &format!("access lines are written to fd {fd} directly, batched"),
             );
-            let waiter = if inline {
-                pool::Waiter::Driving(Arc::downgrade(&runtime))
-            } else {
-                pool::Waiter::Beside(runtime.handle().clone())
-            };
-            let (handler, jobs) = wsgi::Wsgi::new(
-                py,
-                app,
-                config.clone(),
-                runtime.handle().clone(),
-                waiter,
-                access,
-            )?;
-            let serving = server::run(
-                config.clone(),
-                Arc::new(handler),
-                listeners,
-                stop_watch.decision.clone(),
-                move || signal_ready(ready_fd),
-            );
-            let stop = match jobs {
-                Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs, config.busy_poll),
-                None => py.detach(|| runtime.block_on(serving)),
-            };
-            stop_watch.finished();
-            run(stop)?
+            access_log::Sink::Fd(access_log::FdSink::new(fd))
         }
-        Interface::Asgi => {
-            let event_loop = event_loop.ok_or_else(|| {
-                PyValueError::new_err("serving ASGI needs the running event loop (event_loop=)")
-            })?;
-            let handler = Arc::new(asgi::Asgi::new(
-                py,
-                app,
-                config.clone(),
-                runtime.handle().clone(),
-                access,
-                asgi::LoopSide {
-                    event_loop: event_loop.clone_ref(py),
-                    state,
-                    context,
-                    driven: driver.is_some(),
-                },
-            )?);
-            let serving = server::run(
-                config.clone(),
-                handler.clone(),
-                listeners,
-                stop_watch.decision.clone(),
-                move || signal_ready(ready_fd),
-            );
-            let stop = match &driver {
-                Some(d) => {
-                    // One thread: the loop turns the runtime from its selector until the
-                    // server stops, then stops itself.
-                    let d = d.get();
-                    d.start(handler.bridge(), runtime.spawn(serving), config.busy_poll);
-                    if let Err(e) = event_loop.bind(py).call_method0("run_forever") {
-                        // The loop failed (SystemExit from a task, say): stop serving
-                        // and end the connections before the error goes up.
-                        stop_watch.finished();
-                        drop(runtime);
-                        d.shutdown(py, std::time::Duration::ZERO);
-                        return Err(e);
-                    }
-                    d.outcome().unwrap_or_else(|| {
-                        Err(std::io::Error::other(
-                            "the event loop stopped before the server did",
-                        ))
-                    })
-                }
-                None => py.detach(|| runtime.block_on(serving)),
-            };
-            stop_watch.finished();
-            handler.detach(py)?;
-            run(stop)?
-        }
+        None => access_log::Sink::Logger(logger.getattr("info")?.unbind()),
     };
-    // In-flight Python calls may still hold pool threads; the worker exits right after.
-    let wait = match stop {
-        Stop::Graceful => std::time::Duration::from_millis(500),
-        Stop::Immediate => std::time::Duration::ZERO,
-    };
-    if let Some(d) = &driver {
-        // The driver holds the runtime: it shuts it down, and the loop (lifespan
-        // shutdown) goes on without it.
-        drop(runtime);
-        d.get().shutdown(py, wait);
-        return Ok(());
+    Ok(Some(access_log::AccessLog::new(format, sink)))
+}
+
+/// What every execution mode serves with.
+struct Worker {
+    config: Arc<Config>,
+    /// Taken by the interface's handler.
+    access: Option<access_log::AccessLog>,
+    stop_watch: stop::StopWatch,
+    fds: Vec<i32>,
+    ready_fd: i32,
+}
+
+impl Worker {
+    /// The server's main future: `handler` on the inherited listeners, which are
+    /// registered with `runtime`.
+    fn server<H: server::Handler>(
+        &self,
+        runtime: &Runtime,
+        handler: Arc<H>,
+    ) -> PyResult<impl Future<Output = std::io::Result<Stop>> + Send + 'static> {
+        let listeners = {
+            let _enter = runtime.enter();
+            self.fds
+                .iter()
+                .map(|&fd| net::Listener::from_inherited_fd(fd))
+                .collect::<std::io::Result<Vec<_>>>()?
+        };
+        let ready_fd = self.ready_fd;
+        Ok(server::run(
+            self.config.clone(),
+            handler,
+            listeners,
+            self.stop_watch.decision.clone(),
+            move || signal_ready(ready_fd),
+        ))
     }
+}
+
+/// The runtime of a one-thread mode: the serving thread turns it itself.
+fn current_thread_runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name("gristmill-io")
+        .enable_all()
+        .build()
+}
+
+/// The runtime of a two-thread mode: `threads` I/O threads beside the Python ones.
+fn multi_thread_runtime(threads: usize) -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("gristmill-io")
+        .enable_all()
+        .build()
+}
+
+/// How long in-flight Python calls get once serving stopped; the worker exits right
+/// after (they may still hold pool threads).
+fn grace(stop: Stop) -> Duration {
+    match stop {
+        Stop::Graceful => Duration::from_millis(500),
+        Stop::Immediate => Duration::ZERO,
+    }
+}
+
+/// Shut down a runtime the worker owns, within [`grace`].
+fn shut_down(py: Python<'_>, runtime: Arc<Runtime>, stop: Stop) {
     match Arc::try_unwrap(runtime) {
-        Ok(runtime) => py.detach(|| runtime.shutdown_timeout(wait)),
+        Ok(runtime) => py.detach(|| runtime.shutdown_timeout(grace(stop))),
         // A thread of the application is still reading a request body through the
         // runtime; the worker exits right after, so leave the runtime to the exit.
         Err(runtime) => std::mem::forget(runtime),
     }
+}
+
+/// [`ExecutionMode::WsgiInline`]: this thread turns a current-thread runtime and calls
+/// the application between turns (`wsgi::inline`).
+fn serve_wsgi_inline(py: Python<'_>, app: Py<PyAny>, mut w: Worker) -> PyResult<()> {
+    log::log(log::DEBUG, "WSGI requests run inline on the I/O thread");
+    let runtime = Arc::new(current_thread_runtime()?);
+    let (handler, jobs) = wsgi::Wsgi::inline(py, app, w.config.clone(), &runtime, w.access.take())?;
+    let serving = w.server(&runtime, Arc::new(handler))?;
+    let stop = wsgi::run_inline(py, &runtime, serving, jobs, w.config.busy_poll);
+    w.stop_watch.finished();
+    shut_down(py, runtime, stop?);
+    Ok(())
+}
+
+/// [`ExecutionMode::WsgiPool`]: `threads` Python threads beside a multi-thread runtime;
+/// this thread waits with the GIL released.
+fn serve_wsgi_pool(py: Python<'_>, app: Py<PyAny>, mut w: Worker) -> PyResult<()> {
+    log::log(
+        log::DEBUG,
+        &format!("WSGI requests run on {} Python threads", w.config.threads),
+    );
+    let runtime = Arc::new(multi_thread_runtime(w.config.runtime_threads)?);
+    let handler = wsgi::Wsgi::pool(
+        py,
+        app,
+        w.config.clone(),
+        runtime.handle().clone(),
+        w.access.take(),
+    )?;
+    let serving = w.server(&runtime, Arc::new(handler))?;
+    let stop = py.detach(|| runtime.block_on(serving));
+    w.stop_watch.finished();
+    shut_down(py, runtime, stop?);
+    Ok(())
+}
+
+/// [`ExecutionMode::AsgiLoopThread`]: the event loop runs in its own thread (started by
+/// the worker) beside a multi-thread runtime; this thread waits with the GIL released.
+fn serve_asgi_loop_thread(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    mut w: Worker,
+    side: asgi::LoopSide,
+) -> PyResult<()> {
+    let runtime = Arc::new(multi_thread_runtime(w.config.runtime_threads)?);
+    let handler = Arc::new(asgi::Asgi::new(
+        py,
+        app,
+        w.config.clone(),
+        runtime.handle().clone(),
+        w.access.take(),
+        side,
+    )?);
+    let serving = w.server(&runtime, handler.clone())?;
+    let stop = py.detach(|| runtime.block_on(serving));
+    w.stop_watch.finished();
+    handler.detach(py)?;
+    shut_down(py, runtime, stop?);
+    Ok(())
+}
+
+/// [`ExecutionMode::AsgiDriven`]: one thread. The loop (not running yet) runs here, and
+/// its selector turns the driver's current-thread runtime until the server stops, then
+/// stops itself (`asgi::driven`).
+fn serve_asgi_driven(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    mut w: Worker,
+    side: asgi::LoopSide,
+    driver: Py<asgi::Driver>,
+) -> PyResult<()> {
+    let d = driver.get();
+    let runtime = d
+        .runtime()
+        .ok_or_else(|| PyValueError::new_err("the driver's runtime was shut down"))?;
+    let event_loop = side.event_loop.clone_ref(py);
+    let handler = Arc::new(asgi::Asgi::new(
+        py,
+        app,
+        w.config.clone(),
+        runtime.handle().clone(),
+        w.access.take(),
+        side,
+    )?);
+    let serving = w.server(&runtime, handler.clone())?;
+    d.start(handler.bridge(), runtime.spawn(serving), w.config.busy_poll);
+    if let Err(e) = event_loop.bind(py).call_method0("run_forever") {
+        // The loop failed (SystemExit from a task, say): stop serving and end the
+        // connections before the error goes up.
+        w.stop_watch.finished();
+        drop(runtime);
+        d.shutdown(py, Duration::ZERO);
+        return Err(e);
+    }
+    let stop = d.outcome().unwrap_or_else(|| {
+        Err(std::io::Error::other(
+            "the event loop stopped before the server did",
+        ))
+    });
+    w.stop_watch.finished();
+    let stop = stop?;
+    // The driver holds the runtime: it shuts it down, and the loop (lifespan shutdown)
+    // goes on without it.
+    drop(runtime);
+    d.shutdown(py, grace(stop));
     Ok(())
 }
 

@@ -241,3 +241,31 @@ def test_env_vars_end_to_end(server):
 def test_target_from_env(server):
     srv = server(env={"GRISTMILL_TARGET": APP})
     assert srv.get("/").text == "hello"
+
+
+# --- execution mode -------------------------------------------------------------------------
+Mode = settings_mod.ExecutionMode
+
+
+@pytest.mark.parametrize(
+    ("changes", "mode"),
+    [
+        ({"interface": "wsgi"}, Mode.WSGI_INLINE),
+        ({"interface": "wsgi", "threads": 2}, Mode.WSGI_POOL),
+        ({"interface": "wsgi", "runtime_threads": 2}, Mode.WSGI_POOL),
+        ({"interface": "wsgi", "loop": "uvloop"}, Mode.WSGI_INLINE),
+        ({"interface": "asgi"}, Mode.ASGI_DRIVEN),
+        ({"interface": "asgi", "loop": "asyncio"}, Mode.ASGI_DRIVEN),
+        ({"interface": "asgi", "threads": 4}, Mode.ASGI_DRIVEN),
+        ({"interface": "asgi", "loop": "uvloop"}, Mode.ASGI_LOOP_THREAD),
+        ({"interface": "asgi", "runtime_threads": 2}, Mode.ASGI_LOOP_THREAD),
+    ],
+)
+def test_execution_mode_is_decided_from_the_settings(changes, mode):
+    # The one place the worker and the core read it from (config.rs matches the values).
+    assert Settings().replace(**changes).execution_mode is mode
+
+
+def test_execution_mode_needs_a_resolved_interface():
+    with pytest.raises(ValueError, match="resolved interface"):
+        _ = Settings().execution_mode

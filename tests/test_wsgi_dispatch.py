@@ -3,7 +3,8 @@ default with --threads 1 --runtime-threads 1) and the thread pool (--threads N >
 
 Both must behave the same to the application and the client: the GIL is free between
 requests, a body can be read from another thread, a stalled upload ends in 408 after
---body-read-timeout, and a stop is enforced even while the application is stuck.
+--body-read-timeout (without calling the application when the body is small enough to
+be read up front), and a stop is enforced even while the application is stuck.
 """
 
 from __future__ import annotations
@@ -48,10 +49,25 @@ def test_body_read_from_an_application_thread(server, mode):
     assert r.content == body
 
 
-def test_stalled_upload_gets_408_and_worker_keeps_serving(server, mode):
+def test_stalled_small_body_gets_408_without_the_application(server, mode):
+    # A small body is read before the application runs; stalled there, it never does.
     srv = server("input_app:application", *mode, "--body-read-timeout", "0.5")
     mark = srv.mark()
     status, waited = stalled_upload(srv, "/propagate", b"only part of it")
+    assert status == 408
+    assert 0.4 < waited < 5
+    srv.wait_for_line(r"POST /propagate: no request body bytes arrived for 0.5 s", start=mark)
+    srv.wait_for_line(r'"POST /propagate HTTP/1.1" 408', start=mark)
+    assert not [line for line in srv.lines(mark) if "GM-PROPAGATE" in line]
+    assert srv.post("/echo", content=b"next").content == b"next"
+
+
+def test_stalled_streamed_upload_gets_408_and_worker_keeps_serving(server, mode):
+    # Larger than what is read up front: the application's read raises, and it lets the
+    # exception propagate.
+    srv = server("input_app:application", *mode, "--body-read-timeout", "0.5")
+    mark = srv.mark()
+    status, waited = stalled_upload(srv, "/propagate", b"only part of it", declared=1 << 20)
     assert status == 408
     assert 0.4 < waited < 5
     srv.wait_for_line(r"GM-PROPAGATE raised RequestBodyTimeout oserror=True", start=mark)

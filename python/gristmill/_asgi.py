@@ -1,9 +1,10 @@
 """The Python half of the ASGI bridge: the event loop, the request task and lifespan.
 
-The Rust core hands each request to :func:`run_http` as a task on the worker's event
-loop. The loop runs either on the worker's main thread and turns the Rust runtime itself
-through its selector (:class:`DrivenLoop`, one thread for everything), or in a thread of
-its own beside the runtime's threads (:class:`LoopThread`). Lifespan (:class:`Lifespan`)
+The Rust core hands each request and each WebSocket to :func:`run_app` as a task on the
+worker's event loop. The loop runs either on the worker's main thread and turns the Rust
+runtime itself through its selector (:class:`DrivenLoop`, one thread for everything), or
+in a thread of its own beside the runtime's threads (:class:`LoopThread`); which one is
+``Settings.execution_mode``'s decision, not this module's. Lifespan (:class:`Lifespan`)
 runs on the same loop before the worker accepts connections and after it stopped, so
 ``startup``/``shutdown`` bracket all traffic, and the ``state`` it fills is copied into
 every request's scope.
@@ -24,8 +25,7 @@ from typing import Any
 from .errors import AppLoadError
 
 __all__ = [
-    "run_http",
-    "run_websocket",
+    "run_app",
     "LoopThread",
     "DrivenLoop",
     "DrivenSelector",
@@ -47,8 +47,10 @@ _LIFESPAN_SENDS = frozenset(
 )
 
 
-async def run_http(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) -> None:
-    """Run one HTTP request; the core's protocol object checks the outcome."""
+async def run_app(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) -> None:
+    """Run the application for one HTTP request or WebSocket connection; the core's
+    protocol object (``HttpProtocol``, ``WsProtocol``) is told how it ended and checks
+    or finishes the rest."""
     try:
         await app(scope, proto.receive, proto.send)
     except BaseException as exc:
@@ -57,23 +59,6 @@ async def run_http(app: Callable[..., Awaitable[None]], scope: dict, proto: Any)
             raise  # cancellation and interpreter exits keep propagating
     else:
         proto.finished(None)
-
-
-async def run_websocket(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) -> None:
-    """Run one WebSocket connection; the core's protocol object finishes it."""
-    try:
-        await app(scope, proto.receive, proto.send)
-    except BaseException as exc:
-        proto.finished(exc)
-        if not isinstance(exc, Exception):
-            raise
-    else:
-        proto.finished(None)
-
-
-def one_thread(settings: Any) -> bool:
-    """Whether the loop and the runtime share one thread (see the ``loop`` setting)."""
-    return settings.runtime_threads == 1 and settings.loop in ("auto", "asyncio")
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:

@@ -46,11 +46,13 @@ def serve(
 ) -> None:
     """Serve ``app`` on the inherited listening sockets ``fds`` until told to stop.
 
-    ``settings.interface`` must already be resolved (``"wsgi"`` or ``"asgi"``; ASGI also
-    needs ``event_loop`` and takes lifespan's ``state`` and ``context``). Without
-    ``driver`` the loop runs in another thread; with one, the loop is not running yet and
-    ``serve`` runs it on this thread, its selector (``gristmill._asgi.DrivenSelector``)
-    turning the driver's runtime, and returns with the loop stopped. The core takes the
+    ``settings.interface`` must already be resolved (``"wsgi"`` or ``"asgi"``): the core
+    runs in ``settings.execution_mode`` (``gristmill.settings.ExecutionMode``). ASGI
+    also needs ``event_loop`` and takes lifespan's ``state`` and ``context``. In
+    ``asgi-loop-thread`` the loop runs in another thread. ``asgi-driven`` needs
+    ``driver`` (and no other mode takes one): the loop is not running yet and ``serve``
+    runs it on this thread, its selector (``gristmill._asgi.DrivenSelector``) turning
+    the driver's runtime, and returns with the loop stopped. The core takes the
     listening ``fds`` over and closes them when it stops accepting, so the caller must
     not close or reuse them. Once every listener accepts, one byte is written to
     ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL released.
@@ -150,7 +152,7 @@ class HttpProtocol:
         """ASGI ``send(message)``; raises :class:`ClientDisconnected` once the client left."""
 
     def finished(self, exc: BaseException | None = None) -> None:
-        """Called by ``gristmill._asgi.run_http`` when the application returns or raises."""
+        """Called by ``gristmill._asgi.run_app`` when the application returns or raises."""
 
 @final
 class WsProtocol:
@@ -163,7 +165,7 @@ class WsProtocol:
         """ASGI ``send(message)``; raises :class:`ClientDisconnected` once the client left."""
 
     def finished(self, exc: BaseException | None = None) -> None:
-        """Called by ``gristmill._asgi.run_websocket`` when the application returns or
+        """Called by ``gristmill._asgi.run_app`` when the application returns or
         raises."""
 
 class RequestBodyError(OSError):

@@ -7,11 +7,18 @@ Rust core receives the same frozen object (``gristmill._core`` reads its attribu
 name), so a setting is declared exactly once.
 
 Precedence, highest first: command line, environment, config file, default.
+
+:class:`ExecutionMode` names the four ways a worker runs, and
+:attr:`Settings.execution_mode` is the one place that picks one from the settings: the
+worker sets up its side (an event loop, a driver) from it, and the Rust core reads the
+same attribute as its own enum (``config.rs``: ``ExecutionMode``), so the two cannot
+disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import typing
 from dataclasses import dataclass, field
@@ -19,13 +26,33 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "SettingInfo", "schema", "from_sources", "env_name"]
+__all__ = ["Settings", "SettingInfo", "ExecutionMode", "schema", "from_sources", "env_name"]
 
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+class ExecutionMode(str, enum.Enum):
+    """How a worker runs its application; :attr:`Settings.execution_mode` picks one.
+
+    The values are what the Rust core matches (``config.rs``). See "Where the
+    application runs" in ``docs/server-behavior.md`` and "How it runs" in
+    ``docs/asgi.md``.
+    """
+
+    #: WSGI, one Python thread and one runtime thread: the application is called on the
+    #: I/O thread itself (``src/wsgi/inline.rs``).
+    WSGI_INLINE = "wsgi-inline"
+    #: WSGI on ``--threads`` Python threads beside the runtime's I/O threads.
+    WSGI_POOL = "wsgi-pool"
+    #: ASGI, one thread: an asyncio loop on the main thread whose selector turns the
+    #: runtime (``src/asgi/driven.rs``).
+    ASGI_DRIVEN = "asgi-driven"
+    #: ASGI with the event loop (uvloop when installed) in a thread of its own.
+    ASGI_LOOP_THREAD = "asgi-loop-thread"
 
 
 def _setting(
@@ -560,6 +587,28 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def execution_mode(self) -> ExecutionMode:
+        """How a worker with these settings runs: the one place that decides it.
+
+        WSGI runs inline with one Python thread and one runtime thread, else on a pool.
+        ASGI runs on one thread (the loop turns the runtime) with one runtime thread and
+        ``loop`` ``auto`` or ``asyncio`` (uvloop cannot share its thread), else with the
+        loop in a thread of its own. Needs a resolved ``interface`` (the worker resolves
+        ``auto`` from the application first); raises ``ValueError`` otherwise."""
+        if self.interface == "wsgi":
+            if self.threads == 1 and self.runtime_threads == 1:
+                return ExecutionMode.WSGI_INLINE
+            return ExecutionMode.WSGI_POOL
+        if self.interface == "asgi":
+            if self.runtime_threads == 1 and self.loop in ("auto", "asyncio"):
+                return ExecutionMode.ASGI_DRIVEN
+            return ExecutionMode.ASGI_LOOP_THREAD
+        raise ValueError(
+            f"the execution mode needs a resolved interface ('wsgi' or 'asgi'), "
+            f"not {self.interface!r}"
+        )
 
     @property
     def tls(self) -> Settings | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .errors import AppLoadError
-from .settings import Settings
+from .settings import ExecutionMode, Settings
 
 __all__ = ["run", "EXIT_OK", "EXIT_FAILED", "EXIT_APP_LOAD"]
 
@@ -94,12 +94,14 @@ def _serve(
 
 
 def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> int:
-    """Set up the event loop (see ``docs/server-behavior.md``), bracket serving with lifespan."""
+    """Set up the event loop for the execution mode (``Settings.execution_mode``: on this
+    thread, turning the core's runtime, or in a thread of its own), bracket serving with
+    lifespan."""
     from . import _asgi, _core
 
     driver = None
     runner: _asgi.LoopThread | _asgi.DrivenLoop
-    if _asgi.one_thread(settings):
+    if settings.execution_mode is ExecutionMode.ASGI_DRIVEN:
         driver = _core.Driver()
         runner = _asgi.DrivenLoop(driver)
     else:

@@ -12,13 +12,15 @@
 //! between the I/O thread and the loop thread — on a busy core the largest cost of the
 //! two-thread mode (`bench/NOTES.md`). While Python code runs, no socket is served (with
 //! one Python thread no other request could run anyway); the GIL is released whenever
-//! the runtime turns, so the application's own threads keep running.
+//! the runtime turns, so the application's own threads keep running. After a turn that
+//! moved work, the wait is preceded by `--busy-poll` of turning without sleeping
+//! (`crate::busy_poll`).
 
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -141,10 +143,7 @@ impl Driver {
 
     #[new]
     fn new() -> PyResult<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .thread_name("gristmill-io")
-            .enable_all()
-            .build()?;
+        let rt = crate::current_thread_runtime()?;
         Ok(Driver {
             state: Mutex::new(State {
                 rt: Some(Arc::new(rt)),
@@ -241,25 +240,24 @@ impl Driver {
                         }
                     };
                     let sleep = async {
-                        // First keep turning without sleeping for a moment (--busy-poll):
-                        // a request arriving meanwhile skips an idle core's wake-up.
-                        let start = Instant::now();
-                        let spin = limit.map_or(busy_poll, |d| d.min(busy_poll));
-                        while start.elapsed() < spin {
-                            tokio::task::yield_now().await;
-                        }
                         match limit {
-                            Some(d) => tokio::time::sleep(d.saturating_sub(spin)).await,
+                            Some(d) => tokio::time::sleep(d).await,
                             None => std::future::pending().await,
                         }
                     };
-                    tokio::select! {
-                        biased;
-                        r = ended => Woke::Ended(flatten(r)),
-                        () = work => Woke::Other,
-                        () = readable(loop_fds) => Woke::Other,
-                        () = sleep => Woke::Other,
-                    }
+                    // First keep turning without sleeping for a moment (--busy-poll): a
+                    // request arriving meanwhile skips an idle core's wake-up.
+                    let spin = limit.map_or(busy_poll, |d| d.min(busy_poll));
+                    crate::busy_poll::wait(spin, async {
+                        tokio::select! {
+                            biased;
+                            r = ended => Woke::Ended(flatten(r)),
+                            () = work => Woke::Other,
+                            () = readable(loop_fds) => Woke::Other,
+                            () = sleep => Woke::Other,
+                        }
+                    })
+                    .await
                 };
                 // Whether the loop's descriptors signalled since the last look; the
                 // loop then polls them all (level-triggered), so the signal is used up.

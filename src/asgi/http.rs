@@ -761,7 +761,7 @@ impl HttpProtocol {
         }
     }
 
-    /// Called by `gristmill._asgi.run_http` when the application returns or raises.
+    /// Called by `gristmill._asgi.run_app` when the application returns or raises.
     ///
     /// Logging runs Python handlers that may block, so it happens with the request's
     /// state unlocked (the I/O threads lock it too): first the log line, then the

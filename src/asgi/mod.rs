@@ -1,7 +1,8 @@
 //! The ASGI bridge: requests from the I/O threads run as tasks on the worker's asyncio
-//! event loop. With one runtime thread and `--loop auto` or `asyncio` (the defaults) the
-//! loop's selector turns the runtime on the same thread (see `driven.rs`); otherwise the
-//! loop (uvloop when installed) runs in its own Python thread.
+//! event loop. In the `AsgiDriven` execution mode (`crate::config::ExecutionMode`: one
+//! runtime thread and `--loop auto` or `asyncio`, the defaults) the loop's selector turns
+//! the runtime on the same thread (see `driven.rs`); in `AsgiLoopThread` the loop
+//! (uvloop when installed) runs in its own Python thread.
 //!
 //! The I/O threads never take the GIL to talk to the loop. They push [`Event`]s onto a
 //! queue and, only when the queue was idle, wake the loop (an eventfd it watches with
@@ -24,7 +25,7 @@ use std::time::Instant;
 use ::http::request::Parts;
 use ::http::{Request, Response, StatusCode};
 use bytes::Bytes;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -38,16 +39,12 @@ pub use ws::WsProtocol;
 
 use self::http::{BodySource, HttpShared};
 use crate::access_log::AccessLog;
-use crate::config::Config;
-use crate::http::body::{read_whole, BodyReadError};
-use crate::http::{error_response, guarded, plain_response, ResponseBody};
+use crate::config::{Config, ExecutionMode};
+use crate::http::request_body::{self, Start};
+use crate::http::{error_response, plain_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs, ConnSlot};
 use crate::server::{ConnCtx, Handler};
-
-/// Bodies up to this size (with a Content-Length and no `Expect: 100-continue`) are
-/// read before the application starts, so its first `receive()` completes at once.
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// Work for the event loop thread.
 pub enum Event {
@@ -112,8 +109,8 @@ pub struct NewRequest {
 /// Python objects the loop thread uses.
 struct PyParts {
     app: Py<PyAny>,
-    run_http: Py<PyAny>,
-    run_websocket: Py<PyAny>,
+    /// `gristmill._asgi.run_app`: runs the application for a request or a WebSocket.
+    run_app: Py<PyAny>,
     create_future: Py<PyAny>,
     /// Makes the request's task: `asyncio.Task` itself (called with `task_kw`, the
     /// loop), which skips the Python layers of `loop.create_task`, unless the loop has
@@ -268,14 +265,14 @@ impl Bridge {
             )?;
             let coro = self
                 .py
-                .run_http
+                .run_app
                 .call1(py, (self.py.app.bind(py), scope, proto))?;
             self.spawn(py, coro)?;
             Ok(())
         })();
         match result {
             Ok(()) => {}
-            // `run_http` saw it and finished the request; the loop must end.
+            // `run_app` saw it and finished the request; the loop must end.
             Err(e) if is_fatal(py, &e) => *fatal = fatal.take().or(Some(e)),
             Err(e) => {
                 log_with(
@@ -315,7 +312,7 @@ impl Bridge {
             )?;
             let coro = self
                 .py
-                .run_websocket
+                .run_app
                 .call1(py, (self.py.app.bind(py), scope, proto.clone()))?;
             self.spawn(py, coro)?;
             Ok(())
@@ -372,9 +369,6 @@ pub struct LoopSide {
     pub event_loop: Py<PyAny>,
     pub state: Option<Py<PyDict>>,
     pub context: Option<Py<PyAny>>,
-    /// The loop turns the runtime on its own thread (one-thread mode); otherwise it
-    /// runs in a thread of its own.
-    pub driven: bool,
 }
 
 /// The ASGI [`Handler`].
@@ -397,9 +391,9 @@ impl Asgi {
             event_loop,
             state,
             context,
-            driven,
         } = lp;
-        let wake = if driven {
+        // The loop turns the runtime on its own thread, or runs in a thread of its own.
+        let wake = if config.mode == ExecutionMode::AsgiDriven {
             Wake::Notify(tokio::sync::Notify::new())
         } else {
             // SAFETY: eventfd returns a new descriptor or -1 (checked).
@@ -440,11 +434,7 @@ impl Asgi {
             access,
             py: PyParts {
                 app,
-                run_http: py.import("gristmill._asgi")?.getattr("run_http")?.unbind(),
-                run_websocket: py
-                    .import("gristmill._asgi")?
-                    .getattr("run_websocket")?
-                    .unbind(),
+                run_app: py.import("gristmill._asgi")?.getattr("run_app")?.unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
                 new_task: new_task.unbind(),
                 task_kw,
@@ -588,39 +578,20 @@ impl Handler for Asgi {
         if self.bridge.config.ws && ws::is_upgrade_request(&req) {
             return self.handle_websocket(req, conn, guard, started).await;
         }
-        let (parts, mut body) = req.into_parts();
-        let small = body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
-            && !parts.headers.contains_key(::http::header::EXPECT);
-        let source = if body.is_end_stream() {
-            BodySource::Buffered(Bytes::new())
-        } else if small {
-            let timeout = self.bridge.config.body_read_timeout;
-            match read_whole(&mut body, timeout).await {
-                Ok(b) => BodySource::Buffered(b),
-                Err(BodyReadError::TimedOut(t)) => {
-                    // A stalled upload: answered here, the application never sees it.
-                    log::log(
-                        log::INFO,
-                        &format!(
-                            "{} {}: no request body bytes arrived for {} s \
-                             (body_read_timeout); answering 408",
-                            parts.method,
-                            parts.uri.path(),
-                            t.as_secs_f64()
-                        ),
-                    );
-                    self.log_rejected(&parts, conn, 408, started);
-                    let server_header = self.bridge.config.server_header;
-                    let resp = error_response(StatusCode::REQUEST_TIMEOUT, server_header);
-                    return guarded(resp, guard);
-                }
-                Err(BodyReadError::Failed(e)) => {
-                    log::log(log::DEBUG, &format!("request body read failed: {e}"));
-                    BodySource::Failed
-                }
+        let (parts, body) = req.into_parts();
+        let config = &self.bridge.config;
+        let source = match request_body::start(&parts, body, config.body_read_timeout).await {
+            Ok(Start::Empty) => BodySource::Buffered(Bytes::new()),
+            Ok(Start::Whole(b)) => BodySource::Buffered(b),
+            Ok(Start::Stream(body)) => BodySource::Stream(body),
+            Ok(Start::Failed(e)) => {
+                // The application's first `receive()` gets `http.disconnect`.
+                log::log(log::DEBUG, &format!("request body read failed: {e}"));
+                BodySource::Failed
             }
-        } else {
-            BodySource::Stream(body)
+            Err(stalled) => {
+                return stalled.respond(self, &parts, conn, guard, started, config.server_header)
+            }
         };
         let (reply, rx) = oneshot::channel();
         // The application task takes a share of the connection's slot: it may keep

@@ -581,7 +581,7 @@ impl WsProtocol {
         }
     }
 
-    /// Called by `gristmill._asgi.run_websocket` when the application returns or raises.
+    /// Called by `gristmill._asgi.run_app` when the application returns or raises.
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
         let failed = exc.is_some();

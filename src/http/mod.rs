@@ -1,10 +1,12 @@
-//! Interface-independent HTTP pieces: request checks, the response body, and the small
-//! responses the server writes itself (400, 413, 500, 503).
+//! Interface-independent HTTP pieces: request checks, how a request body starts (what
+//! is read before the application runs), the response body, and the small responses
+//! the server writes itself (400, 408, 413, 500, 503).
 
 pub mod body;
 pub mod file;
 pub mod framing;
 pub mod head;
+pub mod request_body;
 pub mod validate;
 
 use bytes::Bytes;

@@ -19,6 +19,9 @@
 //! steady load a stop signal went unheard and old connections kept starting requests
 //! until the graceful timeout.
 //!
+//! After a job, the thread keeps turning the runtime without sleeping for `--busy-poll`
+//! before it waits for the next one (`crate::busy_poll`).
+//!
 //! [`Waiter`]: crate::pool::Waiter
 
 use std::future::Future;
@@ -53,30 +56,14 @@ where
     let mut serving = rt.spawn(serving);
     loop {
         let next = py.detach(|| {
-            rt.block_on(async {
-                if !busy_poll.is_zero() {
-                    let until = std::time::Instant::now() + busy_poll;
-                    loop {
-                        match jobs.try_recv() {
-                            Ok(job) => return Next::Job(job),
-                            Err(mpsc::error::TryRecvError::Disconnected) => break,
-                            Err(mpsc::error::TryRecvError::Empty) => {}
-                        }
-                        if serving.is_finished() || std::time::Instant::now() >= until {
-                            break;
-                        }
-                        // One turn of the runtime: ready tasks, then a poll of the
-                        // sockets that does not sleep.
-                        tokio::task::yield_now().await;
-                    }
-                }
+            rt.block_on(crate::busy_poll::wait(busy_poll, async {
                 tokio::select! {
                     // Jobs first: a drain only ends once the requests it waits for ran.
                     biased;
                     Some(job) = jobs.recv() => Next::Job(job),
                     out = &mut serving => Next::Done(out),
                 }
-            })
+            }))
         });
         match next {
             Next::Job(job) => job.run(py),

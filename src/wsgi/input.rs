@@ -7,6 +7,9 @@
 //! client that sends nothing for `body_read_timeout` makes the read raise
 //! `RequestBodyTimeout`, so a stalled upload cannot hold a Python thread forever.
 //! `Expect: 100-continue` is answered by hyper when the first read polls the body.
+//! A small body is read before the application runs (`crate::http::request_body`), and
+//! one that stalls there is answered 408 without calling it; the reads of such a body
+//! never wait.
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -19,7 +22,8 @@ use std::time::Duration;
 use crate::errors::{
     ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
 };
-use crate::http::body::{next_data, read_whole, BodyReadError};
+use crate::http::body::{next_data, BodyReadError};
+use crate::http::request_body;
 use crate::pool::Waiter;
 
 struct State {
@@ -31,7 +35,7 @@ struct State {
 }
 
 #[derive(Clone)]
-enum Failure {
+pub enum Failure {
     TooLarge(u64),
     TimedOut(Duration),
     Disconnected(String),
@@ -60,22 +64,20 @@ pub enum Source {
     Empty,
     /// Read from the connection as the application asks for it.
     Stream(Incoming),
-    /// A small body read whole before the application was called (see [`prefetch`]).
-    Whole(Prefetched),
+    /// A small body read whole before the application was called, or how reading it
+    /// failed (reads then raise the same way); see `crate::http::request_body`.
+    Whole(Result<BytesMut, Failure>),
 }
 
-/// A body read whole, or how reading it failed (reads then raise the same way).
-pub struct Prefetched(Result<BytesMut, Failure>);
-
-/// Read all of `body` — a small one with a known length, so the application gets it
-/// without waiting on the network (and, inline, without turning the runtime per read).
-pub async fn prefetch(mut body: Incoming, timeout: Duration) -> Prefetched {
-    Prefetched(
-        read_whole(&mut body, timeout)
-            .await
-            .map(BytesMut::from)
-            .map_err(Failure::from),
-    )
+impl From<request_body::Start> for Source {
+    fn from(start: request_body::Start) -> Self {
+        match start {
+            request_body::Start::Empty => Source::Empty,
+            request_body::Start::Stream(body) => Source::Stream(body),
+            request_body::Start::Whole(b) => Source::Whole(Ok(BytesMut::from(b))),
+            request_body::Start::Failed(e) => Source::Whole(Err(BodyReadError::Failed(e).into())),
+        }
+    }
 }
 
 impl From<BodyReadError> for Failure {
@@ -110,8 +112,8 @@ impl Input {
         let (body, buf, failed) = match source {
             Source::Empty => (None, BytesMut::new(), None),
             Source::Stream(body) => (Some(body), BytesMut::new(), None),
-            Source::Whole(Prefetched(Ok(buf))) => (None, buf, None),
-            Source::Whole(Prefetched(Err(f))) => (None, BytesMut::new(), Some(f)),
+            Source::Whole(Ok(buf)) => (None, buf, None),
+            Source::Whole(Err(f)) => (None, BytesMut::new(), Some(f)),
         };
         Input {
             state: Mutex::new(State {

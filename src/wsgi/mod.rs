@@ -1,10 +1,11 @@
 //! The WSGI bridge: a request becomes a [`Job`] for a Python thread, which builds the
 //! environ, calls the application and drives its response (see `response.rs`).
 //!
-//! Where the job runs is the [`Dispatch`]: on a pool of Python threads beside a
-//! multi-thread I/O runtime, or — with one Python thread and one I/O thread — on the I/O
-//! thread itself, between turns of its current-thread runtime (see `inline.rs`), which
-//! saves two thread switches per request.
+//! Where the job runs is the [`Dispatch`], one per WSGI execution mode
+//! (`crate::config::ExecutionMode`): on a pool of Python threads beside a multi-thread
+//! I/O runtime ([`Wsgi::pool`]), or — with one Python thread and one I/O thread — on
+//! the I/O thread itself, between turns of its current-thread runtime ([`Wsgi::inline`],
+//! see `inline.rs`), which saves two thread switches per request.
 //!
 //! Everything the application does wrong is caught here: an exception or invalid
 //! output gives a 500 when nothing was sent yet (or aborts the connection when the
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::runtime::Handle;
@@ -40,16 +41,13 @@ use crate::config::Config;
 use crate::errors::{
     ClientDisconnected, RequestBodyError, RequestBodyTimeout, RequestBodyTooLarge,
 };
+use crate::http::request_body;
 use crate::http::{error_response, ResponseBody};
 use crate::log::{self, log_with};
 use crate::net::{ActiveGuard, Addrs};
 use crate::pool::{Pool, Task, Waiter};
 use crate::server::{ConnCtx, Handler};
 use crate::tls::TlsInfo;
-
-/// Bodies with a known length up to this size are read before the application runs
-/// (unless the client waits for `100 Continue`, which only the application may cause).
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// What every request of this worker shares.
 pub struct Shared {
@@ -78,16 +76,52 @@ pub struct Wsgi {
 }
 
 impl Wsgi {
-    /// With `Waiter::Driving`, jobs go to the returned queue, which the runtime's thread
-    /// must serve with [`run_inline`]; otherwise a pool of `config.threads` runs them.
-    pub fn new(
+    /// The inline mode: jobs go to the returned queue, which the runtime's own thread
+    /// serves with [`run_inline`].
+    pub fn inline(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: &Arc<tokio::runtime::Runtime>,
+        access: Option<AccessLog>,
+    ) -> PyResult<(Self, mpsc::UnboundedReceiver<Job>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let waiter = Waiter::Driving(Arc::downgrade(runtime));
+        let handle = runtime.handle().clone();
+        let wsgi = Self::new(
+            py,
+            app,
+            config,
+            handle,
+            waiter,
+            access,
+            Dispatch::Inline(tx),
+        )?;
+        Ok((wsgi, rx))
+    }
+
+    /// The pool mode: `config.threads` Python threads beside the runtime run the jobs.
+    pub fn pool(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: Arc<Config>,
+        runtime: Handle,
+        access: Option<AccessLog>,
+    ) -> PyResult<Self> {
+        let pool = Dispatch::Pool(Pool::start(config.threads)?);
+        let waiter = Waiter::Beside(runtime.clone());
+        Self::new(py, app, config, runtime, waiter, access, pool)
+    }
+
+    fn new(
         py: Python<'_>,
         app: Py<PyAny>,
         config: Arc<Config>,
         runtime: Handle,
         waiter: Waiter,
         access: Option<AccessLog>,
-    ) -> PyResult<(Self, Option<mpsc::UnboundedReceiver<Job>>)> {
+        dispatch: Dispatch,
+    ) -> PyResult<Self> {
         let errors = py
             .import("gristmill.logging")?
             .call_method0("wsgi_errors_stream")?;
@@ -96,19 +130,12 @@ impl Wsgi {
         let shared = Arc::new(Shared {
             app,
             base_environ: base.unbind(),
-            config: config.clone(),
+            config,
             runtime,
-            waiter: waiter.clone(),
+            waiter,
             access,
         });
-        let (dispatch, jobs) = match waiter {
-            Waiter::Driving(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Dispatch::Inline(tx), Some(rx))
-            }
-            Waiter::Beside(_) => (Dispatch::Pool(Pool::start(config.threads)?), None),
-        };
-        Ok((Wsgi { dispatch, shared }, jobs))
+        Ok(Wsgi { dispatch, shared })
     }
 }
 
@@ -122,15 +149,11 @@ impl Handler for Wsgi {
     ) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let config = &self.shared.config;
-        let body = if body.is_end_stream() {
-            Source::Empty
-        } else if body.size_hint().exact().is_some_and(|n| n <= PREFETCH_MAX)
-            && !parts.headers.contains_key(http::header::EXPECT)
-        {
-            // Small and complete soon: read it here, where waiting costs nothing.
-            Source::Whole(input::prefetch(body, config.body_read_timeout).await)
-        } else {
-            Source::Stream(body)
+        let body = match request_body::start(&parts, body, config.body_read_timeout).await {
+            Ok(start) => Source::from(start),
+            Err(stalled) => {
+                return stalled.respond(self, &parts, conn, guard, started, config.server_header)
+            }
         };
         let (reply, rx) = oneshot::channel();
         let job = Job {

@@ -194,6 +194,9 @@ async def pathsend(scope, receive, send):
 
 
 async def echo(scope, receive, send):
+    tag = _query(scope).get("tag")
+    if tag:
+        _marker(tag, "called")  # before the first receive(): the application ran
     body = await _read_body(receive)
     await _respond(send, b"echo:" + body)
 
