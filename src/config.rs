@@ -43,6 +43,9 @@ pub struct Config {
     #[pyo3(from_py_with = zero_is_none)]
     pub max_body_size: Option<u64>,
     pub max_connections: usize,
+    /// Requests after which the worker asks to be replaced, jitter included (the
+    /// supervisor draws it per worker); 0: never.
+    pub max_requests: u64,
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,

@@ -11,6 +11,7 @@ mod asgi;
 mod config;
 mod errors;
 mod http;
+mod lifecycle;
 mod log;
 mod net;
 mod pool;
@@ -30,16 +31,6 @@ use crate::server::Stop;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn signal_ready(fd: i32) {
-    if fd >= 0 {
-        // SAFETY: the fd was handed to us for exactly this one write; closed after.
-        unsafe {
-            libc::write(fd, b"1".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-    }
-}
 
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
@@ -147,7 +138,7 @@ fn serve(
                 Arc::new(handler),
                 listeners,
                 stop_watch.decision.clone(),
-                move || signal_ready(ready_fd),
+                lifecycle::SupervisorPipe::new(ready_fd),
             );
             let stop = match jobs {
                 Some(jobs) => wsgi::run_inline(py, &runtime, serving, jobs, config.busy_poll),
@@ -178,7 +169,7 @@ fn serve(
                 handler.clone(),
                 listeners,
                 stop_watch.decision.clone(),
-                move || signal_ready(ready_fd),
+                lifecycle::SupervisorPipe::new(ready_fd),
             );
             let stop = match &driver {
                 Some(d) => {
