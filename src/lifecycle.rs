@@ -90,3 +90,48 @@ impl RequestCount {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Count up to the limit on many threads; return what reached the pipe.
+    fn counted(limit: u64, requests: u64) -> Vec<u8> {
+        let mut fds = [0; 2];
+        // SAFETY: a fresh pipe, both ends ours.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let count = Arc::new(RequestCount::new(
+            limit,
+            Arc::new(SupervisorPipe::new(fds[1])),
+        ));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let count = count.clone();
+                std::thread::spawn(move || (0..requests / 4).for_each(|_| count.count()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(count); // closes the write end
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16];
+        loop {
+            // SAFETY: reading into a buffer of the given length.
+            let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        // SAFETY: ours, closed once.
+        unsafe { libc::close(fds[0]) };
+        out
+    }
+
+    #[test]
+    fn tells_the_supervisor_once_at_the_limit() {
+        assert_eq!(counted(1000, 4000), vec![RETIRE]);
+        assert_eq!(counted(1000, 996), Vec::<u8>::new());
+        assert_eq!(counted(0, 4000), Vec::<u8>::new());
+    }
+}

@@ -9,7 +9,9 @@ every replaced worker exits.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,5 +178,70 @@ def test_worker_max_rss(mode):
         assert m and all(float(v) > 120 for v in m.groups()), why
         # The replacement is small again: it is not replaced in turn.
         assert list(_replaced(srv)) == [old], srv.output()
+    finally:
+        srv.kill()
+
+
+@pytest.mark.timeout(30)
+def test_failed_replacement_keeps_the_old_worker(tmp_path):
+    # The application breaks on disk after start: the replacement cannot load it. The
+    # old worker is healthy, so it keeps serving (no stop, no failed request) and the
+    # replacement is tried again later.
+    broken = tmp_path / "broken"
+    app, env = MODES["wsgi-inline"]
+    srv = Server(
+        [*app, "--no-access-log", "--workers", "1", "--max-requests", "50"],
+        env={**env, "RECYCLE_APP_FAIL_IF": str(broken)},
+    )
+    try:
+        srv.wait_ready()
+        (old,) = srv.worker_pids()
+        broken.write_text("")
+        with Load(srv.url + "/") as load:
+            srv.wait_for_line(
+                rf"Could not replace worker {old}: new worker \d+ exited during start-up "
+                rf"\(exit code 3\); worker {old} keeps serving, next attempt in 10 seconds",
+                timeout=20,
+            )
+            served = load.total()
+            wait_until(lambda: load.total() > served + 20, 10, message="the old worker serving")
+        assert srv.proc.poll() is None
+        assert srv.worker_pids() == {old}
+        assert not load.failures, load.failures[:5]
+    finally:
+        srv.kill()
+
+
+@pytest.mark.timeout(30)
+def test_hung_old_worker_is_killed():
+    # A stopped (SIGSTOP) old worker cannot drain: it is killed --graceful-timeout + 5 s
+    # after it was told to, so the replacements queued behind it are not held up.
+    app, env = MODES["wsgi-inline"]
+    srv = Server(
+        [
+            *app,
+            "--no-access-log",
+            "--workers",
+            "1",
+            "--max-requests",
+            "10",
+            "--graceful-timeout",
+            "1",
+        ],
+        env=env,
+    )
+    try:
+        srv.wait_ready()
+        (old,) = srv.worker_pids()
+        with httpx.Client(timeout=10) as client:
+            for _ in range(10):
+                client.get(srv.url + "/")
+        os.kill(old, signal.SIGSTOP)
+        srv.wait_for_line(
+            rf"Killing worker {old}, still running 6 seconds after it was replaced", timeout=15
+        )
+        wait_until(lambda: _gone(old), 5, message=f"worker {old} to exit")
+        (new,) = srv.worker_pids()
+        assert httpx.get(srv.url + "/", timeout=10).text == str(new)
     finally:
         srv.kill()

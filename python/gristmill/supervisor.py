@@ -53,6 +53,8 @@ SHUTDOWN_GRACE = 5.0
 #: and how many samples in a row must be above the limit (a short peak is not a leak).
 RSS_CHECK_INTERVAL = 1.0
 RSS_SAMPLES = 3
+#: Seconds before a worker whose replacement failed to start is tried again.
+RECYCLE_RETRY = 10.0
 
 #: What a worker writes to its pipe (``src/lifecycle.rs``).
 _MSG_READY = ord("1")
@@ -81,6 +83,7 @@ class _Worker:
     lifetime: float = 0.0  # this worker's lifetime in seconds, jitter included; 0: none
     rss: list[int] = field(default_factory=list)  # the last RSS samples, in KiB
     recycle: str = ""  # why it is queued for replacement; "" when it is not
+    retry_at: float = 0.0  # when its failed replacement is tried again; 0: not waiting
 
 
 @dataclass
@@ -90,6 +93,8 @@ class _Recycle:
     old: int
     new: int
     draining: bool = False
+    #: When draining: the old worker is killed if it still runs at this time (0: none).
+    deadline: float = 0.0
 
 
 @dataclass
@@ -485,6 +490,7 @@ class Supervisor:
         if recycle is not None and w.pid == recycle.new:
             # The replacement accepts: only now does the old worker stop accepting.
             recycle.draining = True
+            recycle.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
             log.info("Worker %d replaces worker %d, which now drains", w.pid, recycle.old)
             self._retire(recycle.old)
         elif reload is not None and w.generation == reload.generation:
@@ -538,27 +544,22 @@ class Supervisor:
             )
             return
         if recycle is not None and pid == recycle.new and not w.ready:
-            # As for any worker dying at start-up (below), except that the old worker
-            # still serves: it waits, first in the queue, for the next replacement.
+            # As a failed reload: the old worker is healthy and keeps serving (stopping
+            # the server, as for a worker that cannot be respawned, would turn memory
+            # hygiene into an outage). It is tried again later.
             self._recycle = None
-            self._recycle_queue.insert(0, recycle.old)
-            log.warning(
-                "Worker %d, replacing worker %d, exited during start-up (%s)",
-                pid,
+            old = self.workers.get(recycle.old)
+            if old is not None:
+                old.retry_at = time.monotonic() + RECYCLE_RETRY
+            log.error(
+                "Could not replace worker %d: new worker %d exited during start-up (%s); "
+                "worker %d keeps serving, next attempt in %g seconds",
                 recycle.old,
+                pid,
                 reason,
+                recycle.old,
+                RECYCLE_RETRY,
             )
-            if code == worker.EXIT_APP_LOAD:
-                self._fail(AppLoadError("Failed to load the application; stopping"))
-                return
-            self._startup_failures += 1
-            if self._startup_failures >= MAX_STARTUP_FAILURES:
-                self._fail(
-                    ServerError(
-                        f"Workers keep dying at start-up ({self._startup_failures} in a row, "
-                        f"the last {reason}); stopping"
-                    )
-                )
             return
         reload = self._reload
         if reload is not None and w.generation == reload.generation and not w.ready:
@@ -654,6 +655,26 @@ class Supervisor:
         seconds until the next timer is due (``None``: no timer)."""
         now = time.monotonic()
         due: list[float] = []
+        for w in self.workers.values():
+            if w.retry_at and now >= w.retry_at:
+                w.retry_at = 0.0
+                self._recycle_queue.append(w.pid)
+            elif w.retry_at:
+                due.append(w.retry_at)
+        recycle = self._recycle
+        if recycle is not None and recycle.draining and recycle.deadline:
+            if now >= recycle.deadline:
+                # The worker enforces --graceful-timeout itself; only a hung one gets here,
+                # and it would hold up every later replacement.
+                log.warning(
+                    "Killing worker %d, still running %g seconds after it was replaced",
+                    recycle.old,
+                    self.settings.graceful_timeout + SHUTDOWN_GRACE,
+                )
+                _kill(recycle.old, signal.SIGKILL)
+                recycle.deadline = 0.0  # killed: reaped as any retired worker
+            else:
+                due.append(recycle.deadline)
         if self.settings.worker_lifetime:
             for w in list(self.workers.values()):
                 if not w.ready or w.recycle:
