@@ -245,3 +245,26 @@ def test_hung_old_worker_is_killed():
         assert httpx.get(srv.url + "/", timeout=10).text == str(new)
     finally:
         srv.kill()
+
+
+@pytest.mark.timeout(30)
+def test_reload_during_recycling():
+    # Workers replaced every second or so, and a SIGHUP in the middle: the reload takes
+    # over from the queue, recycling goes on after it, and no request fails.
+    srv = _start("asgi-one-thread", "--workers", "2", "--worker-lifetime", "1")
+    try:
+        with Load(srv.url + "/") as load:
+            srv.wait_for_line(REPLACES_RE, timeout=15)
+            before = srv.worker_pids()
+            srv.send_signal(signal.SIGHUP)
+            srv.wait_for_line("Reload complete", timeout=15)
+            for pid in before:
+                wait_until(lambda pid=pid: _gone(pid), 20, message=f"worker {pid} to exit")
+            mark = srv.mark()
+            srv.wait_for_line(REPLACES_RE, timeout=15, start=mark)
+            served = load.total()
+            wait_until(lambda: load.total() > served + 20, 10, message="serving on")
+        assert not load.failures, (load.failures[:5], srv.output())
+        assert len(srv.worker_pids()) >= 2
+    finally:
+        srv.kill()

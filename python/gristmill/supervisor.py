@@ -397,6 +397,8 @@ class Supervisor:
                     timeout = None
             if stop is None:
                 timeout = self._check_timers()
+                # Workers the timers just queued start now, not at the next wake-up.
+                self._next_recycle()
             signals: list[int] = []
             for key, _ in self._sel.select(timeout):
                 if key.fd == self._wake_r:
