@@ -54,6 +54,9 @@ pub struct Config {
     /// Requests in flight per worker; `None` means no limit (the setting's 0).
     #[pyo3(from_py_with = zero_is_none)]
     pub limit_concurrency: Option<u64>,
+    /// Requests after which the worker asks to be replaced, jitter included (the
+    /// supervisor draws it per worker); 0: never.
+    pub max_requests: u64,
     pub server_header: bool,
     pub access_log: bool,
     pub access_log_format: String,

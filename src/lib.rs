@@ -16,6 +16,7 @@ mod busy_poll;
 mod config;
 mod errors;
 mod http;
+mod lifecycle;
 mod log;
 mod net;
 mod pool;
@@ -38,16 +39,6 @@ use crate::server::Stop;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn signal_ready(fd: i32) {
-    if fd >= 0 {
-        // SAFETY: the fd was handed to us for exactly this one write; closed after.
-        unsafe {
-            libc::write(fd, b"1".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-    }
-}
 
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
@@ -171,7 +162,7 @@ impl Worker {
             handler,
             listeners,
             self.stop_watch.decision.clone(),
-            move || signal_ready(ready_fd),
+            lifecycle::SupervisorPipe::new(ready_fd),
         ))
     }
 }

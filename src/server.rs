@@ -46,6 +46,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpMode};
 use crate::http::{plain_response, validate, ResponseBody};
+use crate::lifecycle::{self, RequestCount, SupervisorPipe};
 use crate::log;
 use crate::net::{
     is_resource_exhaustion, ActiveGuard, Addrs, ConnActivity, ConnSlot, Listener, Plain, Stream,
@@ -116,6 +117,7 @@ const DRAIN_RECENT: Duration = Duration::from_millis(250);
 struct Ctl {
     shutdown: watch::Receiver<bool>,
     pressure: watch::Receiver<u64>,
+    requests: Arc<RequestCount>,
 }
 
 /// Serve until `stop` says so; then drain within the graceful timeout.
@@ -124,8 +126,10 @@ pub async fn run<H: Handler>(
     handler: Arc<H>,
     listeners: Vec<Listener>,
     mut stop: watch::Receiver<Option<Stop>>,
-    on_ready: impl FnOnce(),
+    supervisor: SupervisorPipe,
 ) -> std::io::Result<Stop> {
+    let supervisor = Arc::new(supervisor);
+    let requests = Arc::new(RequestCount::new(config.max_requests, supervisor.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
     let pressure_tx = Arc::new(pressure_tx);
@@ -144,6 +148,7 @@ pub async fn run<H: Handler>(
             Ctl {
                 shutdown: shutdown_rx.clone(),
                 pressure: pressure_rx.clone(),
+                requests: requests.clone(),
             },
         )));
     }
@@ -160,7 +165,7 @@ pub async fn run<H: Handler>(
             }
         });
     }
-    on_ready();
+    supervisor.send(lifecycle::READY);
 
     // A closed channel (the watcher thread is gone) can only mean stop at once.
     let decided = stop.wait_for(Option::is_some).await.map(|s| *s);
@@ -429,6 +434,7 @@ fn spawn_connection<H: Handler>(
         Ctl {
             shutdown: ctl.shutdown.clone(),
             pressure: ctl.pressure.clone(),
+            requests: ctl.requests.clone(),
         },
     );
     tokio::spawn(async move {
@@ -512,7 +518,9 @@ async fn serve_connection<H: Handler>(
         let activity = activity.clone();
         let config = config.clone();
         let concurrency = builder.concurrency.clone();
+        let requests = ctl.requests.clone();
         service_fn(move |req: Request<Incoming>| {
+            requests.count();
             let handler = handler.clone();
             let conn_ctx = conn_ctx.clone();
             let mut guard = activity.request_started();

@@ -103,9 +103,13 @@ def test_env_vars_are_parsed_by_type():
             "GRISTMILL_LOG_LEVEL": "debug",
             "GRISTMILL_ROOT_PATH": "/app",
             "GRISTMILL_APP_ARGS": "--debug:--verbose",
+            "GRISTMILL_MAX_REQUESTS": "1000",
+            "GRISTMILL_WORKER_LIFETIME": "3600",
+            "GRISTMILL_WORKER_MAX_RSS": "512",
             "GRISTMILL_UNRELATED": "x",
         }
     )
+    assert (s.max_requests, s.worker_lifetime, s.worker_max_rss) == (1000, 3600.0, 512)
     assert s.workers == 3
     assert s.keepalive_timeout == 2.5
     assert s.access_log is False and s.server_header is False
@@ -189,6 +193,12 @@ def test_missing_config_file(tmp_path):
         ({"max_header_size": 100}, "max_header_size"),
         ({"root_path": "app"}, "root_path"),
         ({"root_path": "/app/"}, "root_path"),
+        ({"max_requests": -1}, "max_requests"),
+        ({"max_requests_jitter": -1}, "max_requests_jitter"),
+        ({"worker_max_rss": -1}, "worker_max_rss"),
+        ({"worker_lifetime": -1.0}, "worker_lifetime"),
+        ({"worker_lifetime": float("nan")}, "worker_lifetime"),
+        ({"worker_lifetime_jitter": float("inf")}, "worker_lifetime_jitter"),
     ],
 )
 def test_validation(cli, match):

@@ -54,8 +54,10 @@ def serve(
     runs it on this thread, its selector (``gristmill._asgi.DrivenSelector``) turning
     the driver's runtime, and returns with the loop stopped. The core takes the
     listening ``fds`` over and closes them when it stops accepting, so the caller must
-    not close or reuse them. Once every listener accepts, one byte is written to
-    ``ready_fd`` (when it is not -1) and the fd is closed. Blocks with the GIL released.
+    not close or reuse them. ``ready_fd`` (when it is not -1) is the pipe to the
+    supervisor: ``b"1"`` is written once every listener accepts, ``b"M"`` once the
+    worker has served ``settings.max_requests`` requests (when not 0); the fd is closed
+    when serving ends. Blocks with the GIL released.
     SIGTERM starts a graceful shutdown (stop accepting, finish in-flight requests within
     ``settings.graceful_timeout``); SIGQUIT stops at once; the worker also stops
     gracefully when its parent process goes away. Returns when stopped. Raises

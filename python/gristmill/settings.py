@@ -363,6 +363,45 @@ class Settings:
         metavar="SECONDS",
     )
 
+    max_requests: int = _setting(
+        0,
+        "Replace a worker after it has served this many requests (plus up to "
+        "`--max-requests-jitter` more), counted per worker whatever `--threads` is: a new "
+        "worker starts first, then the old one drains as on SIGTERM, one worker at a "
+        "time. 0 turns it off.",
+        group="Processes",
+        metavar="N",
+    )
+    max_requests_jitter: int = _setting(
+        0,
+        "A random number of requests between 0 and this, drawn for each worker and added "
+        "to `--max-requests`, so workers started together do not all retire together.",
+        group="Processes",
+        metavar="N",
+    )
+    worker_lifetime: float = _setting(
+        0.0,
+        "Replace a worker this many seconds after it started (plus up to "
+        "`--worker-lifetime-jitter`), as `--max-requests` does. 0 turns it off.",
+        group="Processes",
+        metavar="SECONDS",
+        default_text="0 (off)",
+    )
+    worker_lifetime_jitter: float = _setting(
+        0.0,
+        "Random seconds between 0 and this, drawn for each worker and added to "
+        "`--worker-lifetime`.",
+        group="Processes",
+        metavar="SECONDS",
+    )
+    worker_max_rss: int = _setting(
+        0,
+        "Replace a worker whose resident memory (RSS) stays above this many MiB for "
+        "three checks in a row, one second apart, as `--max-requests` does. 0 turns it off.",
+        group="Processes",
+        metavar="MIB",
+    )
+
     # --- HTTP limits and timeouts ----------------------------------------------------
     header_read_timeout: float = _setting(
         10.0,
@@ -752,6 +791,12 @@ def validate(s: Settings) -> Settings:
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    for name in ("max_requests", "max_requests_jitter", "worker_max_rss"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must be 0 (off) or positive")
+    for name in ("worker_lifetime", "worker_lifetime_jitter"):
+        if not 0 <= getattr(s, name) < _MAX_SECONDS:
+            raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds")
     if not 0 <= s.busy_poll <= 1_000_000:
         raise ConfigError("busy_poll must be between 0 and 1000000 microseconds")
     for name in (

@@ -9,7 +9,14 @@ workers that keep dying at start-up stop the server instead of looping.
 Signals: SIGTERM/SIGINT graceful stop; a second SIGINT or SIGQUIT forces; SIGHUP rolling
 restart (new workers ready before the old ones drain); SIGTTIN/SIGTTOU one worker more or
 fewer. The main loop sleeps in ``selectors`` on a ``signal.set_wakeup_fd`` self-pipe and
-the readiness pipes: no polling.
+the workers' pipes, with a timeout only for the timers it has (the stop deadline, worker
+lifetimes, RSS checks): no polling otherwise.
+
+Worker recycling (``--max-requests``, ``--worker-lifetime``, ``--worker-max-rss``)
+replaces one worker at a time the way SIGHUP replaces them all: the replacement starts,
+and only once it is ready does the old worker get SIGTERM and drain. A worker asks for
+its own replacement after ``max_requests`` requests by writing ``b"M"`` to the pipe it
+reported readiness on; the supervisor watches ages and memory itself.
 
 The supervisor never imports the application (unless handed an app object by
 :func:`gristmill.serve`), so a broken app cannot take it down.
@@ -21,12 +28,13 @@ import contextlib
 import importlib.util
 import logging
 import os
+import random
 import selectors
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import loader, reloader, sockets, worker
@@ -43,6 +51,16 @@ MAX_STARTUP_FAILURES = 5
 #: Seconds added to graceful_timeout before stragglers are killed: the workers enforce
 #: graceful_timeout themselves; this margin only catches a worker that hangs.
 SHUTDOWN_GRACE = 5.0
+#: ``--worker-max-rss``: seconds between two samples of every worker's resident memory,
+#: and how many samples in a row must be above the limit (a short peak is not a leak).
+RSS_CHECK_INTERVAL = 1.0
+RSS_SAMPLES = 3
+#: Seconds before a worker whose replacement failed to start is tried again.
+RECYCLE_RETRY = 10.0
+
+#: What a worker writes to its pipe (``src/lifecycle.rs``).
+_MSG_READY = ord("1")
+_MSG_MAX_REQUESTS = ord("M")
 
 _HANDLED = (
     signal.SIGTERM,
@@ -63,6 +81,23 @@ class _Worker:
     generation: int
     seq: int  # spawn order, to retire the newest on SIGTTOU
     ready: bool = False
+    started: float = 0.0  # time.monotonic() at spawn
+    max_requests: int = 0  # this worker's limit, jitter included; 0: none
+    lifetime: float = 0.0  # this worker's lifetime in seconds, jitter included; 0: none
+    rss: list[int] = field(default_factory=list)  # the last RSS samples, in KiB
+    recycle: str = ""  # why it is queued for replacement; "" when it is not
+    retry_at: float = 0.0  # when its failed replacement is tried again; 0: not waiting
+
+
+@dataclass
+class _Recycle:
+    """One worker being replaced: ``new`` starts; then ``old`` drains until it exits."""
+
+    old: int
+    new: int
+    draining: bool = False
+    #: When draining: the old worker is killed if it still runs at this time (0: none).
+    deadline: float = 0.0
 
 
 @dataclass
@@ -103,6 +138,9 @@ class Supervisor:
         # --reload: the file watcher, and a restart asked for while one could not start.
         self._reloader: reloader.Reloader | None = None
         self._reload_pending = False
+        self._recycle: _Recycle | None = None
+        self._recycle_queue: list[int] = []  # pids waiting for a replacement, in order
+        self._next_rss_check = 0.0
         self._sel: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = -1
         self._pid_file: str | None = None
@@ -163,6 +201,8 @@ class Supervisor:
                 "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
             )
         _check_tls(s)
+        if s.worker_max_rss and _rss_kib(os.getpid()) is None:
+            log.warning("--worker-max-rss needs /proc/PID/status (Linux); it is ignored")
 
     def _preload(self) -> None:
         """--preload: import the application here, so the workers fork with it."""
@@ -275,6 +315,13 @@ class Supervisor:
     # --- workers --------------------------------------------------------------------
 
     def _spawn(self, generation: int) -> _Worker:
+        s = self.settings
+        max_requests = 0
+        if s.max_requests:
+            max_requests = s.max_requests + random.randint(0, s.max_requests_jitter)
+        lifetime = 0.0
+        if s.worker_lifetime:
+            lifetime = s.worker_lifetime + random.uniform(0.0, s.worker_lifetime_jitter)
         ready_r, ready_w = os.pipe()
         # Block our signals across fork so the child cannot run the supervisor's
         # handlers (or write to its wakeup pipe) before it has reset them.
@@ -288,21 +335,29 @@ class Supervisor:
             raise ServerError(f"cannot start a worker: {e.strerror}") from None
         if pid == 0:
             try:
-                self._become_worker(ready_r, ready_w, old_mask)
+                self._become_worker(ready_r, ready_w, old_mask, max_requests)
             finally:
                 os._exit(worker.EXIT_FAILED)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
         self._seq += 1
-        w = _Worker(pid, ready_r, generation, self._seq)
+        w = _Worker(
+            pid,
+            ready_r,
+            generation,
+            self._seq,
+            started=time.monotonic(),
+            max_requests=max_requests,
+            lifetime=lifetime,
+        )
         self.workers[pid] = w
         assert self._sel is not None
         self._sel.register(ready_r, selectors.EVENT_READ, w)
         log.debug("Started worker %d", pid)
         return w
 
-    def _become_worker(self, ready_r: int, ready_w: int, old_mask: Any) -> None:
+    def _become_worker(self, ready_r: int, ready_w: int, old_mask: Any, max_requests: int) -> None:
         """In the child: drop the supervisor's state, then run the worker (never returns)."""
         set_title(self.settings, f"worker {self._seq + 1}")
         signal.set_wakeup_fd(-1)
@@ -318,7 +373,9 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
         fds = sockets.worker_fds(self.listeners, self.settings)
-        worker.run(self.settings, fds, ready_w, self.app)
+        # The core counts up to this worker's own limit, the jitter drawn above included.
+        settings = self.settings.replace(max_requests=max_requests)
+        worker.run(settings, fds, ready_w, self.app)
 
     def _close_ready(self, w: _Worker) -> None:
         if w.ready_fd < 0:
@@ -330,20 +387,36 @@ class Supervisor:
         w.ready_fd = -1
 
     def _check_ready(self, w: _Worker) -> None:
-        """Read the readiness pipe: one byte means ready, end-of-file means it never was."""
+        """Read the worker's pipe: ``1`` means ready, ``M`` that it served its
+        ``max_requests``; end-of-file that it stopped serving (or never started)."""
         if w.ready_fd < 0:
             return
         try:
-            data = os.read(w.ready_fd, 1)
+            data = os.read(w.ready_fd, 64)
         except BlockingIOError:
             return
-        self._close_ready(w)
-        if data:
-            w.ready = True
-            self._on_ready(w)
+        if not data:
+            self._close_ready(w)
+            return
+        for msg in data:
+            if msg == _MSG_READY and not w.ready:
+                w.ready = True
+                self._on_ready(w)
+            elif msg == _MSG_MAX_REQUESTS:
+                self._request_recycle(
+                    w,
+                    f"served {w.max_requests} requests "
+                    f"(max-requests {_with_jitter(self.settings.max_requests, w.max_requests)})",
+                )
 
     def _retire(self, pid: int, sig: int = signal.SIGTERM) -> None:
         """Tell a worker to stop; it is reaped without being replaced."""
+        recycle = self._recycle
+        if recycle is not None and pid == recycle.new and not recycle.draining:
+            # A replacement stopped before it took over (SIGTTOU retires the newest): the
+            # old worker keeps serving and waits for another.
+            self._recycle = None
+            self._recycle_queue.insert(0, recycle.old)
         w = self.workers.pop(pid, None)
         if w is not None:
             self._close_ready(w)
@@ -364,6 +437,10 @@ class Supervisor:
                 if timeout == 0.0:
                     self._kill_stragglers()
                     timeout = None
+            if stop is None:
+                timeout = self._check_timers()
+                # Workers the timers just queued start now, not at the next wake-up.
+                self._next_recycle()
             signals: list[int] = []
             for key, _ in self._sel.select(timeout):
                 if key.fd == self._wake_r:
@@ -376,6 +453,7 @@ class Supervisor:
             for sig in signals:
                 self._on_signal(sig)
             self._reap()
+            self._next_recycle()
 
     def _finish(self, stop: _Stop) -> int:
         if stop.error is not None:
@@ -417,6 +495,8 @@ class Supervisor:
     def _begin_stop(self, stop: _Stop) -> None:
         self._stop = stop
         self._reload = None
+        self._recycle = None
+        self._recycle_queue.clear()
         # New connections now queue nowhere: the workers' copies close as they stop.
         self._close_listeners()
         stop.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
@@ -465,7 +545,14 @@ class Supervisor:
         self._startup_failures = 0
         log.debug("Worker %d ready", w.pid)
         reload = self._reload
-        if reload is not None and w.generation == reload.generation:
+        recycle = self._recycle
+        if recycle is not None and w.pid == recycle.new:
+            # The replacement accepts: only now does the old worker stop accepting.
+            recycle.draining = True
+            recycle.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
+            log.info("Worker %d replaces worker %d, which now drains", w.pid, recycle.old)
+            self._retire(recycle.old)
+        elif reload is not None and w.generation == reload.generation:
             self._maybe_finish_reload()
         elif not self._announced and self._all_ready():
             self._announced = True
@@ -490,9 +577,12 @@ class Supervisor:
 
     def _on_exit(self, pid: int, status: int) -> None:
         reason = _exit_reason(status)
+        recycle = self._recycle
         if pid in self.retiring:
             self.retiring.discard(pid)
             log.debug("Worker %d stopped (%s)", pid, reason)
+            if recycle is not None and pid == recycle.old:
+                self._recycle = None  # the next worker in the queue may go
             return
         w = self.workers.get(pid)
         if w is None:
@@ -503,6 +593,34 @@ class Supervisor:
         if self._stop is not None:
             return
         code = os.waitstatus_to_exitcode(status)
+        if recycle is not None and pid == recycle.old:
+            # Its replacement is already starting: that one takes its place.
+            self._recycle = None
+            log.warning(
+                "Worker %d exited unexpectedly (%s); worker %d, starting, replaces it",
+                pid,
+                reason,
+                recycle.new,
+            )
+            return
+        if recycle is not None and pid == recycle.new and not w.ready:
+            # As a failed reload: the old worker is healthy and keeps serving (stopping
+            # the server, as for a worker that cannot be respawned, would turn memory
+            # hygiene into an outage). It is tried again later.
+            self._recycle = None
+            old = self.workers.get(recycle.old)
+            if old is not None:
+                old.retry_at = time.monotonic() + RECYCLE_RETRY
+            log.error(
+                "Could not replace worker %d: new worker %d exited during start-up (%s); "
+                "worker %d keeps serving, next attempt in %g seconds",
+                recycle.old,
+                pid,
+                reason,
+                recycle.old,
+                RECYCLE_RETRY,
+            )
+            return
         reload = self._reload
         if reload is not None and w.generation == reload.generation and not w.ready:
             self._abort_reload(pid, reason)
@@ -548,6 +666,9 @@ class Supervisor:
             log.info("Ignoring SIGHUP: the workers are still starting")
             return
         log.info("Reloading workers (%s)", why)
+        # The reload replaces every worker, those waiting to be recycled too. A
+        # replacement already starting finishes its job; the reload retires it after.
+        self._recycle_queue.clear()
         reload = _Reload(generation=self.generation + 1, count=self.target_workers)
         self._reload = reload
         for _ in range(reload.count):
@@ -580,6 +701,94 @@ class Supervisor:
             self._retire(other)
         self._reload = None
         self._pending_reload()
+
+    # --- recycling ------------------------------------------------------------------
+
+    def _request_recycle(self, w: _Worker, why: str) -> None:
+        """Queue ``w`` for replacement (once); :meth:`_next_recycle` starts it in turn."""
+        if w.recycle or self._stop is not None or self.workers.get(w.pid) is not w:
+            return
+        w.recycle = why
+        log.info("Worker %d %s; replacing it", w.pid, why)
+        self._recycle_queue.append(w.pid)
+
+    def _next_recycle(self) -> None:
+        """Start the next replacement: one at a time, never during a reload or stop."""
+        if self._recycle is not None or self._reload is not None or self._stop is not None:
+            return
+        if not self._announced:
+            return
+        while self._recycle_queue:
+            old = self.workers.get(self._recycle_queue.pop(0))
+            if old is None:
+                continue  # gone already
+            new = self._spawn(self.generation)
+            self._recycle = _Recycle(old=old.pid, new=new.pid)
+            log.debug("Started worker %d to replace worker %d", new.pid, old.pid)
+            return
+
+    def _check_timers(self) -> float | None:
+        """Queue the workers past their lifetime or over the RSS limit; return the
+        seconds until the next timer is due (``None``: no timer)."""
+        now = time.monotonic()
+        due: list[float] = []
+        for w in self.workers.values():
+            if w.retry_at and now >= w.retry_at:
+                w.retry_at = 0.0
+                self._recycle_queue.append(w.pid)
+            elif w.retry_at:
+                due.append(w.retry_at)
+        recycle = self._recycle
+        if recycle is not None and recycle.draining and recycle.deadline:
+            if now >= recycle.deadline:
+                # The worker enforces --graceful-timeout itself; only a hung one gets here,
+                # and it would hold up every later replacement.
+                log.warning(
+                    "Killing worker %d, still running %g seconds after it was replaced",
+                    recycle.old,
+                    self.settings.graceful_timeout + SHUTDOWN_GRACE,
+                )
+                _kill(recycle.old, signal.SIGKILL)
+                recycle.deadline = 0.0  # killed: reaped as any retired worker
+            else:
+                due.append(recycle.deadline)
+        if self.settings.worker_lifetime:
+            for w in list(self.workers.values()):
+                if not w.ready or w.recycle:
+                    continue
+                deadline = w.started + w.lifetime
+                if now >= deadline:
+                    lifetime = _with_jitter(self.settings.worker_lifetime, w.lifetime)
+                    self._request_recycle(
+                        w,
+                        f"is {now - w.started:.1f} seconds old (worker-lifetime {lifetime})",
+                    )
+                else:
+                    due.append(deadline)
+        if self.settings.worker_max_rss:
+            if now >= self._next_rss_check:
+                self._check_rss()
+                self._next_rss_check = now + RSS_CHECK_INTERVAL
+            due.append(self._next_rss_check)
+        return max(0.0, min(due) - now) if due else None
+
+    def _check_rss(self) -> None:
+        limit_kib = self.settings.worker_max_rss * 1024
+        for w in list(self.workers.values()):
+            if not w.ready or w.recycle:
+                continue
+            rss = _rss_kib(w.pid)
+            if rss is None:
+                continue
+            w.rss = (w.rss + [rss])[-RSS_SAMPLES:]
+            if len(w.rss) == RSS_SAMPLES and all(r > limit_kib for r in w.rss):
+                samples = ", ".join(f"{r / 1024:.1f}" for r in w.rss)
+                self._request_recycle(
+                    w,
+                    f"uses {samples} MiB of resident memory (VmRSS, {RSS_SAMPLES} samples "
+                    f"{RSS_CHECK_INTERVAL:g} second apart; worker-max-rss "
+                    f"{self.settings.worker_max_rss} MiB)",
+                )
 
     def _resize(self, delta: int, name: str) -> None:
         if self._reload is not None:
@@ -637,6 +846,27 @@ def _exit_reason(status: int) -> str:
         except ValueError:
             return f"killed by signal {sig}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _with_jitter(setting: float, actual: float) -> str:
+    """``1000`` or ``1000 + 23 jitter``, for the log lines of recycling."""
+    extra = actual - setting
+    if not extra:
+        return f"{setting:g}"
+    return f"{setting:g} + {extra:.3g} jitter"
+
+
+def _rss_kib(pid: int) -> int | None:
+    """A process's resident set size in KiB (``VmRSS`` in ``/proc/PID/status``), or
+    ``None`` when it cannot be read (the process is gone, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _absolute_tls_paths(s: Settings) -> dict[str, str]:
