@@ -47,6 +47,10 @@ pub struct Config {
     #[pyo3(from_py_with = zero_is_none)]
     pub limit_concurrency: Option<u64>,
     pub server_header: bool,
+    /// Read proxy headers from trusted peers (`crate::http::proxy`).
+    pub proxy_headers: bool,
+    #[pyo3(from_py_with = crate::http::proxy::trusted_peers)]
+    pub forwarded_allow_ips: crate::http::proxy::TrustedPeers,
     pub access_log: bool,
     pub access_log_format: String,
     /// Serve WebSocket upgrades (ASGI).

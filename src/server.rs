@@ -512,9 +512,11 @@ async fn serve_connection<H: Handler>(
         let activity = activity.clone();
         let config = config.clone();
         let concurrency = builder.concurrency.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let handler = handler.clone();
             let conn_ctx = conn_ctx.clone();
+            let tls = conn_ctx.tls.is_some();
+            crate::http::proxy::apply(&config, &conn_ctx.addrs, tls, &mut req);
             let mut guard = activity.request_started();
             let busy = match &concurrency {
                 None => false,

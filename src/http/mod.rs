@@ -5,6 +5,7 @@ pub mod body;
 pub mod file;
 pub mod framing;
 pub mod head;
+pub mod proxy;
 pub mod validate;
 
 use bytes::Bytes;
