@@ -102,6 +102,22 @@ def test_no_proxy_headers_ignores_them(server):
     assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
 
 
+def test_http2_authority_is_replaced_too(server, mode):
+    srv = server(APP, *mode)
+    env = get(
+        srv.url + "/",
+        {"X-Forwarded-Host": "h2.example", "X-Forwarded-Proto": "https"},
+        http1=False,
+        http2=True,
+    )
+    assert env["HTTP_HOST"] == "h2.example"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["wsgi.url_scheme"]) == (
+        "h2.example",
+        "443",
+        "https",
+    )
+
+
 def test_forwarded_allow_ips_environment_variable(server):
     srv = server(APP, env={"FORWARDED_ALLOW_IPS": "10.1.1.1"})
     assert get(srv.url + "/", FULL)["REMOTE_ADDR"] == "127.0.0.1"
@@ -180,7 +196,7 @@ NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sb
 
 # The lines docs/server-behavior.md ("Behind a proxy") recommends.
 PROXY_LINES = """
-            proxy_pass http://127.0.0.1:{upstream};
+            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -224,7 +240,8 @@ def nginx(tmp_path, certs):
         pytest.skip("nginx is not installed (Debian package `nginx`; .ci/run installs it)")
     procs: list[subprocess.Popen] = []
 
-    def start(upstream: int) -> tuple[int, int]:
+    def start(upstream: int | str) -> tuple[int, int]:
+        """``upstream``: gristmill's TCP port, or the path of its Unix socket."""
         http_port, https_port = free_port(), free_port()
         conf = tmp_path / "nginx.conf"
         conf.write_text(
@@ -237,7 +254,11 @@ def nginx(tmp_path, certs):
                 https_port=https_port,
                 cert=certs.chain,
                 key=certs.key_pkcs8,
-                proxy=PROXY_LINES.format(upstream=upstream),
+                proxy=PROXY_LINES.format(
+                    upstream=f"unix:{upstream}:"
+                    if isinstance(upstream, str)
+                    else f"127.0.0.1:{upstream}"
+                ),
             )
         )
         log = tmp_path / "error.log"
@@ -314,3 +335,18 @@ def test_behind_nginx_tls_the_app_sees_https(server, nginx, certs):
     assert env["SERVER_PORT"] == str(https_port)
     # The hop from nginx to gristmill is cleartext.
     assert env["HTTPS"] is None
+
+
+def test_behind_nginx_over_a_unix_socket(server, nginx, tmp_path):
+    path = str(tmp_path / "app.sock")
+    srv = server("--uds", path, APP, expect_ready=False)
+    srv.wait_for_line(rf"Listening on unix:{path} \(1 worker\)")
+    http_port, _ = nginx(path)
+    env = get(
+        f"http://127.0.0.1:{http_port}/",
+        {"X-Forwarded-For": "6.6.6.6"},
+        transport=httpx.HTTPTransport(local_address=CLIENT_ADDR),
+    )
+    # A Unix-socket peer is trusted; nginx's appended hop is the client.
+    assert env["REMOTE_ADDR"] == CLIENT_ADDR
+    assert env["HTTP_HOST"] == f"127.0.0.1:{http_port}"
