@@ -191,6 +191,11 @@ def test_settings_refuse_a_bad_list(bad):
         from_sources({"forwarded_allow_ips": f"127.0.0.1,{bad}"})
 
 
+def test_bad_list_on_the_command_line_exits_2(gristmill_exit):
+    code, out = gristmill_exit(["--forwarded-allow-ips", "127.0.0.1,proxy.local", APP])
+    assert code == 2 and "forwarded_allow_ips: 'proxy.local' is not an IP address" in out
+
+
 # --- behind a real nginx ------------------------------------------------------------------
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 
