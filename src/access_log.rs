@@ -79,7 +79,7 @@ impl<'a> Record<'a> {
         started: std::time::Instant,
     ) -> Self {
         Record {
-            peer,
+            peer: crate::http::proxy::client(parts, peer),
             method: &parts.method,
             uri: &parts.uri,
             version: parts.version,

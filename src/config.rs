@@ -58,6 +58,10 @@ pub struct Config {
     /// supervisor draws it per worker); 0: never.
     pub max_requests: u64,
     pub server_header: bool,
+    /// Read proxy headers from trusted peers (`crate::http::proxy`).
+    pub proxy_headers: bool,
+    #[pyo3(from_py_with = crate::http::proxy::trusted_peers)]
+    pub forwarded_allow_ips: crate::http::proxy::TrustedPeers,
     pub access_log: bool,
     pub access_log_format: String,
     /// Start ASGI tasks eagerly (Python 3.12+).

@@ -519,10 +519,12 @@ async fn serve_connection<H: Handler>(
         let config = config.clone();
         let concurrency = builder.concurrency.clone();
         let requests = ctl.requests.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             requests.count();
             let handler = handler.clone();
             let conn_ctx = conn_ctx.clone();
+            let tls = conn_ctx.tls.is_some();
+            crate::http::proxy::apply(&config, &conn_ctx.addrs, tls, &mut req);
             let mut guard = activity.request_started();
             let busy = match &concurrency {
                 None => false,

@@ -478,6 +478,27 @@ class Settings:
         negatable=True,
     )
 
+    # --- Proxy -----------------------------------------------------------------------
+    proxy_headers: bool = _setting(
+        True,
+        "Believe the proxy headers of trusted peers (`--forwarded-allow-ips`): "
+        "`X-Forwarded-For`, `-Proto`, `-Host`, `-Port`, `-Prefix` and RFC 7239 `Forwarded` "
+        "set the client address, scheme, host and mount path the application sees (see "
+        'docs/server-behavior.md, "Behind a proxy"). With `--no-proxy-headers` they are '
+        "plain headers from every peer.",
+        group="Proxy",
+        negatable=True,
+    )
+    forwarded_allow_ips: str = _setting(
+        "127.0.0.1,::1",
+        "The peers whose proxy headers are believed: comma-separated IP addresses and "
+        "CIDR networks (`10.0.0.0/8`), or `*` for any peer. Peers on a Unix socket are "
+        "always trusted. When this setting is not given, the environment variable "
+        "`FORWARDED_ALLOW_IPS` is used, as gunicorn and uvicorn do.",
+        group="Proxy",
+        metavar="LIST",
+    )
+
     # --- HTTP/2 ----------------------------------------------------------------------
     http: str = _setting(
         "auto",
@@ -818,6 +839,7 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("port must be between 0 and 65535")
     if s.root_path and (not s.root_path.startswith("/") or s.root_path.endswith("/")):
         raise ConfigError("root_path must start with '/' and not end with '/'")
+    _validate_forwarded_allow_ips(s.forwarded_allow_ips)
     if s.preload and s.reload:
         raise ConfigError(
             "--preload and --reload cannot be combined: the preloaded code would never be "
@@ -841,6 +863,26 @@ def validate(s: Settings) -> Settings:
     for addr in s.bind:
         parse_address(addr)
     return s
+
+
+def _validate_forwarded_allow_ips(value: str) -> None:
+    """Each item an IP address or a network with a prefix length (what the Rust core
+    parses with ``ipnet``: no netmasks, no IPv6 zone), or ``*``."""
+    import ipaddress
+
+    for item in (i.strip() for i in value.split(",")):
+        if not item or item == "*":
+            continue
+        address, _, prefix = item.partition("/")
+        try:
+            if "%" in address or (prefix and not prefix.isdigit()):
+                raise ValueError(item)
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"forwarded_allow_ips: {item!r} is not an IP address or a network "
+                "(like 10.0.0.0/8), nor '*'"
+            ) from None
 
 
 def _validate_http2(s: Settings) -> None:
@@ -890,6 +932,9 @@ def from_sources(cli: dict[str, Any], environ: typing.Mapping[str, str] | None =
         values.update(_load_config_file(config_path, infos))
     values.update(env_values)
     values.update(cli)
+    # gunicorn's and uvicorn's variable, when the setting itself is not given.
+    if "forwarded_allow_ips" not in values and "FORWARDED_ALLOW_IPS" in environ:
+        values["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]
     return validate(Settings(**values))
 
 

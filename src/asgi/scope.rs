@@ -1,4 +1,8 @@
 //! The ASGI `http` scope (spec version 2.4).
+//!
+//! Behind a trusted proxy, what it forwarded (`crate::http::proxy`) replaces `client`,
+//! `scheme`, `server`, `root_path` and the `host` header; the `tls` extension still
+//! describes the connection itself.
 
 use http::header::{self, HeaderName};
 use http::request::Parts;
@@ -9,6 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
+use crate::http::proxy::Forwarded;
 use crate::net::Addrs;
 use crate::tls::TlsInfo;
 
@@ -113,7 +118,8 @@ pub fn websocket_scope<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = http_scope(py, base, parts, addrs, tls)?;
     scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let https = crate::http::proxy::is_https(parts, tls.is_some());
+    let scheme = if https { "wss" } else { "ws" };
     scope.set_item(intern!(py, "scheme"), PyString::intern(py, scheme))?;
     scope.del_item(intern!(py, "method"))?;
     let subprotocols = PyList::empty(py);
@@ -183,11 +189,20 @@ pub fn http_scope<'py>(
         intern!(py, "method"),
         PyString::intern(py, parts.method.as_str()),
     )?;
-    if tls.is_some() {
+    // What a trusted proxy said about the request (`crate::http::proxy`), if anything.
+    let fwd = Forwarded::of(parts);
+    if crate::http::proxy::is_https(parts, tls.is_some()) {
         scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
     }
+    let root_path = match fwd.and_then(|f| f.prefix.as_deref()) {
+        Some(prefix) => {
+            scope.set_item(intern!(py, "root_path"), prefix)?;
+            prefix
+        }
+        None => &base.root_path,
+    };
     let raw_path = parts.uri.path();
-    scope.set_item(intern!(py, "path"), full_path(&base.root_path, raw_path))?;
+    scope.set_item(intern!(py, "path"), full_path(root_path, raw_path))?;
     scope.set_item(
         intern!(py, "raw_path"),
         PyBytes::new(py, raw_path.as_bytes()),
@@ -197,33 +212,41 @@ pub fn http_scope<'py>(
         PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
     )?;
     let headers = PyList::empty(py);
+    // A forwarded host replaces the `host` header: frameworks build URLs from it.
+    let fwd_host = fwd.and_then(|f| f.host.as_deref());
     if !parts.headers.contains_key(::http::header::HOST) {
         // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1); applications look
         // for a `host` header, as an HTTP/1.1 request always has one.
-        if let Some(authority) = parts.uri.authority() {
+        if let Some(host) = fwd_host.or(parts.uri.authority().map(|a| a.as_str())) {
             headers.append(PyTuple::new(
                 py,
-                [
-                    PyBytes::new(py, b"host"),
-                    PyBytes::new(py, authority.as_str().as_bytes()),
-                ],
+                [PyBytes::new(py, b"host"), PyBytes::new(py, host.as_bytes())],
             )?)?;
         }
     }
     for (name, value) in &parts.headers {
+        if let (Some(host), true) = (fwd_host, name == ::http::header::HOST) {
+            headers.append(PyTuple::new(
+                py,
+                [header_name(py, name), PyBytes::new(py, host.as_bytes())],
+            )?)?;
+            continue;
+        }
         headers.append(PyTuple::new(
             py,
             [header_name(py, name), PyBytes::new(py, value.as_bytes())],
         )?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    let server = if addrs.peer.is_some() {
+    let server = if let Some((name, port)) = fwd.and_then(|f| f.server.as_ref()) {
+        (name.as_str(), *port).into_py_any(py)?
+    } else if addrs.peer.is_some() {
         (addrs.server_host.as_str(), addrs.server_port).into_py_any(py)?
     } else {
         (addrs.server_host.as_str(), py.None()).into_py_any(py)?
     };
     scope.set_item(intern!(py, "server"), server)?;
-    match addrs.peer {
+    match fwd.and_then(|f| f.client).or(addrs.peer) {
         Some(peer) => {
             scope.set_item(intern!(py, "client"), (peer.ip().to_string(), peer.port()))?
         }

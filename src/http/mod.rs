@@ -6,6 +6,7 @@ pub mod body;
 pub mod file;
 pub mod framing;
 pub mod head;
+pub mod proxy;
 pub mod request_body;
 pub mod validate;
 

@@ -12,6 +12,10 @@
 //! certificate also `SSL_CLIENT_CERT` (PEM), `SSL_CLIENT_S_DN` and `SSL_CLIENT_I_DN`
 //! (RFC 4514). Over HTTP/2 the `:authority` pseudo-header stands in for a missing
 //! `Host` (RFC 9113 §8.3.1), so `HTTP_HOST` is set as applications expect.
+//!
+//! Behind a trusted proxy, what it forwarded (`crate::http::proxy`) replaces
+//! `REMOTE_ADDR`/`REMOTE_PORT`, `wsgi.url_scheme`, `HTTP_HOST`, `SERVER_NAME`/
+//! `SERVER_PORT` and `SCRIPT_NAME`; the TLS keys still describe the connection itself.
 
 use std::borrow::Cow;
 
@@ -24,6 +28,7 @@ use pyo3::{intern, Bound};
 
 use crate::access_log::protocol;
 use crate::config::Config;
+use crate::http::proxy::Forwarded;
 use crate::net::Addrs;
 use crate::tls::TlsInfo;
 
@@ -135,6 +140,15 @@ pub fn build<'py>(
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = base.copy()?;
+    // What a trusted proxy said about the request (`crate::http::proxy`), if anything.
+    let fwd = Forwarded::of(parts);
+    let root_path = match fwd.and_then(|f| f.prefix.as_deref()) {
+        Some(prefix) => {
+            env.set_item(intern!(py, "SCRIPT_NAME"), prefix)?;
+            prefix
+        }
+        None => root_path,
+    };
     env.set_item(
         intern!(py, "REQUEST_METHOD"),
         PyString::intern(py, parts.method.as_str()),
@@ -152,9 +166,13 @@ pub fn build<'py>(
         intern!(py, "SERVER_PROTOCOL"),
         PyString::intern(py, protocol(parts.version)),
     )?;
-    env.set_item(intern!(py, "SERVER_NAME"), addrs.server_host.as_str())?;
-    env.set_item(intern!(py, "SERVER_PORT"), addrs.server_port.to_string())?;
-    if let Some(peer) = addrs.peer {
+    let (server_name, server_port) = match fwd.and_then(|f| f.server.as_ref()) {
+        Some((name, port)) => (name.as_str(), *port),
+        None => (addrs.server_host.as_str(), addrs.server_port),
+    };
+    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port.to_string())?;
+    if let Some(peer) = fwd.and_then(|f| f.client).or(addrs.peer) {
         env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
         env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
     }
@@ -183,7 +201,9 @@ pub fn build<'py>(
             None => env.set_item(&*key, value)?,
         }
     }
-    if !parts.headers.contains_key(HOST) {
+    if let Some(host) = fwd.and_then(|f| f.host.as_deref()) {
+        env.set_item(intern!(py, "HTTP_HOST"), host)?;
+    } else if !parts.headers.contains_key(HOST) {
         if let Some(authority) = parts.uri.authority() {
             env.set_item(intern!(py, "HTTP_HOST"), authority.as_str())?;
         }
@@ -202,6 +222,10 @@ pub fn build<'py>(
             }
             None => env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "NONE"))?,
         }
+    }
+    if let Some(https) = fwd.and_then(|f| f.https) {
+        let scheme = if https { "https" } else { "http" };
+        env.set_item(intern!(py, "wsgi.url_scheme"), PyString::intern(py, scheme))?;
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(env)
