@@ -44,6 +44,19 @@ WSGI_MODES = {"inline": ("--threads", "1"), "pool": ("--threads", "2")}
 #: fixture), through the environment every server of the module starts with.
 ASGI_MODES = {"one-thread": {}, "loop-thread": {"GRISTMILL_LOOP": "uvloop"}}
 
+
+def every_mode(wsgi_target: str, asgi_target: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The four execution modes, for a test that runs one server per mode: name ->
+    (server arguments, environment). WSGI inline and with a pool of 4 Python threads
+    serve ``wsgi_target``; ASGI one-thread and loop-thread serve ``asgi_target``."""
+    return {
+        "wsgi-inline": ([wsgi_target, "--threads", "1"], {}),
+        "wsgi-pool": ([wsgi_target, "--threads", "4"], {}),
+        "asgi-one-thread": ([asgi_target], ASGI_MODES["one-thread"]),
+        "asgi-loop-thread": ([asgi_target], ASGI_MODES["loop-thread"]),
+    }
+
+
 #: Variables every test server gets (set by the ``asgi_mode`` fixture).
 mode_env: dict[str, str] = {}
 

@@ -10,28 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from websockets.asyncio.client import connect
+
+from _proxy import FULL, get
 
 pytestmark = pytest.mark.usefixtures("asgi_mode")
 
 APP = "proxy_app:asgi"
-
-FULL = {
-    "X-Forwarded-For": "203.0.113.9, 198.51.100.7",
-    "X-Forwarded-Proto": "https",
-    "X-Forwarded-Host": "shop.example",
-    "X-Forwarded-Port": "8443",
-    "X-Forwarded-Prefix": "/store",
-}
-
-
-def get(url: str, headers=None) -> dict:
-    with httpx.Client(timeout=10) as client:
-        resp = client.get(url, headers=headers)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def ws_report(srv, path: str, headers: dict[str, str]) -> dict:

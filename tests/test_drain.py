@@ -28,15 +28,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from _support import ASGI_MODES, Server, _stat, wait_until
+from _support import Server, _stat, every_mode, wait_until
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
-MODES = {
-    "wsgi-inline": (["drain_app:application", "--threads", "1"], {}),
-    "wsgi-pool": (["drain_app:application", "--threads", "4"], {}),
-    "asgi-one-thread": (["drain_app:app"], ASGI_MODES["one-thread"]),
-    "asgi-loop-thread": (["drain_app:app"], ASGI_MODES["loop-thread"]),
-}
+MODES = every_mode("drain_app:application", "drain_app:app")
 CLIENTS = 20
 REQUEST_SECONDS = 0.05
 

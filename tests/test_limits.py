@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from _support import ASGI_MODES, chunked, http_request, unread_connections, wait_until
+from _support import chunked, every_mode, http_request, unread_connections, wait_until
 
 APP = "http_app:application"
 
@@ -177,12 +177,7 @@ def test_accept_loop_backs_off_on_emfile_and_recovers(server):
 
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
-GATE_MODES = {
-    "wsgi-inline": (["gate_app:application", "--threads", "1"], {}),
-    "wsgi-pool": (["gate_app:application", "--threads", "4"], {}),
-    "asgi-one-thread": (["gate_app:app"], ASGI_MODES["one-thread"]),
-    "asgi-loop-thread": (["gate_app:app"], ASGI_MODES["loop-thread"]),
-}
+GATE_MODES = every_mode("gate_app:application", "gate_app:app")
 
 
 def _calls(tmp_path) -> list[str]:

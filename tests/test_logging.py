@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from _support import ASGI_MODES, free_port, wait_until
+from _support import every_mode, free_port, wait_until
 from gristmill import logging as gm_logging
 
 APP = "http_app:application"
@@ -254,12 +254,7 @@ def test_access_lines_from_two_workers_are_whole_and_complete(server):
 
 #: Every execution mode: SIGUSR1 reaches a worker's core the same way in each, but the
 #: thread that then takes the GIL competes with a different serving thread.
-REOPEN_MODES = {
-    "wsgi-inline": ([APP, "--threads", "1"], {}),
-    "wsgi-pool": ([APP, "--threads", "4"], {}),
-    "asgi-one-thread": (["asgi_http_app:app"], ASGI_MODES["one-thread"]),
-    "asgi-loop-thread": (["asgi_http_app:app"], ASGI_MODES["loop-thread"]),
-}
+REOPEN_MODES = every_mode(APP, "asgi_http_app:app")
 
 
 @pytest.mark.parametrize("mode", list(REOPEN_MODES))

@@ -19,31 +19,17 @@ import httpx
 import pytest
 
 import gristmill.settings as settings_mod
-from _support import free_port, wait_until
+from _proxy import FULL, get
+from _support import WSGI_MODES, free_port, wait_until
 from gristmill.errors import ConfigError
 
 APP = "proxy_app:wsgi"
-MODES = {"inline": ("--threads", "1"), "threads-4": ("--threads", "4")}
-
-FULL = {
-    "X-Forwarded-For": "203.0.113.9, 198.51.100.7",
-    "X-Forwarded-Proto": "https",
-    "X-Forwarded-Host": "shop.example",
-    "X-Forwarded-Port": "8443",
-    "X-Forwarded-Prefix": "/store",
-}
+MODES = WSGI_MODES
 
 
 @pytest.fixture(params=list(MODES))
 def mode(request):
     return MODES[request.param]
-
-
-def get(url: str, headers=None, **client_kw) -> dict:
-    with httpx.Client(timeout=10, **client_kw) as client:
-        resp = client.get(url, headers=headers)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def test_trusted_proxy_sets_client_scheme_host_and_prefix(server, mode):

@@ -19,15 +19,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from _support import ASGI_MODES, Server, _stat, wait_until
+from _support import Server, _stat, every_mode, wait_until
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
-MODES = {
-    "wsgi-inline": (["recycle_app:application", "--threads", "1"], {}),
-    "wsgi-pool": (["recycle_app:application", "--threads", "4"], {}),
-    "asgi-one-thread": (["recycle_app:app"], ASGI_MODES["one-thread"]),
-    "asgi-loop-thread": (["recycle_app:app"], ASGI_MODES["loop-thread"]),
-}
+MODES = every_mode("recycle_app:application", "recycle_app:app")
 CLIENTS = 4
 
 REPLACING_RE = re.compile(r"Worker (\d+) (.*); replacing it")

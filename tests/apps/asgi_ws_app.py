@@ -18,6 +18,8 @@ wait for it. A send to a closed connection must raise an ``OSError`` (ASGI spec
 import asyncio
 import logging
 
+import _lifespan
+
 log = logging.getLogger("gristmill.error")
 
 
@@ -33,11 +35,7 @@ async def _raised(send, payload) -> str:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            await send({"type": m["type"] + ".complete"})
-            if m["type"] == "lifespan.shutdown":
-                return
+        return await _lifespan.complete(receive, send)
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200})
         await send({"type": "http.response.body", "body": b"plain http"})

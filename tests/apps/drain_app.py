@@ -8,6 +8,8 @@ import json
 import os
 import time
 
+import _lifespan
+
 SECONDS = float(os.environ.get("DRAIN_APP_SECONDS", "0.1"))
 
 
@@ -28,11 +30,7 @@ def application(environ, start_response):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            await send({"type": m["type"] + ".complete"})
-            if m["type"] == "lifespan.shutdown":
-                return
+        return await _lifespan.complete(receive, send)
     start = time.monotonic()
     while (await receive()).get("more_body"):
         pass

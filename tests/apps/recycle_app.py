@@ -9,6 +9,8 @@ import os
 import time
 from urllib.parse import parse_qs
 
+import _lifespan
+
 SECONDS = float(os.environ.get("RECYCLE_APP_SECONDS", "0.005"))
 if os.path.exists(os.environ.get("RECYCLE_APP_FAIL_IF", "\0")):
     raise RuntimeError("the application is broken (RECYCLE_APP_FAIL_IF exists)")
@@ -32,11 +34,7 @@ def application(environ, start_response):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            await send({"type": m["type"] + ".complete"})
-            if m["type"] == "lifespan.shutdown":
-                return
+        return await _lifespan.complete(receive, send)
     await asyncio.sleep(SECONDS)
     body = _hold(scope["query_string"].decode())
     await send({"type": "http.response.start", "status": 200, "headers": []})
