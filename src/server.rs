@@ -45,7 +45,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpMode};
-use crate::http::{plain_response, validate, ResponseBody};
+use crate::http::{validate, ResponseBody};
 use crate::lifecycle::{self, RequestCount, SupervisorPipe};
 use crate::log;
 use crate::net::{
@@ -544,10 +544,7 @@ async fn serve_connection<H: Handler>(
                     validate::check_request(req.version(), req.headers(), config.max_body_size);
                 if busy && checked.is_ok() {
                     shed_log(config.limit_concurrency.unwrap_or(0));
-                    checked = Err(validate::Rejection {
-                        status: http::StatusCode::SERVICE_UNAVAILABLE,
-                        reason: "too many requests in flight",
-                    });
+                    checked = Err(validate::Rejection::OVERLOADED);
                 }
                 if checked.is_ok()
                     && req.headers().contains_key(http::header::TRANSFER_ENCODING)
@@ -563,20 +560,7 @@ async fn serve_connection<H: Handler>(
                     Err(rejection) => {
                         let (parts, _body) = req.into_parts();
                         handler.log_rejected(&parts, &conn_ctx, rejection.status.as_u16(), started);
-                        let overload = rejection.status == http::StatusCode::SERVICE_UNAVAILABLE;
-                        // Shed load keeps the connection: the client may retry on it.
-                        let mut resp = plain_response(
-                            rejection.status,
-                            rejection.reason,
-                            !overload,
-                            config.server_header,
-                        );
-                        if overload {
-                            resp.headers_mut().insert(
-                                http::header::RETRY_AFTER,
-                                http::HeaderValue::from_static("1"),
-                            );
-                        }
+                        let resp = rejection.response(config.server_header);
                         crate::http::guarded(resp, guard)
                     }
                 };

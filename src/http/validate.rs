@@ -13,15 +13,40 @@
 //! - a Content-Length that is not a single run of digits (lists, signs, duplicates).
 //!
 //! A declared body larger than `max_body_size` gets 413 before the app runs.
+//!
+//! Every rejection is answered by [`Rejection::response`]: with `Connection: close`,
+//! except the load shedding of `--limit-concurrency` ([`Rejection::OVERLOADED`]), whose
+//! request was well formed and whose client may retry on the same connection.
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, StatusCode, Version};
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER, TRANSFER_ENCODING};
+use http::{HeaderMap, Response, StatusCode, Version};
+
+use super::{plain_response, ResponseBody};
 
 /// Why a request is refused before it reaches the application.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub status: StatusCode,
     pub reason: &'static str,
+}
+
+impl Rejection {
+    /// A request beyond `--limit-concurrency`: 503 with `Retry-After: 1`, keep-alive.
+    pub const OVERLOADED: Rejection = Rejection {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: "too many requests in flight",
+    };
+
+    /// The answer to the rejected request (see the module docs).
+    pub fn response(&self, server_header: bool) -> Response<ResponseBody> {
+        let overloaded = *self == Rejection::OVERLOADED;
+        let mut resp = plain_response(self.status, self.reason, !overloaded, server_header);
+        if overloaded {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
 }
 
 fn reject(status: StatusCode, reason: &'static str) -> Rejection {
