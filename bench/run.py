@@ -195,6 +195,20 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             ws=True,
             opt_in=True,
         ),
+        # Worker recycling every 10,000 requests (`--max-requests`), to measure what the
+        # rolling replacement costs under load next to the same server without it.
+        Server(
+            "gristmill-wsgi-recycle",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application") + ["--max-requests", "10000"],
+            opt_in=True,
+        ),
+        Server(
+            "gristmill-asgi-recycle",
+            "asgi",
+            gristmill("asgi", "asgi_app:app") + ["--max-requests", "10000"],
+            opt_in=True,
+        ),
         Server(
             "uvicorn",
             "asgi",
@@ -427,7 +441,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_table() -> dict[int, tuple[int, int]]:
-    """``pid -> (ppid, utime + stime in ticks)`` for every process."""
+    """``pid -> (ppid, CPU ticks)`` for every process: its own utime + stime, plus the
+    cutime + cstime of the children it has reaped, so that a worker that exits during a
+    run (recycling) still counts, in its parent, once it is gone."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -439,7 +455,7 @@ def _proc_table() -> dict[int, tuple[int, int]]:
             continue
         # The command name may hold spaces and parentheses: split after the last ")".
         fields = data[data.rindex(b")") + 2 :].split()
-        table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
     return table
 
 
