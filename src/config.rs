@@ -72,6 +72,12 @@ pub struct Config {
     /// How long one WebSocket write may take before the connection is dropped.
     #[pyo3(from_py_with = seconds)]
     pub ws_send_timeout: Duration,
+    /// Keepalive pings to WebSocket clients; `None`: none (the setting's 0).
+    #[pyo3(from_py_with = seconds_or_off)]
+    pub ws_ping_interval: Option<Duration>,
+    /// How long a client has to answer a keepalive ping.
+    #[pyo3(from_py_with = seconds)]
+    pub ws_ping_timeout: Duration,
     pub http: HttpMode,
     // HTTP/2 settings (RFC 9113 §6.5.2) and keep-alive pings.
     pub http2_max_concurrent_streams: u32,

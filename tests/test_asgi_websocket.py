@@ -380,3 +380,60 @@ def test_client_that_stops_reading_is_dropped_after_ws_send_timeout(server):
         srv.wait_for_line(r"WebSocket /flood: the client stopped reading .*ws_send_timeout")
         srv.wait_for_line(r"ws-flood sends released")
         ws.read_to_eof(10)  # what was in flight, then the server's close of the socket
+
+
+PING, PONG = 0x9, 0xA
+
+
+def _answer_pings(ws, count: int) -> None:
+    """Read ``count`` keepalive pings, answering each with its pong."""
+    for _ in range(count):
+        opcode, payload = read_ws_frame(ws)
+        assert opcode == PING, (opcode, payload)
+        assert len(payload) == 4
+        ws.send(ws_frame(PONG, payload))
+
+
+def test_keepalive_pings_keep_an_answering_client_and_drop_a_silent_one(server):
+    """Pings go out every --ws-ping-interval; a client that answers stays through many
+    of them, one that stops answering is closed after --ws-ping-timeout with 1006."""
+    srv = server(APP, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.6")
+    with raw_ws(srv, "/echo") as ws:
+        _answer_pings(ws, 6)  # over twice the timeout: answered pings keep it open
+        ws.send(ws_frame(TEXT, b"still here"))
+        while (frame := read_ws_frame(ws))[0] == PING:
+            ws.send(ws_frame(PONG, frame[1]))
+        assert frame == (TEXT, b"still here")
+        # Now stay silent: the next ping goes unanswered and the socket is closed.
+        assert read_ws_frame(ws)[0] == PING
+        ws.read_to_eof(10)
+    srv.wait_for_line(r"ws-disconnect /echo 1006  1$")
+    srv.wait_for_line(r"WebSocket /echo: no pong within 0\.6s of a keepalive ping")
+
+
+def test_client_pings_are_answered_and_unsolicited_pongs_ignored(server):
+    srv = server(APP, "--ws-ping-interval", "0")
+    with raw_ws(srv, "/echo") as ws:
+        ws.send(ws_frame(PONG, b"unasked"))
+        ws.send(ws_frame(PING, b"are you there"))
+        assert read_ws_frame(ws) == (PONG, b"are you there")
+        ws.send(ws_frame(TEXT, b"hello"))
+        assert read_ws_frame(ws) == (TEXT, b"hello")
+        ws.send(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert read_ws_frame(ws)[0] == CLOSE
+    srv.wait_for_line(r"ws-disconnect /echo 1000  1$")
+
+
+def test_keepalive_with_the_websockets_client_over_idle_periods(server):
+    """A real client answers the pings by itself: idle for several ping timeouts, the
+    connection is still there and echoes."""
+    srv = server(APP, "--ws-ping-interval", "0.1", "--ws-ping-timeout", "0.3")
+
+    async def go():
+        async with connect(ws_url(srv, "/echo"), ping_interval=None) as ws:
+            await asyncio.sleep(1.5)  # the point of the test: idle through ~15 pings
+            await ws.send("after idling")
+            assert await ws.recv() == "after idling"
+
+    run(go())
+    assert "no pong within" not in srv.output()

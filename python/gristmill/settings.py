@@ -228,6 +228,22 @@ class Settings:
         group="ASGI",
         metavar="SECONDS",
     )
+    ws_ping_interval: float = _setting(
+        20.0,
+        "Seconds between keepalive pings to each WebSocket client, to keep the "
+        "connection alive through proxies with idle timeouts and to find clients that "
+        "are gone without a word (half-open TCP); 0 sends none.",
+        group="ASGI",
+        metavar="SECONDS",
+    )
+    ws_ping_timeout: float = _setting(
+        20.0,
+        "Seconds a WebSocket client has to answer a keepalive ping with its pong; one "
+        "that does not is closed, and the application gets `websocket.disconnect` with "
+        "code 1006.",
+        group="ASGI",
+        metavar="SECONDS",
+    )
 
     # --- Binding and processes -------------------------------------------------------
     host: str = _setting("127.0.0.1", "The address to bind.", group="Binding", metavar="ADDR")
@@ -818,6 +834,8 @@ def validate(s: Settings) -> Settings:
     for name in ("worker_lifetime", "worker_lifetime_jitter"):
         if not 0 <= getattr(s, name) < _MAX_SECONDS:
             raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds")
+    if not 0 <= s.ws_ping_interval < _MAX_SECONDS:
+        raise ConfigError("ws_ping_interval must be 0 (off) or a positive number of seconds")
     if not 0 <= s.busy_poll <= 1_000_000:
         raise ConfigError("busy_poll must be between 0 and 1000000 microseconds")
     for name in (
@@ -827,6 +845,7 @@ def validate(s: Settings) -> Settings:
         "keepalive_timeout",
         "graceful_timeout",
         "ws_send_timeout",
+        "ws_ping_timeout",
         "http2_keep_alive_timeout",
     ):
         if not 0 < getattr(s, name) < _MAX_SECONDS:

@@ -16,6 +16,7 @@ mod http;
 mod ready;
 mod scope;
 mod ws;
+mod ws_keepalive;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};

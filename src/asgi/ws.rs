@@ -13,7 +13,8 @@
 //! (ASGI spec 2.4): that is how a loop that only sends (a broadcast) learns its client
 //! left. Every write to the peer is bounded by `--ws-send-timeout`: a peer that stops
 //! reading cannot hold the socket (and the application's `send()`) until the worker
-//! stops.
+//! stops. Keepalive pings (`--ws-ping-interval`, `--ws-ping-timeout`) find clients that
+//! left without a word (`super::ws_keepalive`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::http::{future_done, parse_headers, parse_start, ready, set_result};
+use super::ws_keepalive::{Due, Keepalive};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
 use crate::errors::ClientDisconnected;
@@ -386,6 +388,8 @@ impl WsProtocol {
             _guard: guard,
             max_size: self.bridge.config.ws_max_size,
             send_timeout: self.bridge.config.ws_send_timeout,
+            ping_interval: self.bridge.config.ws_ping_interval,
+            ping_timeout: self.bridge.config.ws_ping_timeout,
             what: self.what(),
         };
         self.bridge.spawn_io(task.run(upgrade));
@@ -651,6 +655,9 @@ struct SocketTask {
     max_size: usize,
     /// `--ws-send-timeout`: how long one write to the peer may take.
     send_timeout: Duration,
+    /// `--ws-ping-interval` (`None`: off) and `--ws-ping-timeout`.
+    ping_interval: Option<Duration>,
+    ping_timeout: Duration,
     /// `WebSocket <path>`, for log lines.
     what: String,
 }
@@ -705,12 +712,21 @@ impl SocketTask {
         let mut closing: Option<tokio::time::Instant> = None;
         let mut outbound_open = true;
         let mut shutdown_live = true;
+        let mut keepalive = Keepalive::new(
+            self.ping_interval,
+            self.ping_timeout,
+            tokio::time::Instant::now(),
+        );
         let disconnect = loop {
             // Once closing, or once the application is gone, keep reading regardless
             // of the queue: the peer's close frame must get through.
             let room = closing.is_some() || !outbound_open || shared.queued() < READ_AHEAD;
-            let close_deadline =
-                closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            if !room {
+                keepalive.reading_paused();
+            }
+            let far = || tokio::time::Instant::now() + Duration::from_secs(86400);
+            let close_deadline = closing.unwrap_or_else(far);
+            let ping_due = keepalive.due_at().filter(|_| closing.is_none());
             tokio::select! {
                 out = self.outbound.recv(), if outbound_open => match out {
                     Some(msg) => {
@@ -747,7 +763,8 @@ impl SocketTask {
                             None => (1005, String::new()),
                         };
                     }
-                    Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                    Some(Ok(Message::Pong(payload))) => keepalive.pong(&payload),
+                    Some(Ok(_)) => {} // the client's pings are answered by tungstenite
                     Some(Err(WsError::Capacity(e))) => {
                         log::log(log::DEBUG, &format!("websocket message too big: {e}"));
                         let close = close_message(1009, "message too big");
@@ -776,6 +793,28 @@ impl SocketTask {
                 }
                 _ = tokio::time::sleep_until(close_deadline), if closing.is_some() => {
                     break (1006, String::new());
+                }
+                _ = tokio::time::sleep_until(ping_due.unwrap_or_else(far)), if ping_due.is_some() => {
+                    match keepalive.on_due(tokio::time::Instant::now()) {
+                        Due::Ping(payload) => {
+                            let ping = Message::Ping(payload);
+                            if write_within(limit, &what, sink.send(ping)).await.is_err() {
+                                break (1006, String::new());
+                            }
+                        }
+                        Due::Dead => {
+                            log::log(
+                                log::INFO,
+                                &format!(
+                                    "{what}: no pong within {:.1}s of a keepalive ping \
+                                     (ws_ping_timeout); closing the connection",
+                                    keepalive.timeout().as_secs_f64()
+                                ),
+                            );
+                            break (1006, String::new());
+                        }
+                        Due::Nothing => {}
+                    }
                 }
             }
         };
