@@ -131,6 +131,16 @@ pub enum ExecutionMode {
     AsgiLoopThread,
 }
 
+impl ExecutionMode {
+    /// An ASGI mode (the others are WSGI).
+    pub fn is_asgi(self) -> bool {
+        matches!(
+            self,
+            ExecutionMode::AsgiDriven | ExecutionMode::AsgiLoopThread
+        )
+    }
+}
+
 /// Which HTTP versions a connection may speak (`--http`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpMode {

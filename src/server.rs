@@ -240,6 +240,10 @@ impl Builders {
             // broke a rule on them (malformed headers, flow control). hyper's default is
             // 1024 per connection; past it, GOAWAY(ENHANCE_YOUR_CALM).
             .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
+        if config.ws && config.mode.is_asgi() {
+            // WebSocket over HTTP/2 (RFC 8441): advertise extended CONNECT.
+            h2.enable_connect_protocol();
+        }
         let tls = match &config.tls {
             None => None,
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(

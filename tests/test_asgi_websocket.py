@@ -437,3 +437,22 @@ def test_keepalive_with_the_websockets_client_over_idle_periods(server):
 
     run(go())
     assert "no pong within" not in srv.output()
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (ws_frame(TEXT, b"\xff\xfe not utf-8"), 1007),
+        (ws_frame(0x0, b"nothing to continue"), 1002),
+    ],
+)
+def test_broken_frames_are_answered_with_a_close_code(server, bad, code):
+    """A broken frame or invalid UTF-8 fails the connection with 1002 / 1007 in a close
+    frame (RFC 6455 §7.1.7); the application gets the same code."""
+    srv = server(APP)
+    with raw_ws(srv, "/echo") as ws:
+        ws.send(bad)
+        opcode, payload = read_ws_frame(ws)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (CLOSE, code)
+        ws.read_to_eof(10)
+    srv.wait_for_line(rf"ws-disconnect /echo {code}  1$")

@@ -513,7 +513,14 @@ impl Asgi {
             .headers
             .get(::http::header::SEC_WEBSOCKET_VERSION)
             .is_some_and(|v| v.as_bytes() == b"13");
-        let Some(key) = key.filter(|_| version_ok) else {
+        // RFC 8441 §5: over HTTP/2 there is no key to answer, only the version.
+        let http2 = parts.version == ::http::Version::HTTP_2;
+        let key = match (version_ok, http2, key) {
+            (true, true, _) => Some(None),
+            (true, false, Some(key)) => Some(Some(key)),
+            _ => None,
+        };
+        let Some(key) = key else {
             // RFC 6455 §4.4: tell the client which version we speak.
             let mut resp = plain_response(
                 StatusCode::BAD_REQUEST,

@@ -1,14 +1,17 @@
-//! ASGI `websocket` connections over HTTP/1.1 (RFC 6455), with tokio-tungstenite doing
-//! the framing, masking, fragment reassembly, ping/pong and the close handshake.
+//! ASGI `websocket` connections over HTTP/1.1 (RFC 6455) and over HTTP/2 streams
+//! (RFC 8441, extended CONNECT), with tokio-tungstenite doing the framing, masking,
+//! fragment reassembly, ping/pong and the close handshake.
 //!
 //! Until the application accepts, the request is an ordinary HTTP request waiting for
-//! its answer: `websocket.accept` sends the 101 (with the chosen subprotocol and extra
-//! headers), `websocket.close` a 403, and `websocket.http.response.*` any denial
+//! its answer: `websocket.accept` sends the 101 (over HTTP/2: a 200 on the CONNECT
+//! stream, which then carries the frames) with the chosen subprotocol and extra
+//! headers, `websocket.close` a 403, and `websocket.http.response.*` any denial
 //! response. After the upgrade, one task per socket reads messages into a short queue
 //! (reading stops while the application is behind) and writes what the application
 //! sends. `websocket.disconnect` is delivered exactly once, with the code the peer sent
 //! (1005 when it sent none, 1006 when the connection dropped, 1009 for a message over
-//! `--ws-max-size`). `send()` on a closed connection (the peer left or closed, the
+//! `--ws-max-size`, 1002 or 1007 for a broken frame or invalid UTF-8, which also go out
+//! to the client in a close frame). `send()` on a closed connection (the peer left or closed, the
 //! application closed it, or it was denied) raises `ClientDisconnected`, an `OSError`
 //! (ASGI spec 2.4): that is how a loop that only sends (a broadcast) learns its client
 //! left. Every write to the peer is bounded by `--ws-send-timeout`: a peer that stops
@@ -38,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{error::ProtocolError, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::http::{future_done, parse_headers, parse_start, ready, set_result};
@@ -58,8 +61,19 @@ const WRITE_DEPTH: usize = 16;
 /// How long to wait for the peer to answer our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Is this request a WebSocket opening handshake (RFC 6455 §4.2.1)?
+/// Is this request a WebSocket opening handshake: an HTTP/1.1 upgrade (RFC 6455
+/// §4.2.1) or an HTTP/2 extended CONNECT with `:protocol` `websocket` (RFC 8441 §4;
+/// hyper offers it only when the connection advertised `SETTINGS_ENABLE_CONNECT_PROTOCOL`)?
+/// A `GET` with `Upgrade` over HTTP/2 is not one: `h2` resets such a stream as
+/// malformed (RFC 9113 §8.2.2) before it gets here.
 pub fn is_upgrade_request<B>(req: &::http::Request<B>) -> bool {
+    if req.version() == ::http::Version::HTTP_2 {
+        return req.method() == ::http::Method::CONNECT
+            && req
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
     let h = req.headers();
     let has_token = |name, token: &str| {
         h.get_all(name).iter().any(|v| {
@@ -89,7 +103,8 @@ enum Phase {
         reply: oneshot::Sender<Response<ResponseBody>>,
         guard: ActiveGuard,
         upgrade: OnUpgrade,
-        key: String,
+        /// `Sec-WebSocket-Key`; `None` over HTTP/2, which has none (RFC 8441 §5).
+        key: Option<String>,
         /// A denial response being assembled from `websocket.http.response.*`.
         denial: Option<(Head, BytesMut)>,
     },
@@ -123,7 +138,7 @@ impl WsShared {
         reply: oneshot::Sender<Response<ResponseBody>>,
         guard: ActiveGuard,
         upgrade: OnUpgrade,
-        key: String,
+        key: Option<String>,
     ) -> Self {
         WsShared {
             state: Mutex::new(State {
@@ -350,22 +365,31 @@ impl WsProtocol {
             unreachable!("accept outside the handshake")
         };
         let mut resp = Response::new(ResponseBody::empty());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
         for (name, value) in &extra {
             h.append(name, value.clone());
         }
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(
-            SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-                .expect("base64 is a valid header value"),
-        );
-        if let Some(p) = subprotocol {
-            h.insert(SEC_WEBSOCKET_PROTOCOL, p);
+        if let Some(key) = key {
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = resp.headers_mut();
+            h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(
+                SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+                    .expect("base64 is a valid header value"),
+            );
+        } else {
+            // HTTP/2 (RFC 8441 §5): a 2xx opens the stream for the frames; the
+            // connection-specific headers of HTTP/1.1 are forbidden there.
+            let h = resp.headers_mut();
+            h.remove(UPGRADE);
+            h.remove(CONNECTION);
         }
-        st.status = 101;
+        if let Some(p) = subprotocol {
+            resp.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        st.status = resp.status().as_u16();
         let (tx, rx) = mpsc::channel(WRITE_DEPTH);
         st.phase = Phase::Open(tx);
         // The WebSocket keeps a share of the connection's slot: taken before the 101
@@ -775,7 +799,19 @@ impl SocketTask {
                     }
                     Some(Err(e)) => {
                         log::log(log::DEBUG, &format!("websocket read failed: {e}"));
-                        break (1006, String::new());
+                        // A broken frame or invalid UTF-8 fails the connection (RFC 6455
+                        // §7.1.7): say why in a close frame, best effort, then drop it.
+                        let code = match e {
+                            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                                break (1006, String::new())
+                            }
+                            WsError::Protocol(_) => 1002,
+                            WsError::Utf8(_) => 1007,
+                            _ => break (1006, String::new()),
+                        };
+                        let close = close_message(code, "");
+                        let _ = write_within(limit, &what, sink.send(close)).await;
+                        break (code, String::new());
                     }
                     None => break (1006, String::new()),
                 },
@@ -832,7 +868,7 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let guard = ConnActivity::new().request_started();
         let upgrade = hyper::upgrade::on(::http::Request::new(()));
-        (WsShared::new(reply, guard, upgrade, "key".into()), rx)
+        (WsShared::new(reply, guard, upgrade, Some("key".into())), rx)
     }
 
     #[test]

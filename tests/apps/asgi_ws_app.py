@@ -8,7 +8,9 @@ then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until
 client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
 sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
 accepts then raises, ``/sender`` only sends (never receives) until a send raises,
-``/close-then-send`` sends after its own close. Every disconnect the app sees is logged
+``/close-then-send`` sends after its own close. On the echo paths, the text ``scope``
+is answered with the scope's keys and ``version`` with its ``http_version`` and
+``scheme``. Every disconnect the app sees is logged
 at WARNING to ``gristmill.error`` as ``ws-disconnect <path> <code> <reason> <count>`` so tests can
 wait for it. A send to a closed connection must raise an ``OSError`` (ASGI spec
 2.4): ``/send-after``, ``/sender`` and ``/close-then-send`` log what each send raised
@@ -142,6 +144,11 @@ async def app(scope, receive, send):
             return
         if m.get("text") == "close-me":
             await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
+            continue
+        if m.get("text") == "version":
+            await send(
+                {"type": "websocket.send", "text": f"{scope['http_version']} {scope['scheme']}"}
+            )
             continue
         if m.get("text") == "scope":
             keys = sorted(k for k in scope if k != "state")
