@@ -43,6 +43,9 @@ pub struct Config {
     pub send_timeout: Duration,
     #[pyo3(from_py_with = seconds)]
     pub keepalive_timeout: Duration,
+    /// How long one application call may take (`--request-timeout`); `None`: no limit.
+    #[pyo3(from_py_with = seconds_or_off)]
+    pub request_timeout: Option<Duration>,
     #[pyo3(from_py_with = seconds)]
     pub graceful_timeout: Duration,
     pub max_header_size: usize,

@@ -4,9 +4,10 @@
 //! The supervisor gives each worker the write end of a pipe. The worker writes
 //! [`READY`] once it accepts connections, and [`RETIRE`] once it has served its share
 //! of requests (`max_requests`, with the jitter the supervisor drew for it already
-//! added). It then goes on serving: the supervisor starts a replacement, waits until
-//! that one is ready, and only then sends this worker SIGTERM, so it drains as on any
-//! stop and no request is refused (`docs/server-behavior.md`, "Worker recycling").
+//! added), or [`STUCK`] once all its Python threads are stuck in calls past
+//! `request_timeout`. It then goes on serving (with what it has left): the supervisor
+//! starts a replacement, waits until that one is ready, and only then sends this worker
+//! SIGTERM, so it drains as on any stop and no request is refused (`docs/server-behavior.md`, "Worker recycling").
 //! The pipe closes when the server stops; the supervisor reads the end of file as
 //! "nothing more from this worker".
 
@@ -19,6 +20,27 @@ use crate::log;
 pub const READY: u8 = b'1';
 /// The byte that says "served `max_requests`: replace me".
 pub const RETIRE: u8 = b'M';
+/// The byte that says "every Python thread is stuck past `request_timeout`: replace me"
+/// (`crate::wsgi::deadline`).
+pub const STUCK: u8 = b'T';
+
+/// The worker's pipe, for those who report without a handle to it (set by the server;
+/// weak, so the pipe still closes when the server stops).
+static PUBLISHED: std::sync::Mutex<std::sync::Weak<SupervisorPipe>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// Make `pipe` reachable through [`send`].
+pub fn publish(pipe: &std::sync::Arc<SupervisorPipe>) {
+    *PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::downgrade(pipe);
+}
+
+/// Write `byte` to the published pipe, if the server still runs.
+pub fn send(byte: u8) {
+    let pipe = PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
+    if let Some(pipe) = pipe {
+        pipe.send(byte);
+    }
+}
 
 /// The write end of the pipe to the supervisor; `-1` when there is none (a server run
 /// outside the supervisor). Closed on drop.
@@ -50,6 +72,40 @@ impl Drop for SupervisorPipe {
                 libc::close(self.fd);
             }
         }
+    }
+}
+
+/// Whether the accept loops take no new connections (all threads stuck), and what wakes
+/// them when that changes.
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PAUSE_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Stop (`true`) or resume taking new connections: while no request could run, new
+/// clients are better off in the listen queue, where the replacement worker finds them.
+pub fn pause_accepting(paused: bool) {
+    if PAUSED.swap(paused, Ordering::AcqRel) != paused {
+        log::log(
+            log::WARNING,
+            if paused {
+                "accepting no new connections until a Python thread is free"
+            } else {
+                "a Python thread is free again; accepting connections"
+            },
+        );
+        PAUSE_CHANGED.notify_waiters();
+    }
+}
+
+/// Resolves once accepting is paused (`true`) or resumed (`false`).
+pub async fn accepting_paused(paused: bool) {
+    loop {
+        let changed = PAUSE_CHANGED.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if PAUSED.load(Ordering::Acquire) == paused {
+            return;
+        }
+        changed.await;
     }
 }
 

@@ -129,6 +129,7 @@ pub async fn run<H: Handler>(
     supervisor: SupervisorPipe,
 ) -> std::io::Result<Stop> {
     let supervisor = Arc::new(supervisor);
+    lifecycle::publish(&supervisor);
     let requests = Arc::new(RequestCount::new(config.max_requests, supervisor.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
@@ -359,6 +360,12 @@ async fn accept_loop<H: Handler>(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
+            // Every Python thread is stuck (`request_timeout`): new clients wait in the
+            // listen queue for the replacement rather than behind the stuck calls.
+            _ = lifecycle::accepting_paused(true) => tokio::select! {
+                _ = lifecycle::accepting_paused(false) => continue,
+                _ = ctl.shutdown.changed() => return,
+            },
             _ = ctl.shutdown.changed() => {
                 // Connections the kernel already queued for this socket would be reset
                 // when the last copy of the listener closes, perhaps after their client

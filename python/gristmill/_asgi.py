@@ -26,6 +26,7 @@ from .errors import AppLoadError
 
 __all__ = [
     "run_app",
+    "run_app_within",
     "LoopThread",
     "DrivenLoop",
     "DrivenSelector",
@@ -59,6 +60,43 @@ async def run_app(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) 
             raise  # cancellation and interpreter exits keep propagating
     else:
         proto.finished(None)
+
+
+def run_app_within(
+    timeout: float,
+) -> Callable[[Callable[..., Awaitable[None]], dict, Any], Awaitable[None]]:
+    """:func:`run_app` bounded by ``--request-timeout``: ``timeout`` seconds after the
+    task started, the protocol object answers for the application (``timed_out``: a
+    504, or an aborted response) and, if it says so, the task is cancelled. The
+    cancellation is ours, so it ends the task quietly; one that comes from elsewhere
+    propagates as in :func:`run_app`. An application that ignores the cancellation
+    keeps its task, but its client has its answer."""
+
+    async def run_app_timed(app: Callable[..., Awaitable[None]], scope: dict, proto: Any) -> None:
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if proto.timed_out(timeout) and task is not None:
+                expired = True
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            await app(scope, proto.receive, proto.send)
+        except BaseException as exc:
+            proto.finished(exc)
+            if not isinstance(exc, Exception) and not (
+                expired and isinstance(exc, asyncio.CancelledError)
+            ):
+                raise
+        else:
+            proto.finished(None)
+        finally:
+            timer.cancel()
+
+    return run_app_timed
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:

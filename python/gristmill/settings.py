@@ -454,6 +454,19 @@ class Settings:
         group="HTTP",
         metavar="SECONDS",
     )
+    request_timeout: float = _setting(
+        0.0,
+        "Seconds one application call may take, a timeout of last resort; 0 turns it "
+        "off. At the deadline a request whose response has not started gets `504 Gateway "
+        "Timeout`, one whose response has started is aborted. ASGI: the application's "
+        "task is cancelled. WSGI: the thread cannot be stopped; its stack is logged, its "
+        "result discarded when it returns, and a worker whose threads are all stuck is "
+        "replaced. With it, a WSGI worker never runs the application on its I/O thread "
+        "(one Python thread is a pool of one). It bounds the whole call, so a streamed "
+        "response must finish within it too; a WebSocket only until it is accepted.",
+        group="HTTP",
+        metavar="SECONDS",
+    )
     max_header_size: int = _setting(
         64 * KIB,
         "Maximum size in bytes of a request head (request line and headers); larger gets 431.",
@@ -668,13 +681,17 @@ class Settings:
     def execution_mode(self) -> ExecutionMode:
         """How a worker with these settings runs: the one place that decides it.
 
-        WSGI runs inline with one Python thread and one runtime thread, else on a pool.
+        WSGI runs inline with one Python thread and one runtime thread (and no
+        ``request_timeout``), else on a pool.
         ASGI runs on one thread (the loop turns the runtime) with one runtime thread and
         ``loop`` ``auto`` or ``asyncio`` (uvloop cannot share its thread), else with the
         loop in a thread of its own. Needs a resolved ``interface`` (the worker resolves
         ``auto`` from the application first); raises ``ValueError`` otherwise."""
         if self.interface == "wsgi":
-            if self.threads == 1 and self.runtime_threads == 1:
+            # With a request timeout, a pool (of one) even for one thread: inline, the
+            # application blocks the I/O thread, so nothing could send the 504.
+            inline_ok = not self.request_timeout
+            if self.threads == 1 and self.runtime_threads == 1 and inline_ok:
                 return ExecutionMode.WSGI_INLINE
             return ExecutionMode.WSGI_POOL
         if self.interface == "asgi":
@@ -831,7 +848,7 @@ def validate(s: Settings) -> Settings:
     for name in ("max_requests", "max_requests_jitter", "worker_max_rss"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 (off) or positive")
-    for name in ("worker_lifetime", "worker_lifetime_jitter"):
+    for name in ("worker_lifetime", "worker_lifetime_jitter", "request_timeout"):
         if not 0 <= getattr(s, name) < _MAX_SECONDS:
             raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds")
     if not 0 <= s.ws_ping_interval < _MAX_SECONDS:

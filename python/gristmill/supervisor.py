@@ -16,7 +16,8 @@ Worker recycling (``--max-requests``, ``--worker-lifetime``, ``--worker-max-rss`
 replaces one worker at a time the way SIGHUP replaces them all: the replacement starts,
 and only once it is ready does the old worker get SIGTERM and drain. A worker asks for
 its own replacement after ``max_requests`` requests by writing ``b"M"`` to the pipe it
-reported readiness on; the supervisor watches ages and memory itself.
+reported readiness on (``b"T"`` when all its threads are stuck past
+``--request-timeout``); the supervisor watches ages and memory itself.
 
 The supervisor never imports the application (unless handed an app object by
 :func:`gristmill.serve`), so a broken app cannot take it down.
@@ -61,6 +62,7 @@ RECYCLE_RETRY = 10.0
 #: What a worker writes to its pipe (``src/lifecycle.rs``).
 _MSG_READY = ord("1")
 _MSG_MAX_REQUESTS = ord("M")
+_MSG_STUCK = ord("T")  # every thread stuck past --request-timeout
 
 _HANDLED = (
     signal.SIGTERM,
@@ -388,7 +390,7 @@ class Supervisor:
 
     def _check_ready(self, w: _Worker) -> None:
         """Read the worker's pipe: ``1`` means ready, ``M`` that it served its
-        ``max_requests``; end-of-file that it stopped serving (or never started)."""
+        ``max_requests``, ``T`` that its threads are all stuck; end-of-file that it stopped serving (or never started)."""
         if w.ready_fd < 0:
             return
         try:
@@ -407,6 +409,12 @@ class Supervisor:
                     w,
                     f"served {w.max_requests} requests "
                     f"(max-requests {_with_jitter(self.settings.max_requests, w.max_requests)})",
+                )
+            elif msg == _MSG_STUCK:
+                self._request_recycle(
+                    w,
+                    f"has every thread stuck past request-timeout "
+                    f"({self.settings.request_timeout:g} s)",
                 )
 
     def _retire(self, pid: int, sig: int = signal.SIGTERM) -> None:

@@ -78,6 +78,8 @@ struct State {
     /// dropped when the task returns: an application that keeps working after its
     /// response still counts, and the graceful drain waits for it (as for WebSocket).
     slot: Option<SlotShare>,
+    /// Ended by `request_timeout` (`HttpProtocol::timed_out`).
+    timed_out: bool,
 }
 
 impl State {
@@ -118,6 +120,7 @@ impl HttpShared {
                 received: 0,
                 pending: None,
                 slot,
+                timed_out: false,
             }),
         }
     }
@@ -761,6 +764,38 @@ impl HttpProtocol {
         }
     }
 
+    /// Called by `gristmill._asgi` when the application ran past `request_timeout`
+    /// (`timeout` seconds), just before its task is cancelled: the client gets a 504 if
+    /// no response had started, else the response is aborted. Returns `true`: the task
+    /// is to be cancelled (`WsProtocol.timed_out` may say no).
+    fn timed_out(&self, py: Python<'_>, timeout: f64) -> bool {
+        let then = {
+            let mut st = self.shared.state.lock();
+            st.timed_out = true;
+            let then = match st.phase {
+                Phase::Pending(..) => "sending 504 Gateway Timeout".to_owned(),
+                Phase::Streaming(_) => {
+                    format!("aborting its response (status {} sent)", st.status)
+                }
+                Phase::Done => "its response was complete".to_owned(),
+            };
+            fail_locked(&mut st, &self.bridge, StatusCode::GATEWAY_TIMEOUT);
+            st.wake_waiter(&self.bridge);
+            then
+        };
+        log_with(
+            py,
+            log::ERROR,
+            &format!(
+                "request timeout: the ASGI application for {} ran longer than {timeout} s \
+                 (request_timeout); cancelling its task, {then}",
+                self.what()
+            ),
+            None,
+        );
+        true
+    }
+
     /// Called by `gristmill._asgi.run_app` when the application returns or raises.
     ///
     /// Logging runs Python handlers that may block, so it happens with the request's
@@ -770,6 +805,12 @@ impl HttpProtocol {
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
         let (disconnected, unfinished) = {
             let st = self.shared.state.lock();
+            if st.timed_out {
+                // Answered and logged at the deadline; what the cancelled task did
+                // since (the CancelledError, most likely) is no news.
+                drop(st);
+                return self.end(py);
+            }
             // What a returning application left undone, and what the client gets then.
             let unfinished = match st.phase {
                 Phase::Pending(..) if st.head.is_some() => {
@@ -814,6 +855,14 @@ impl HttpProtocol {
                 _ => {}
             },
         }
+        self.end(py);
+    }
+}
+
+impl HttpProtocol {
+    /// The task is over: end the response (a 500 if nothing was sent), access-log it,
+    /// and give up the task's share of the connection slot.
+    fn end(&self, py: Python<'_>) {
         let (status, bytes, slot) = {
             let mut st = self.shared.state.lock();
             fail_locked(&mut st, &self.bridge, StatusCode::INTERNAL_SERVER_ERROR);

@@ -435,7 +435,13 @@ impl Asgi {
             access,
             py: PyParts {
                 app,
-                run_app: py.import("gristmill._asgi")?.getattr("run_app")?.unbind(),
+                run_app: match config.request_timeout {
+                    None => py.import("gristmill._asgi")?.getattr("run_app")?,
+                    Some(t) => py
+                        .import("gristmill._asgi")?
+                        .call_method1("run_app_within", (t.as_secs_f64(),))?,
+                }
+                .unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
                 new_task: new_task.unbind(),
                 task_kw,

@@ -125,6 +125,8 @@ struct State {
     status: u16,
     /// The application's share of the connection slot, released when it returns.
     slot: Option<SlotShare>,
+    /// The handshake was ended by `request_timeout` (`WsProtocol::timed_out`).
+    timed_out: bool,
 }
 
 /// One WebSocket's state, shared by the loop thread and its socket task.
@@ -157,6 +159,7 @@ impl WsShared {
                 final_close: None,
                 status: 0,
                 slot: None,
+                timed_out: false,
             }),
             room: Notify::new(),
         }
@@ -609,10 +612,39 @@ impl WsProtocol {
         }
     }
 
+    /// Called by `gristmill._asgi` when the application ran past `request_timeout`
+    /// (`timeout` seconds). The timeout covers the handshake only: still undecided, it
+    /// is answered with a 504 and `true` says to cancel the task; an accepted (or
+    /// denied) socket is left alone (`false`), bounded by its own rules from then on.
+    fn timed_out(&self, py: Python<'_>, timeout: f64) -> bool {
+        {
+            let mut st = self.shared.state.lock();
+            if !matches!(st.phase, Phase::Handshake { .. }) {
+                return false;
+            }
+            st.timed_out = true;
+            let resp = error_response(StatusCode::GATEWAY_TIMEOUT, self.bridge.config.server_header);
+            self.deny(&mut st, resp);
+        }
+        log_with(
+            py,
+            log::ERROR,
+            &format!(
+                "request timeout: the ASGI application for {} neither accepted nor denied it \
+                 within {timeout} s (request_timeout); cancelling its task, sending 504 \
+                 Gateway Timeout",
+                self.what()
+            ),
+            None,
+        );
+        true
+    }
+
     /// Called by `gristmill._asgi.run_app` when the application returns or raises.
     #[pyo3(signature = (exc=None))]
     fn finished(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
         let failed = exc.is_some();
+        let exc = exc.filter(|_| !self.shared.state.lock().timed_out);
         match exc {
             // A send() to a closed connection that the application let escape: the
             // client left, which is no application error.

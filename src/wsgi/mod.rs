@@ -12,6 +12,7 @@
 //! head is already out), one log line with the traceback, and the thread moves on.
 //! The iterable's `close()` is always called, also when the client went away.
 
+mod deadline;
 mod environ;
 mod file_wrapper;
 mod inline;
@@ -59,6 +60,8 @@ pub struct Shared {
     /// How the Python threads wait for the network.
     waiter: Waiter,
     access: Option<AccessLog>,
+    /// Threads stuck past `request_timeout` (`deadline.rs`).
+    stuck: deadline::Stuck,
 }
 
 /// Where jobs run.
@@ -130,6 +133,7 @@ impl Wsgi {
         let shared = Arc::new(Shared {
             app,
             base_environ: base.unbind(),
+            stuck: deadline::Stuck::new(config.threads),
             config,
             runtime,
             waiter,
@@ -156,14 +160,35 @@ impl Handler for Wsgi {
             }
         };
         let (reply, rx) = oneshot::channel();
+        let sr = StartResponse::new(
+            reply,
+            guard,
+            config.server_header,
+            self.shared.waiter.clone(),
+            config.send_timeout,
+        );
+        let deadline = config.request_timeout.map(|timeout| {
+            let deadline = deadline::Deadline::new();
+            let timer = deadline::Timer {
+                deadline: deadline.clone(),
+                responder: sr.responder(),
+                parts: parts.clone(),
+                peer: conn.addrs.peer,
+                started,
+                timeout,
+                shared: self.shared.clone(),
+            };
+            tokio::spawn(timer.run());
+            deadline
+        });
         let job = Job {
             shared: self.shared.clone(),
             parts,
             body,
             addrs: conn.addrs.clone(),
             tls: conn.tls.clone(),
-            reply,
-            guard,
+            sr,
+            deadline,
             started,
         };
         let submitted = match &self.dispatch {
@@ -198,8 +223,10 @@ pub struct Job {
     body: Source,
     addrs: Arc<Addrs>,
     tls: Option<Arc<TlsInfo>>,
-    reply: oneshot::Sender<Response<ResponseBody>>,
-    guard: ActiveGuard,
+    /// Holds the reply channel and the connection's busy-guard.
+    sr: StartResponse,
+    /// Set under `request_timeout` (`deadline.rs`).
+    deadline: Option<Arc<deadline::Deadline>>,
     started: Instant,
 }
 
@@ -239,20 +266,17 @@ impl Task for Job {
             body,
             addrs,
             tls,
-            reply,
-            guard,
+            sr,
+            deadline,
             started,
         } = self;
-        let sr = match Bound::new(
-            py,
-            StartResponse::new(
-                reply,
-                guard,
-                shared.config.server_header,
-                shared.waiter.clone(),
-                shared.config.send_timeout,
-            ),
-        ) {
+        if let Some(d) = &deadline {
+            if !d.begin() {
+                // Timed out while queued: its client has had its 504.
+                return;
+            }
+        }
+        let sr = match Bound::new(py, sr) {
             Ok(sr) => sr,
             Err(e) => {
                 log_with(py, log::ERROR, "cannot create start_response", Some(&e));
@@ -295,6 +319,11 @@ impl Task for Job {
             }
         })();
         let sr = sr.get();
+        let late = deadline.is_some_and(|d| d.finish(&shared.stuck, &what));
+        if late {
+            // The client was answered at the deadline, and the access line written.
+            return;
+        }
         if let Err(failure) = outcome {
             report(py, sr, failure, &what);
         }

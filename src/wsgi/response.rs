@@ -9,6 +9,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,12 +48,17 @@ struct State {
     phase: Phase,
     status: u16,
     bytes: u64,
+    /// Answered by the deadline ([`time_out`]): what the application still sends goes
+    /// nowhere, and `start_response` is no error for it.
+    timed_out: bool,
 }
 
 /// The `start_response` callable of one request; also owns the response's progress.
 #[pyclass(module = "gristmill._core", frozen)]
 pub struct StartResponse {
-    state: Mutex<State>,
+    /// Shared with the request's deadline, when there is one (`deadline.rs`): the
+    /// server answers in the application's place when it takes too long.
+    state: Arc<Mutex<State>>,
     server_header: bool,
     waiter: Waiter,
     /// How long a streamed chunk may wait for room (`send_timeout`).
@@ -194,16 +200,22 @@ impl StartResponse {
         send_timeout: Duration,
     ) -> Self {
         StartResponse {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 head: None,
                 phase: Phase::Pending(reply, guard),
                 status: 0,
                 bytes: 0,
-            }),
+                timed_out: false,
+            })),
             server_header,
             waiter,
             send_timeout,
         }
+    }
+
+    /// The response, for the request's deadline (see [`time_out`]).
+    pub fn responder(&self) -> Responder {
+        Responder(self.state.clone())
     }
 
     fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
@@ -384,6 +396,46 @@ impl StartResponse {
     }
 }
 
+/// A request's response as its deadline sees it: ended by [`time_out`] from an I/O
+/// thread, without the GIL, while the application still runs.
+pub struct Responder(Arc<Mutex<State>>);
+
+/// What the deadline did to the response.
+pub enum TimedOut {
+    /// Nothing was sent yet: the client got a 504.
+    Answered,
+    /// The head (with this status) was sent: the body is aborted.
+    Aborted(u16),
+    /// The response was complete already.
+    Complete(u16),
+}
+
+/// End the response of a request past its deadline: a 504 if nothing was sent, else an
+/// aborted body (after the chunks already queued). The application's later output
+/// finds the response over: `send_head` does nothing, `stream` reports the client gone.
+/// Also returns the bytes handed to the connection so far, for the access log.
+pub fn time_out(resp: &Responder, server_header: bool) -> (TimedOut, u64) {
+    let mut st = resp.0.lock();
+    st.timed_out = true;
+    let outcome = match std::mem::replace(&mut st.phase, Phase::Done) {
+        Phase::Pending(reply, guard) => {
+            st.status = StatusCode::GATEWAY_TIMEOUT.as_u16();
+            st.bytes = 0;
+            let resp = crate::http::error_response(StatusCode::GATEWAY_TIMEOUT, server_header);
+            let _ = reply.send(crate::http::guarded(resp, guard));
+            TimedOut::Answered
+        }
+        Phase::Streaming(tx) => {
+            if let Some(wait) = abort_stream(tx, "request_timeout".into()) {
+                tokio::spawn(wait);
+            }
+            TimedOut::Aborted(st.status)
+        }
+        Phase::Done => TimedOut::Complete(st.status),
+    };
+    (outcome, st.bytes)
+}
+
 #[pymethods]
 impl StartResponse {
     /// `start_response(status, response_headers, exc_info=None)` → `write`.
@@ -399,7 +451,7 @@ impl StartResponse {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let st = this.lock(py);
-            let sent = !matches!(st.phase, Phase::Pending(..));
+            let sent = !matches!(st.phase, Phase::Pending(..)) && !st.timed_out;
             match exc_info {
                 Some(info) if sent => {
                     // PEP 3333: too late to change the head; re-raise the app's error.
