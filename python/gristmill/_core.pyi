@@ -156,6 +156,10 @@ class HttpProtocol:
     def finished(self, exc: BaseException | None = None) -> None:
         """Called by ``gristmill._asgi.run_app`` when the application returns or raises."""
 
+    def timed_out(self, timeout: float) -> bool:
+        """Called by ``gristmill._asgi.run_app_within`` at the ``--request-timeout``
+        deadline: answers 504 or aborts the response; ``True``: cancel the task."""
+
 @final
 class WsProtocol:
     """The ASGI ``receive``/``send`` pair of one WebSocket connection."""
@@ -169,6 +173,11 @@ class WsProtocol:
     def finished(self, exc: BaseException | None = None) -> None:
         """Called by ``gristmill._asgi.run_app`` when the application returns or
         raises."""
+
+    def timed_out(self, timeout: float) -> bool:
+        """Called by ``gristmill._asgi.run_app_within`` at the ``--request-timeout``
+        deadline: a handshake still undecided gets 504 (``True``: cancel the task); an
+        accepted socket is left alone (``False``)."""
 
 class RequestBodyError(OSError):
     """The request body could not be read: malformed framing or the client went away."""
