@@ -36,7 +36,10 @@ pub fn publish(pipe: &std::sync::Arc<SupervisorPipe>) {
 
 /// Write `byte` to the published pipe, if the server still runs.
 pub fn send(byte: u8) {
-    let pipe = PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
+    let pipe = PUBLISHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .upgrade();
     if let Some(pipe) = pipe {
         pipe.send(byte);
     }

@@ -61,8 +61,7 @@ def test_wsgi_with_a_request_timeout_never_runs_inline():
     assert one.execution_mode is ExecutionMode.WSGI_INLINE
     assert one.replace(request_timeout=5).execution_mode is ExecutionMode.WSGI_POOL
     assert (
-        one.replace(interface="asgi", request_timeout=5).execution_mode
-        is ExecutionMode.ASGI_DRIVEN
+        one.replace(interface="asgi", request_timeout=5).execution_mode is ExecutionMode.ASGI_DRIVEN
     )
 
 
@@ -93,7 +92,9 @@ def test_504_at_the_deadline(mode):
         assert r.status_code == 504, r.text
         assert TIMEOUT <= took < TIMEOUT + LATE, took
         srv.wait_for_line(r"access GET /sleep 504 ", start=mark)
-        srv.wait_for_line(r"request timeout: .*GET /sleep.* 1(\.0)? s \(request_timeout\)", start=mark)
+        srv.wait_for_line(
+            r"request timeout: .*GET /sleep.* 1(\.0)? s \(request_timeout\)", start=mark
+        )
         if mode.startswith("wsgi"):
             # The stuck thread's stack names the function it sleeps in.
             srv.wait_for_output(r"still running.*\n(.*\n)*.*in sleeping_in_the_app", start=mark)
@@ -239,7 +240,15 @@ def test_wsgi_worker_with_every_thread_stuck_is_replaced():
     serves, the old worker exits. Clients arriving meanwhile wait for the replacement
     instead of failing."""
     srv = _start(
-        "wsgi-pool", "--threads", "2", "--workers", "1", "--graceful-timeout", "1", "--log-level", "debug"
+        "wsgi-pool",
+        "--threads",
+        "2",
+        "--workers",
+        "1",
+        "--graceful-timeout",
+        "1",
+        "--log-level",
+        "debug",
     )
     try:
         old = int(srv.get("/").text)
@@ -305,7 +314,9 @@ def test_queued_request_gets_its_504_and_never_runs():
         second.join(20)
         assert results[f"/sleep?s={SLEEP}"][0] == 504
         assert results["/sleep?s=0"][0] == 504
-        srv.wait_for_line(r"request timeout: GET /sleep waited 1(\.0)? s .* for a free Python thread", start=mark)
+        srv.wait_for_line(
+            r"request timeout: GET /sleep waited 1(\.0)? s .* for a free Python thread", start=mark
+        )
         # The queued one never started.
         assert len(re.findall(r"^start /sleep", "\n".join(srv.lines(mark)), re.M)) == 1
     finally:

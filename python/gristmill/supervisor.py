@@ -390,7 +390,8 @@ class Supervisor:
 
     def _check_ready(self, w: _Worker) -> None:
         """Read the worker's pipe: ``1`` means ready, ``M`` that it served its
-        ``max_requests``, ``T`` that its threads are all stuck; end-of-file that it stopped serving (or never started)."""
+        ``max_requests``, ``T`` that its threads are all stuck; end-of-file that it
+        stopped serving (or never started)."""
         if w.ready_fd < 0:
             return
         try:

@@ -623,7 +623,10 @@ impl WsProtocol {
                 return false;
             }
             st.timed_out = true;
-            let resp = error_response(StatusCode::GATEWAY_TIMEOUT, self.bridge.config.server_header);
+            let resp = error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                self.bridge.config.server_header,
+            );
             self.deny(&mut st, resp);
         }
         log_with(

@@ -227,7 +227,12 @@ impl Timer {
             Python::attach(|py| {
                 let stack = thread_stack(py, thread)
                     .unwrap_or_else(|e| format!("  (stack unavailable: {e})\n"));
-                log::log_with(py, log::ERROR, &format!("{msg}:\n{}", stack.trim_end()), None);
+                log::log_with(
+                    py,
+                    log::ERROR,
+                    &format!("{msg}:\n{}", stack.trim_end()),
+                    None,
+                );
             })
         });
     }
@@ -236,7 +241,10 @@ impl Timer {
 /// The Python stack of the thread `ident`, formatted like a traceback (innermost last).
 fn thread_stack(py: Python<'_>, ident: u64) -> PyResult<String> {
     let frames = py.import("sys")?.call_method0("_current_frames")?;
-    let Some(frame) = frames.call_method1("get", (ident,))?.extract::<Option<Bound<'_, PyAny>>>()? else {
+    let Some(frame) = frames
+        .call_method1("get", (ident,))?
+        .extract::<Option<Bound<'_, PyAny>>>()?
+    else {
         return Ok("  (the thread has no Python frame now)\n".to_owned());
     };
     let lines = py
