@@ -85,18 +85,17 @@ static PAUSE_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Stop (`true`) or resume taking new connections: while no request could run, new
 /// clients are better off in the listen queue, where the replacement worker finds them.
+/// Takes no lock and logs nothing, so it may be called under the caller's lock.
 pub fn pause_accepting(paused: bool) {
     if PAUSED.swap(paused, Ordering::AcqRel) != paused {
-        log::log(
-            log::WARNING,
-            if paused {
-                "accepting no new connections until a Python thread is free"
-            } else {
-                "a Python thread is free again; accepting connections"
-            },
-        );
         PAUSE_CHANGED.notify_waiters();
     }
+}
+
+/// Whether accepting is paused now.
+#[cfg(test)]
+pub fn accepting_is_paused() -> bool {
+    PAUSED.load(Ordering::Acquire)
 }
 
 /// Resolves once accepting is paused (`true`) or resumed (`false`).

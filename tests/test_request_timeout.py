@@ -87,7 +87,9 @@ def test_504_at_the_deadline(mode):
             # Within the timeout: untouched.
             fast = c.get(srv.url + "/fast")
             assert fast.status_code == 200, fast.text
+            srv.wait_for_line(r"access GET /fast 200 ")
             mark = srv.mark()
+            assert "request timeout" not in srv.output()
             r, took = _timed_get(c, srv.url + f"/sleep?s={SLEEP}")
         assert r.status_code == 504, r.text
         assert TIMEOUT <= took < TIMEOUT + LATE, took

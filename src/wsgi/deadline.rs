@@ -22,7 +22,7 @@
 //! The timer only runs while the call does: the call's end wakes it ([`Deadline::done`]),
 //! and it exits. So the cost when the timeout is on is one task per request; off, none.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,29 +58,54 @@ pub struct Deadline {
     started: Instant,
 }
 
-/// How many of the pool's threads are stuck in calls past their deadline.
+/// How many of the pool's threads are stuck in calls past their deadline. The count and
+/// the pause of the accept loops change together, under one lock, so two threads
+/// getting stuck and free at once cannot leave the worker paused with a thread free.
 pub struct Stuck {
-    count: AtomicUsize,
+    count: Mutex<usize>,
     threads: usize,
+    /// The supervisor was asked for a replacement (once per worker).
     reported: AtomicBool,
 }
 
 impl Stuck {
     pub fn new(threads: usize) -> Self {
         Stuck {
-            count: AtomicUsize::new(0),
+            count: Mutex::new(0),
             threads,
             reported: AtomicBool::new(false),
         }
     }
 
-    /// One more thread is stuck; when that is all of them, ask for a replacement (once).
-    fn enter(&self, timeout: Duration) {
-        let now = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-        if now >= self.threads {
+    /// One more thread is stuck. `true` when that made all of them: accepting is paused.
+    fn add(&self) -> bool {
+        let mut n = self.count.lock();
+        *n += 1;
+        let all = *n == self.threads;
+        if all {
             lifecycle::pause_accepting(true);
         }
-        if now >= self.threads && !self.reported.swap(true, Ordering::AcqRel) {
+        all
+    }
+
+    /// A stuck thread is free again. `true` when all were stuck: accepting resumes.
+    fn remove(&self) -> bool {
+        let mut n = self.count.lock();
+        let was_all = *n == self.threads;
+        *n = n.saturating_sub(1);
+        if was_all {
+            lifecycle::pause_accepting(false);
+        }
+        was_all
+    }
+
+    /// Every thread just got stuck: say so, and ask for a replacement (once).
+    fn all_stuck(&self, timeout: Duration) {
+        log::log(
+            log::WARNING,
+            "accepting no new connections until a Python thread is free",
+        );
+        if !self.reported.swap(true, Ordering::AcqRel) {
             log::log(
                 log::ERROR,
                 &format!(
@@ -93,12 +118,16 @@ impl Stuck {
             lifecycle::send(lifecycle::STUCK);
         }
     }
+}
 
-    fn leave(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == self.threads {
-            lifecycle::pause_accepting(false);
-        }
-    }
+/// How an application call under a deadline ended ([`Deadline::finish`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Within the timeout: its response stands.
+    InTime,
+    /// After its deadline: the client was answered, the result is discarded.
+    /// `resumed`: its thread was the one that lets the worker accept again.
+    Late { resumed: bool },
 }
 
 /// The identity `sys._current_frames()` knows this thread by (`threading.get_ident()`,
@@ -140,41 +169,56 @@ impl Deadline {
         true
     }
 
-    /// The call ended. Returns `true` if it ran past its deadline: the caller then
-    /// discards its result (the client was answered) and says so.
-    pub fn finish(&self, stuck: &Stuck, what: &str) -> bool {
-        let before = std::mem::replace(&mut *self.run.lock(), Run::Finished);
-        match before {
-            Run::Expired(true) => {
-                stuck.leave();
-                log::log(
-                    log::WARNING,
-                    &format!(
-                        "the application call for {what} returned after {:.1} s, past \
-                         request_timeout; its result was discarded",
-                        self.started.elapsed().as_secs_f64()
-                    ),
-                );
-                true
-            }
-            Run::Expired(false) => true,
+    /// The call ended (`stuck` counts it free again if it was stuck).
+    pub fn finish(&self, stuck: &Stuck) -> Ended {
+        let mut run = self.run.lock();
+        match std::mem::replace(&mut *run, Run::Finished) {
+            Run::Expired(true) => Ended::Late {
+                resumed: stuck.remove(),
+            },
+            Run::Expired(false) => Ended::Late { resumed: false },
             _ => {
                 self.done.notify_one();
-                false
+                Ended::InTime
             }
         }
     }
 
-    /// At the deadline: the state before, if the call had not ended.
-    fn expire(&self) -> Option<Run> {
+    /// After [`finish`](Self::finish) said [`Ended::Late`]: the log lines.
+    pub fn report_late(&self, what: &str, resumed: bool) {
+        log::log(
+            log::WARNING,
+            &format!(
+                "the application call for {what} returned after {:.1} s, past \
+                 request_timeout; its result was discarded",
+                self.started.elapsed().as_secs_f64()
+            ),
+        );
+        if resumed {
+            log::log(
+                log::WARNING,
+                "a Python thread is free again; accepting connections",
+            );
+        }
+    }
+
+    /// At the deadline: the state before, if the call had not ended, and whether this
+    /// made every thread stuck.
+    fn expire(&self, stuck: &Stuck) -> Option<(Run, bool)> {
         let mut run = self.run.lock();
         let before = *run;
-        match before {
-            Run::Queued => *run = Run::Expired(false),
-            Run::Running(_) => *run = Run::Expired(true),
+        let all = match before {
+            Run::Queued => {
+                *run = Run::Expired(false);
+                false
+            }
+            Run::Running(_) => {
+                *run = Run::Expired(true);
+                stuck.add()
+            }
             Run::Expired(_) | Run::Finished => return None,
-        }
-        Some(before)
+        };
+        Some((before, all))
     }
 }
 
@@ -186,10 +230,10 @@ impl Timer {
             _ = done => return,
             _ = tokio::time::sleep_until((self.deadline.started + self.timeout).into()) => {}
         }
-        let Some(before) = self.deadline.expire() else {
+        let shared = &self.shared;
+        let Some((before, all_stuck)) = self.deadline.expire(&shared.stuck) else {
             return;
         };
-        let shared = &self.shared;
         let (outcome, bytes) = time_out(&self.responder, shared.config.server_header);
         let what = format!("{} {}", self.parts.method, self.parts.uri.path());
         let secs = self.timeout.as_secs_f64();
@@ -215,7 +259,9 @@ impl Timer {
                 return;
             }
         };
-        shared.stuck.enter(self.timeout);
+        if all_stuck {
+            shared.stuck.all_stuck(self.timeout);
+        }
         let msg = format!(
             "request timeout: the application call for {what} is still running after \
              {secs} s (request_timeout); {then}. Its thread cannot be stopped and stays \
@@ -252,4 +298,46 @@ fn thread_stack(py: Python<'_>, ident: u64) -> PyResult<String> {
         .call_method1("format_stack", (frame,))?;
     let text: Vec<String> = lines.extract()?;
     Ok(text.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_ends_in_time_stands() {
+        let stuck = Stuck::new(1);
+        let d = Deadline::new();
+        assert!(d.begin());
+        assert_eq!(d.finish(&stuck), Ended::InTime);
+        assert_eq!(d.expire(&stuck), None); // the timer, late: nothing to do
+        assert_eq!(*stuck.count.lock(), 0);
+    }
+
+    #[test]
+    fn a_request_that_expires_queued_never_runs() {
+        let stuck = Stuck::new(1);
+        let d = Deadline::new();
+        assert_eq!(d.expire(&stuck), Some((Run::Queued, false)));
+        assert!(!d.begin());
+        assert_eq!(d.finish(&stuck), Ended::Late { resumed: false });
+        assert_eq!(*stuck.count.lock(), 0);
+    }
+
+    #[test]
+    fn stuck_threads_are_counted_until_their_calls_return() {
+        // Two threads: the first stuck call is not all of them, the second is; the
+        // first to return frees one (and resumes accepting), the second none.
+        let stuck = Stuck::new(2);
+        let (a, b) = (Deadline::new(), Deadline::new());
+        assert!(a.begin() && b.begin());
+        assert!(matches!(a.expire(&stuck), Some((Run::Running(_), false))));
+        assert!(matches!(b.expire(&stuck), Some((Run::Running(_), true))));
+        assert!(lifecycle::accepting_is_paused());
+        assert_eq!(*stuck.count.lock(), 2);
+        assert_eq!(a.finish(&stuck), Ended::Late { resumed: true });
+        assert!(!lifecycle::accepting_is_paused());
+        assert_eq!(b.finish(&stuck), Ended::Late { resumed: false });
+        assert_eq!(*stuck.count.lock(), 0);
+    }
 }

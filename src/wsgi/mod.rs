@@ -319,10 +319,12 @@ impl Task for Job {
             }
         })();
         let sr = sr.get();
-        let late = deadline.is_some_and(|d| d.finish(&shared.stuck, &what));
-        if late {
-            // The client was answered at the deadline, and the access line written.
-            return;
+        if let Some(d) = &deadline {
+            if let deadline::Ended::Late { resumed } = d.finish(&shared.stuck) {
+                // The client was answered at the deadline, and the access line written.
+                d.report_late(&what, resumed);
+                return;
+            }
         }
         if let Err(failure) = outcome {
             report(py, sr, failure, &what);
