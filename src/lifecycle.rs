@@ -1,5 +1,5 @@
-//! The worker's end of its pipe to the supervisor, and the request count behind
-//! `--max-requests`.
+//! The worker's end of its pipe to the supervisor, the request count behind
+//! `--max-requests`, and the pause of the accept loops while no thread can serve.
 //!
 //! The supervisor gives each worker the write end of a pipe. The worker writes
 //! [`READY`] once it accepts connections, and [`RETIRE`] once it has served its share
@@ -7,9 +7,11 @@
 //! added), or [`STUCK`] once all its Python threads are stuck in calls past
 //! `request_timeout`. It then goes on serving (with what it has left): the supervisor
 //! starts a replacement, waits until that one is ready, and only then sends this worker
-//! SIGTERM, so it drains as on any stop and no request is refused (`docs/server-behavior.md`, "Worker recycling").
-//! The pipe closes when the server stops; the supervisor reads the end of file as
-//! "nothing more from this worker".
+//! SIGTERM, so it drains as on any stop and no request is refused
+//! (`docs/server-behavior.md`, "Worker recycling"). A worker with every thread stuck
+//! also stops accepting ([`pause_accepting`]) until one is free again. The pipe closes
+//! when the server stops; the supervisor reads the end of file as "nothing more from
+//! this worker".
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -362,10 +362,12 @@ async fn accept_loop<H: Handler>(
             r = listener.accept() => r,
             // Every Python thread is stuck (`request_timeout`): new clients wait in the
             // listen queue for the replacement rather than behind the stuck calls.
-            _ = lifecycle::accepting_paused(true) => tokio::select! {
-                _ = lifecycle::accepting_paused(false) => continue,
-                _ = ctl.shutdown.changed() => return,
-            },
+            _ = lifecycle::accepting_paused(true), if config.request_timeout.is_some() => {
+                tokio::select! {
+                    _ = lifecycle::accepting_paused(false) => continue,
+                    _ = ctl.shutdown.changed() => return,
+                }
+            }
             _ = ctl.shutdown.changed() => {
                 // Connections the kernel already queued for this socket would be reset
                 // when the last copy of the listener closes, perhaps after their client
