@@ -280,6 +280,9 @@ impl Task for Job {
             Ok(sr) => sr,
             Err(e) => {
                 log_with(py, log::ERROR, "cannot create start_response", Some(&e));
+                if let Some(d) = &deadline {
+                    d.finish(&shared.stuck);
+                }
                 return;
             }
         };
