@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from _support import Server, _stat, every_mode, wait_until
+from _ws_h2 import TEXT, H2Client
 from gristmill.settings import ExecutionMode, Settings
 
 MODES = every_mode("timeout_app:application", "timeout_app:app")
@@ -229,6 +230,17 @@ def test_websocket_handshake_bounded_accepted_socket_not(mode):
         with connect(ws_url + "/ws?hold=1.5", open_timeout=20) as ws:
             ws.send("hello")
             assert ws.recv(timeout=20) == "hello"
+        # The same over HTTP/2 (RFC 8441): the stream gets the 504, the connection
+        # goes on, and an accepted socket is left alone.
+        with H2Client(srv.port, timeout=20) as c:
+            start = time.monotonic()
+            _, status, _ = c.open_ws(f"/ws?s={SLEEP}")
+            assert status == 504
+            assert TIMEOUT <= time.monotonic() - start < TIMEOUT + LATE
+            sid, status, _ = c.open_ws("/ws?hold=1.5")
+            assert status == 200
+            c.send_text(sid, "over h2")
+            assert c.recv(sid) == (TEXT, b"over h2")
     finally:
         srv.kill()
 
