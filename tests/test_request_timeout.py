@@ -68,11 +68,14 @@ def test_wsgi_with_a_request_timeout_never_runs_inline():
 
 def test_request_timeout_is_validated():
     from gristmill.errors import ConfigError
-    from gristmill.settings import validate
+    from gristmill.settings import from_sources, validate
 
     with pytest.raises(ConfigError, match="request_timeout"):
         validate(Settings().replace(request_timeout=-1))
     validate(Settings().replace(request_timeout=0))
+    # One declaration: the flag, the environment and the config file.
+    assert from_sources({}, {"GRISTMILL_REQUEST_TIMEOUT": "3"}).request_timeout == 3.0
+    assert from_sources({"request_timeout": 2.5}, {}).request_timeout == 2.5
 
 
 # --- 504 before the response started ----------------------------------------------------
