@@ -65,6 +65,8 @@ pub struct Config {
     pub proxy_headers: bool,
     #[pyo3(from_py_with = crate::http::proxy::trusted_peers)]
     pub forwarded_allow_ips: crate::http::proxy::TrustedPeers,
+    /// Read a PROXY protocol header first on every connection (`crate::http::proxy_protocol`).
+    pub proxy_protocol: bool,
     pub access_log: bool,
     pub access_log_format: String,
     /// Start ASGI tasks eagerly (Python 3.12+).

@@ -457,7 +457,7 @@ fn spawn_connection<H: Handler>(
 }
 
 async fn serve_connection<H: Handler>(
-    plain: Plain,
+    mut plain: Plain,
     addrs: Addrs,
     handler: Arc<H>,
     config: Arc<Config>,
@@ -466,6 +466,13 @@ async fn serve_connection<H: Handler>(
     ctl: Ctl,
 ) {
     let fd = plain.raw_fd();
+    let addrs = match config.proxy_protocol {
+        false => addrs,
+        true => match crate::http::proxy_protocol::accept(&mut plain, addrs, &config).await {
+            Some(addrs) => addrs,
+            None => return,
+        },
+    };
     let (stream, tls, alpn) = match &builder.tls {
         None => (Stream::Plain(plain), None, None),
         Some(acceptor) => {

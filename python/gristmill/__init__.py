@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import AppLoadError, ConfigError, GristmillError, ServerError
-from .settings import Settings, validate
+from .settings import Settings, env_fallbacks, validate
 
 
 def _load_core() -> str:
@@ -75,7 +75,9 @@ def serve(target_or_app: str | Callable[..., Any], **settings: Any) -> int:
     """Serve a target (``"myapp:application"``) or an application object until stopped.
 
     ``settings`` are :class:`Settings` fields (``workers=2``, ``port=0``); logging is
-    left as the caller configured it. An application object is inherited by the forked
+    left as the caller configured it. ``GRISTMILL_*`` variables are not read, but
+    ``FORWARDED_ALLOW_IPS`` is when ``forwarded_allow_ips`` is not given, as on the
+    command line. An application object is inherited by the forked
     workers, so it is not imported again. Returns 0 after a graceful stop (SIGTERM or
     SIGINT), 1 after a forced one; raises :class:`GristmillError` when the server cannot
     start or keep running.
@@ -87,6 +89,7 @@ def serve(target_or_app: str | Callable[..., Any], **settings: Any) -> int:
         settings["target"] = target_or_app
     else:
         app = target_or_app
+    env_fallbacks(settings, os.environ)
     try:
         config = validate(Settings(**settings))
     except TypeError as e:  # an unknown keyword

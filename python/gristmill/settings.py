@@ -26,7 +26,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "SettingInfo", "ExecutionMode", "schema", "from_sources", "env_name"]
+__all__ = [
+    "Settings",
+    "SettingInfo",
+    "ExecutionMode",
+    "schema",
+    "from_sources",
+    "env_fallbacks",
+    "env_name",
+]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -527,6 +535,15 @@ class Settings:
         group="Proxy",
         metavar="LIST",
     )
+    proxy_protocol: bool = _setting(
+        False,
+        "Expect the HAProxy PROXY protocol header (version 1 or 2) at the start of every "
+        "connection, before TLS, and take the client address from it. Accepted only from "
+        "the peers `--forwarded-allow-ips` trusts (and Unix-socket peers); a connection "
+        "from another peer, or without a valid header, is closed. The header must arrive "
+        "within `--header-read-timeout` (see docs/deployment.md, \"PROXY protocol\").",
+        group="Proxy",
+    )
 
     # --- HTTP/2 ----------------------------------------------------------------------
     http: str = _setting(
@@ -968,10 +985,16 @@ def from_sources(cli: dict[str, Any], environ: typing.Mapping[str, str] | None =
         values.update(_load_config_file(config_path, infos))
     values.update(env_values)
     values.update(cli)
-    # gunicorn's and uvicorn's variable, when the setting itself is not given.
+    env_fallbacks(values, environ)
+    return validate(Settings(**values))
+
+
+def env_fallbacks(values: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
+    """Fill ``values`` from the environment variables other servers use, for the
+    settings not given: gunicorn's and uvicorn's ``FORWARDED_ALLOW_IPS``. Used by the
+    command line and by :func:`gristmill.serve`."""
     if "forwarded_allow_ips" not in values and "FORWARDED_ALLOW_IPS" in environ:
         values["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]
-    return validate(Settings(**values))
 
 
 def _load_config_file(path: str, infos: dict[str, SettingInfo]) -> dict[str, Any]:

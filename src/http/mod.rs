@@ -7,6 +7,7 @@ pub mod file;
 pub mod framing;
 pub mod head;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod request_body;
 pub mod validate;
 
