@@ -107,6 +107,10 @@ def test_send_proxy_gives_the_app_the_client_address(server, edge, tmp_path, mod
             port = tcp_haproxy(edge, upstream, send)
             report, client_port = ask_from(port)
             assert client_of(report) == (CLIENT_ADDR, client_port), (kind, send, report)
+            if "server" in report:  # ASGI: a Unix socket's server is [path, None]
+                assert report["server"] == (
+                    [path, None] if kind == "unix" else ["127.0.0.1", srv.port]
+                )
     srv.wait_for_line(r'^127\.0\.0\.2 - "GET / HTTP/1\.1" 200')
 
 

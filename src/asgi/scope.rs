@@ -240,7 +240,9 @@ pub fn http_scope<'py>(
     scope.set_item(intern!(py, "headers"), headers)?;
     let server = if let Some((name, port)) = fwd.and_then(|f| f.server.as_ref()) {
         (name.as_str(), *port).into_py_any(py)?
-    } else if addrs.peer.is_some() {
+    } else if addrs.server_port != 0 {
+        // TCP. (A Unix socket has no port; its peer may still have an address: the
+        // PROXY protocol's.)
         (addrs.server_host.as_str(), addrs.server_port).into_py_any(py)?
     } else {
         (addrs.server_host.as_str(), py.None()).into_py_any(py)?
