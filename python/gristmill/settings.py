@@ -541,7 +541,7 @@ class Settings:
         "connection, before TLS, and take the client address from it. Accepted only from "
         "the peers `--forwarded-allow-ips` trusts (and Unix-socket peers); a connection "
         "from another peer, or without a valid header, is closed. The header must arrive "
-        "within `--header-read-timeout` (see docs/deployment.md, \"PROXY protocol\").",
+        'within `--header-read-timeout` (see docs/deployment.md, "PROXY protocol").',
         group="Proxy",
     )
 
