@@ -167,3 +167,22 @@ def test_http_mode_forwardfor(server, edge, tmp_path, mode):
         f"http://127.0.0.1:{port}/", transport=httpx.HTTPTransport(local_address=CLIENT_ADDR)
     )
     assert client_of(report)[0] == CLIENT_ADDR
+
+
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_health_checks_send_the_header_too(server, edge, tmp_path, send):
+    # HTTP checks over the PROXY protocol (version 2: the LOCAL command, which keeps
+    # the real peer) are served like any request, without a refusal.
+    srv, path = _start(server, tmp_path, "wsgi-inline", "--proxy-protocol")
+    port = free_port()
+    config = docs_config(
+        "haproxy-tcp",
+        {
+            DOC_BIND: f"bind 127.0.0.1:{port}",
+            "backend gristmill\n": "backend gristmill\n    option httpchk GET /health\n",
+            f"{DOC_UPSTREAM} send-proxy-v2": f"unix@{path} {send} check inter 100ms",
+        },
+    )
+    edge.haproxy(config, [port])
+    srv.wait_for_line(r' - "GET /health HTTP/1\.[01]" 200')
+    assert not [line for line in srv.lines() if "PROXY protocol" in line], srv.output()
