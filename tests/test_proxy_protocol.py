@@ -117,24 +117,28 @@ def test_untrusted_peer_is_refused(server, tmp_path):
         b"PROXY TCP4 not.an.ip 10.0.0.1 1 80\r\n" + http_request("GET", "/"),
         b"PROXY TCP4 " + b"1" * 120 + b"\r\n",
         proxy_v2(("192.0.2.7", 1)).replace(b"QUIT\n\x21", b"QUIT\n\x31"),  # version 3
-        proxy_v2(("192.0.2.7", 1))[:16] + b"\x00" * 4,  # addresses cut short, then EOF
     ],
-    ids=["none", "bad-port", "bad-ip", "too-long", "v2-version", "v2-short"],
+    ids=["none", "bad-port", "bad-ip", "too-long", "v2-version"],
 )
 def test_missing_or_malformed_header_closes_the_connection(server, data):
     srv = server(APP, "--proxy-protocol")
     with srv.raw() as conn:
-        if data.endswith(b"\x00" * 4):
-            conn.send(data)
-            conn.sock.shutdown(socket.SHUT_WR)
-            assert conn.read_to_eof(10) == b""
-        else:
-            refused(conn, data)
-    if not data.endswith(b"\x00" * 4):
-        srv.wait_for_line(REFUSED.format(peer=r"127\.0\.0\.1:\d+", why=""))
+        refused(conn, data)
+    srv.wait_for_line(REFUSED.format(peer=r"127\.0\.0\.1:\d+", why=""))
     # The worker goes on serving.
     with srv.raw() as conn:
         assert client_of(ask(conn, proxy_v1(("192.0.2.7", 1)))) == ("192.0.2.7", 1)
+
+
+def test_a_header_cut_short_closes_quietly(server):
+    # The client gave up (or a port check): a debug line, not a warning.
+    srv = server(APP, "--proxy-protocol", "--log-level", "debug")
+    with srv.raw() as conn:
+        conn.send(proxy_v2(("192.0.2.7", 1))[:20])
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert conn.read_to_eof(10) == b""
+    srv.wait_for_line(r"PROXY protocol: 127\.0\.0\.1:\d+ closed before sending its header")
+    assert not [line for line in srv.lines() if "PROXY protocol: connection from" in line]
 
 
 def test_refusals_are_logged_at_most_once_a_second(server):
