@@ -186,3 +186,17 @@ def test_haproxy_health_checks_send_the_header_too(server, edge, tmp_path, send)
     edge.haproxy(config, [port])
     srv.wait_for_line(r' - "GET /health HTTP/1\.[01]" 200')
     assert not [line for line in srv.lines() if "PROXY protocol" in line], srv.output()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_http_mode_with_send_proxy_v2_over_tls(server, edge, tmp_path, certs, mode):
+    # HAProxy in HTTP mode opens TLS to gristmill (`ssl verify none`) after the PROXY
+    # header. The PROXY address (127.0.0.2) is the peer for the proxy headers and is
+    # not trusted (the default list is 127.0.0.1 and ::1): HAProxy's X-Forwarded-Proto
+    # is ignored and the scheme is the TLS connection's own.
+    srv, path = _start(server, tmp_path, mode, "--proxy-protocol", *certs.server_args())
+    for upstream in _upstreams(srv, path).values():
+        port = http_haproxy(edge, f"{upstream} send-proxy-v2 ssl verify none")
+        report, client_port = ask_from(port)
+        assert client_of(report) == (CLIENT_ADDR, client_port)
+        assert report.get("wsgi.url_scheme", report.get("scheme")) == "https"
