@@ -9,18 +9,14 @@ here, config in ``tmp_path``) in front of gristmill. The ASGI side is in
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import ssl
-import subprocess
 
 import httpx
 import pytest
 
 import gristmill.settings as settings_mod
-from _proxy import FULL, get
-from _support import WSGI_MODES, free_port, wait_until
+from _proxy import FULL, EdgeProxies, get
+from _support import WSGI_MODES, free_port
 from gristmill.errors import ConfigError
 
 APP = "proxy_app:wsgi"
@@ -183,8 +179,6 @@ def test_bad_list_on_the_command_line_exits_2(gristmill_exit):
 
 
 # --- behind a real nginx ------------------------------------------------------------------
-NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
-
 # The lines docs/server-behavior.md ("Behind a proxy") recommends.
 PROXY_LINES = """
             proxy_pass http://{upstream};
@@ -197,19 +191,7 @@ PROXY_LINES = """
             proxy_set_header Forwarded "";
 """
 
-NGINX_CONF = """
-{user}
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+NGINX_SITE = """
     server {{
         listen 127.0.0.1:{http_port};
         location / {{ {proxy} }}
@@ -220,71 +202,30 @@ http {{
         ssl_certificate_key {key};
         location / {{ {proxy} }}
     }}
-}}
 """
 
 
 @pytest.fixture
 def nginx(tmp_path, certs):
     """Start nginx in front of an upstream port: ``start(upstream) -> (http, https)``."""
-    if not NGINX:
-        pytest.skip("nginx is not installed (Debian package `nginx`; .ci/run installs it)")
-    procs: list[subprocess.Popen] = []
+    proxies = EdgeProxies(tmp_path)
 
     def start(upstream: int | str) -> tuple[int, int]:
         """``upstream``: gristmill's TCP port, or the path of its Unix socket."""
         http_port, https_port = free_port(), free_port()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                # As root, nginx's workers would run as `nobody`, who cannot enter
-                # pytest's private tmp_path.
-                user="user root;" if os.geteuid() == 0 else "",
-                dir=tmp_path,
-                http_port=http_port,
-                https_port=https_port,
-                cert=certs.chain,
-                key=certs.key_pkcs8,
-                proxy=PROXY_LINES.format(
-                    upstream=f"unix:{upstream}:"
-                    if isinstance(upstream, str)
-                    else f"127.0.0.1:{upstream}"
-                ),
-            )
+        target = f"unix:{upstream}:" if isinstance(upstream, str) else f"127.0.0.1:{upstream}"
+        site = NGINX_SITE.format(
+            http_port=http_port,
+            https_port=https_port,
+            cert=certs.chain,
+            key=certs.key_pkcs8,
+            proxy=PROXY_LINES.format(upstream=target),
         )
-        log = tmp_path / "error.log"
-        with open(tmp_path / "nginx.out", "wb") as out:
-            proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp_path), "-e", str(log), "-c", str(conf)]
-                + ["-g", "daemon off;"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        procs.append(proc)
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                output = (tmp_path / "nginx.out").read_text() + log.read_text()
-                raise AssertionError(f"nginx exited: {output}")
-            for port in (http_port, https_port):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                except OSError:
-                    return False
-            return True
-
-        wait_until(listening, 10, message="nginx to listen")
+        proxies.nginx(site, [http_port, https_port])
         return http_port, https_port
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    proxies.close()
 
 
 # The client connects to nginx from 127.0.0.2 (loopback, not trusted), so the address
