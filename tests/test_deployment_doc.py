@@ -15,7 +15,7 @@ def test_kubernetes_grace_period_covers_the_drain():
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
     (container,) = spec["containers"]
-    args = container["args"]
+    args = container["command"]
     graceful = next(float(a.split("=", 1)[1]) for a in args if a.startswith("--graceful-timeout="))
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert spec["terminationGracePeriodSeconds"] >= pre_stop + graceful + 1
