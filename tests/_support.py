@@ -787,3 +787,65 @@ def stalled_upload(srv: Server, path: str, sent: bytes, declared: int = 100) -> 
         start = time.monotonic()
         resp = conn.final_response()
         return resp.status, time.monotonic() - start
+
+
+class PidLoad:
+    """Keep-alive clients requesting ``url`` in a loop while a test restarts workers.
+
+    The application answers each request with its worker's pid, so the load records how
+    many responses each worker served. Every failure (a connection error, a status other
+    than 200, a body that is not a pid) is kept with the time it happened and the worker
+    that answered that client before, for the assertion message.
+    """
+
+    def __init__(self, url: str, clients: int = 4, timeout: float = 15.0) -> None:
+        self.url = url
+        self.clients = clients
+        self.timeout = timeout
+        self.served: dict[int, int] = {}  # responses by worker pid
+        self.statuses: dict[int, int] = {}
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> PidLoad:
+        self.threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)
+        ]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(self.timeout)
+
+    def _run(self) -> None:
+        last = None  # the worker that answered this client's previous request
+        with httpx.Client(timeout=self.timeout) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.get(self.url)
+                    with self.lock:
+                        self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
+                    r.raise_for_status()
+                    last = pid = int(r.text)
+                    with self.lock:
+                        self.served[pid] = self.served.get(pid, 0) + 1
+                except (httpx.HTTPError, ValueError) as e:
+                    detail = f"{e!r}"
+                    if isinstance(e, httpx.HTTPStatusError):
+                        detail += f" {e.response.text[:200]!r}"
+                    with self.lock:
+                        self.failures.append(
+                            f"{detail} at {time.monotonic():.3f}, the previous answer from {last}"
+                        )
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.served.values())
+
+    def served_by(self, pids: set[int]) -> int:
+        with self.lock:
+            return sum(n for pid, n in self.served.items() if pid in pids)

@@ -15,7 +15,6 @@ import hashlib
 import signal
 import ssl
 import threading
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from _proxy import EdgeProxies, docs_config
-from _support import Server, every_mode, free_port, wait_until
+from _support import PidLoad, Server, every_mode, free_port, wait_until
 
 MODES = every_mode("edge_app:application", "edge_app:app")
 ASGI_ONLY = {k: v for k, v in MODES.items() if k.startswith("asgi")}
@@ -126,55 +125,13 @@ def test_large_upload_and_download(front, mode, upstream):
     assert down.content == bytes(range(256)) * (16 * MIB // 256)
 
 
-class Load:
-    """Keep-alive clients requesting ``/`` through nginx in a loop; every answer that
-    is not 200 (nginx's 502 above all) or that fails is kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.statuses: Counter[int] = Counter()
-        self.pids: Counter[int] = Counter()
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=15) as client:
-            while not self.stop.is_set():
-                try:
-                    r = client.get(self.url)
-                except httpx.HTTPError as e:
-                    with self.lock:
-                        self.failures.append(repr(e))
-                    continue
-                with self.lock:
-                    self.statuses[r.status_code] += 1
-                    if r.status_code == 200:
-                        self.pids[int(r.text)] += 1
-                    else:
-                        self.failures.append(f"{r.status_code}: {r.text[:200]}")
-
-    def served_by(self, pids: set[int]) -> int:
-        with self.lock:
-            return sum(n for pid, n in self.pids.items() if pid in pids)
-
-    def check(self, f: Front) -> None:
-        assert not self.failures, (self.failures[:5], self.statuses, f.nginx_log())
-        assert set(self.statuses) == {200}
+def _check(load: PidLoad, f: Front) -> None:
+    """Not one request through nginx failed (no 502 above all)."""
+    assert not load.failures, (load.failures[:5], load.statuses, f.nginx_log())
+    assert set(load.statuses) == {200}
 
 
-def _replaced(f: Front, old: set[int], load: Load) -> None:
+def _replaced(f: Front, old: set[int], load: PidLoad) -> None:
     """Every worker of ``old`` has exited and new workers serve the load."""
     wait_until(lambda: not (f.srv.worker_pids() & old), 40, message=f"workers {old} to exit")
     new = f.srv.worker_pids() - old
@@ -187,20 +144,20 @@ def _replaced(f: Front, old: set[int], load: Load) -> None:
 def test_sighup_rolling_restart_gives_no_502(front, mode):
     f = front(mode, "unix", "--workers", "2", "--no-access-log")
     old = f.srv.worker_pids()
-    with Load(f.url + "/") as load:
+    with PidLoad(f.url + "/", CLIENTS) as load:
         wait_until(lambda: load.served_by(old) > 100, 20, message="load on the old workers")
         f.srv.send_signal(signal.SIGHUP)
         _replaced(f, old, load)
-    load.check(f)
+    _check(load, f)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_max_requests_recycling_gives_no_502(front, mode):
     f = front(mode, "tcp", "--workers", "2", "--max-requests", "80", "--no-access-log")
     old = f.srv.worker_pids()
-    with Load(f.url + "/") as load:
+    with PidLoad(f.url + "/", CLIENTS) as load:
         _replaced(f, old, load)
-    load.check(f)
+    _check(load, f)
     f.srv.wait_for_line(r"Worker \d+ served \d+ requests .*; replacing it", timeout=1)
 
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
-import time
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from _support import Server, _stat, every_mode, wait_until
+from _support import PidLoad, Server, _stat, every_mode, wait_until
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
 MODES = every_mode("recycle_app:application", "recycle_app:app")
@@ -30,47 +27,6 @@ REPLACES_RE = re.compile(r"Worker (\d+) replaces worker (\d+), which now drains"
 # Debug lines (the servers run with --log-level debug).
 STARTED_RE = re.compile(r"Started worker (\d+) to replace worker (\d+)")
 STOPPED_RE = re.compile(r"Worker (\d+) stopped \(")
-
-
-@dataclass
-class Load:
-    """Keep-alive clients requesting ``/`` in a loop; each response names its worker."""
-
-    url: str
-    served: dict[int, int] = field(default_factory=dict)  # responses by worker pid
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-    def _run(self) -> None:
-        last = None  # the worker that answered this client's previous request
-        with httpx.Client(timeout=10) as client:
-            while not self.stop.is_set():
-                try:
-                    r = client.get(self.url)
-                    r.raise_for_status()
-                    last = pid = int(r.text)
-                    with self.lock:
-                        self.served[pid] = self.served.get(pid, 0) + 1
-                except (httpx.HTTPError, ValueError) as e:
-                    at = time.monotonic()
-                    with self.lock:
-                        self.failures.append(f"{e!r} at {at:.3f}, the previous answer from {last}")
-
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.served.values())
 
 
 def _gone(pid: int) -> bool:
@@ -90,7 +46,7 @@ def _replaced(srv: Server) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in map(REPLACING_RE.search, srv.lines()) if m}
 
 
-def _check_recycled(srv: Server, load: Load, old: set[int]) -> None:
+def _check_recycled(srv: Server, load: PidLoad, old: set[int]) -> None:
     """Every original worker was replaced (then exited), one at a time, and new
     workers took over; not one request failed."""
     wait_until(lambda: old <= set(_replaced(srv)), 20, message=f"replacing {old}")
@@ -119,7 +75,7 @@ def test_max_requests(mode):
     srv = _start(mode, "--workers", "2", "--max-requests", "60", "--max-requests-jitter", "20")
     try:
         old = srv.worker_pids()
-        with Load(srv.url + "/") as load:
+        with PidLoad(srv.url + "/", CLIENTS, timeout=10) as load:
             _check_recycled(srv, load, old)
         for pid, why in _replaced(srv).items():
             m = re.fullmatch(r"served (\d+) requests \(max-requests 60(?: \+ (\d+) jitter)?\)", why)
@@ -141,7 +97,7 @@ def test_worker_lifetime(mode):
     )
     try:
         old = srv.worker_pids()
-        with Load(srv.url + "/") as load:
+        with PidLoad(srv.url + "/", CLIENTS, timeout=10) as load:
             _check_recycled(srv, load, old)
         for pid in old:
             why = _replaced(srv)[pid]
@@ -160,7 +116,7 @@ def test_worker_max_rss(mode):
     srv = _start(mode, "--workers", "1", "--worker-max-rss", "120")
     try:
         (old,) = srv.worker_pids()
-        with Load(srv.url + "/") as load:
+        with PidLoad(srv.url + "/", CLIENTS, timeout=10) as load:
             wait_until(lambda: load.total() > 20, 10, message="load")
             assert httpx.get(srv.url + "/hold?mib=150", timeout=10).text == str(old)
             _check_recycled(srv, load, {old})
@@ -192,7 +148,7 @@ def test_failed_replacement_keeps_the_old_worker(tmp_path):
         srv.wait_ready()
         (old,) = srv.worker_pids()
         broken.write_text("")
-        with Load(srv.url + "/") as load:
+        with PidLoad(srv.url + "/", CLIENTS, timeout=10) as load:
             srv.wait_for_line(
                 rf"Could not replace worker {old}: new worker \d+ exited during start-up "
                 rf"\(exit code 3\); worker {old} keeps serving, next attempt in 10 seconds",
@@ -248,7 +204,7 @@ def test_reload_during_recycling():
     # over from the queue, recycling goes on after it, and no request fails.
     srv = _start("asgi-one-thread", "--workers", "2", "--worker-lifetime", "1")
     try:
-        with Load(srv.url + "/") as load:
+        with PidLoad(srv.url + "/", CLIENTS, timeout=10) as load:
             srv.wait_for_line(REPLACES_RE, timeout=15)
             before = srv.worker_pids()
             srv.send_signal(signal.SIGHUP)
