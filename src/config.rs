@@ -48,6 +48,10 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     #[pyo3(from_py_with = seconds)]
     pub graceful_timeout: Duration,
+    /// How long the supervisor waits for a heartbeat (`--worker-timeout`,
+    /// `crate::heartbeat`); `None`: no heartbeat.
+    #[pyo3(from_py_with = seconds_or_off)]
+    pub worker_timeout: Option<Duration>,
     pub max_header_size: usize,
     pub max_headers: usize,
     /// `None` means no limit (the setting's 0).

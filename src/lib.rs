@@ -15,6 +15,7 @@ mod asgi;
 mod busy_poll;
 mod config;
 mod errors;
+mod heartbeat;
 mod http;
 mod lifecycle;
 mod log;
@@ -142,6 +143,16 @@ struct Worker {
 }
 
 impl Worker {
+    /// `--worker-timeout`: the heartbeat to the supervisor while the guard lives.
+    fn heartbeat(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        event_loop: Option<Py<PyAny>>,
+    ) -> PyResult<Option<heartbeat::Heartbeat>> {
+        let timeout = self.config.worker_timeout;
+        Ok(heartbeat::start(timeout, self.ready_fd, runtime, event_loop)?)
+    }
+
     /// The server's main future: `handler` on the inherited listeners, which are
     /// registered with `runtime`.
     fn server<H: server::Handler>(
@@ -210,7 +221,9 @@ fn serve_wsgi_inline(py: Python<'_>, app: Py<PyAny>, mut w: Worker) -> PyResult<
     let runtime = Arc::new(current_thread_runtime()?);
     let (handler, jobs) = wsgi::Wsgi::inline(py, app, w.config.clone(), &runtime, w.access.take())?;
     let serving = w.server(&runtime, Arc::new(handler))?;
+    let heartbeat = w.heartbeat(runtime.handle(), None)?;
     let stop = wsgi::run_inline(py, &runtime, serving, jobs, w.config.busy_poll);
+    drop(heartbeat);
     w.stop_watch.finished();
     shut_down(py, runtime, stop?);
     Ok(())
@@ -232,7 +245,9 @@ fn serve_wsgi_pool(py: Python<'_>, app: Py<PyAny>, mut w: Worker) -> PyResult<()
         w.access.take(),
     )?;
     let serving = w.server(&runtime, Arc::new(handler))?;
+    let heartbeat = w.heartbeat(runtime.handle(), None)?;
     let stop = py.detach(|| runtime.block_on(serving));
+    drop(heartbeat);
     w.stop_watch.finished();
     shut_down(py, runtime, stop?);
     Ok(())
@@ -247,6 +262,7 @@ fn serve_asgi_loop_thread(
     side: asgi::LoopSide,
 ) -> PyResult<()> {
     let runtime = Arc::new(multi_thread_runtime(w.config.runtime_threads)?);
+    let heartbeat = w.heartbeat(runtime.handle(), Some(side.event_loop.clone_ref(py)))?;
     let handler = Arc::new(asgi::Asgi::new(
         py,
         app,
@@ -257,6 +273,7 @@ fn serve_asgi_loop_thread(
     )?);
     let serving = w.server(&runtime, handler.clone())?;
     let stop = py.detach(|| runtime.block_on(serving));
+    drop(heartbeat);
     w.stop_watch.finished();
     handler.detach(py)?;
     shut_down(py, runtime, stop?);
@@ -278,6 +295,7 @@ fn serve_asgi_driven(
         .runtime()
         .ok_or_else(|| PyValueError::new_err("the driver's runtime was shut down"))?;
     let event_loop = side.event_loop.clone_ref(py);
+    let heartbeat = w.heartbeat(runtime.handle(), Some(event_loop.clone_ref(py)))?;
     let handler = Arc::new(asgi::Asgi::new(
         py,
         app,
@@ -291,6 +309,7 @@ fn serve_asgi_driven(
     if let Err(e) = event_loop.bind(py).call_method0("run_forever") {
         // The loop failed (SystemExit from a task, say): stop serving and end the
         // connections before the error goes up.
+        drop(heartbeat);
         w.stop_watch.finished();
         drop(runtime);
         d.shutdown(py, Duration::ZERO);
@@ -301,6 +320,7 @@ fn serve_asgi_driven(
             "the event loop stopped before the server did",
         ))
     });
+    drop(heartbeat);
     w.stop_watch.finished();
     let stop = stop?;
     // The driver holds the runtime: it shuts it down, and the loop (lifespan shutdown)

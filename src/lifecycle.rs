@@ -38,12 +38,18 @@ pub fn publish(pipe: &std::sync::Arc<SupervisorPipe>) {
 
 /// Write `byte` to the published pipe, if the server still runs.
 pub fn send(byte: u8) {
+    send_bytes(&[byte]);
+}
+
+/// Write `msg` (one message, shorter than `PIPE_BUF` so that it is written at once)
+/// to the published pipe, if the server still runs (`crate::heartbeat`).
+pub fn send_bytes(msg: &[u8]) {
     let pipe = PUBLISHED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .upgrade();
     if let Some(pipe) = pipe {
-        pipe.send(byte);
+        pipe.send_bytes(msg);
     }
 }
 
@@ -59,11 +65,16 @@ impl SupervisorPipe {
     }
 
     pub fn send(&self, byte: u8) {
+        self.send_bytes(&[byte]);
+    }
+
+    /// Write `msg` in one `write`: atomic on a pipe below `PIPE_BUF` (4096) bytes.
+    pub fn send_bytes(&self, msg: &[u8]) {
         if self.fd >= 0 {
             // SAFETY: the fd was handed to us for these writes and is closed only on
-            // drop. One byte to a pipe the supervisor drains never blocks for long.
+            // drop. A short message to a pipe the supervisor drains never blocks for long.
             unsafe {
-                libc::write(self.fd, (&byte as *const u8).cast(), 1);
+                libc::write(self.fd, msg.as_ptr().cast(), msg.len());
             }
         }
     }

@@ -217,6 +217,7 @@ impl ConnActivity {
     /// response body is done or abandoned).
     pub fn request_started(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
+        crate::heartbeat::request_started();
         let index = self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request_arrived.notify_one();
         ActiveGuard {
@@ -281,6 +282,7 @@ impl Drop for ActiveGuard {
         a.touch();
         a.served.fetch_add(1, Ordering::AcqRel);
         a.active.fetch_sub(1, Ordering::AcqRel);
+        crate::heartbeat::request_finished();
     }
 }
 

@@ -425,6 +425,20 @@ class Settings:
         group="Processes",
         metavar="MIB",
     )
+    worker_timeout: float = _setting(
+        30.0,
+        "Seconds a serving worker may go without a heartbeat before the supervisor kills "
+        "it, a timeout of last resort (gunicorn's `--timeout`). A thread in each worker "
+        "checks that its I/O runtime turns, that the GIL can be taken and (ASGI) that the "
+        "event loop runs callbacks; a worker where one of them stops (a C extension "
+        "holding the GIL, a `while True:` in an async handler, a WSGI call longer than "
+        "this on a worker with one thread) is sent SIGABRT, which dumps every thread's "
+        "Python stack to the log, then SIGKILL 5 seconds later, and is replaced; the log "
+        "says how many in-flight requests were lost. Loading the application and "
+        "lifespan startup are not counted. 0 turns it off.",
+        group="Processes",
+        metavar="SECONDS",
+    )
 
     # --- HTTP limits and timeouts ----------------------------------------------------
     header_read_timeout: float = _setting(
@@ -865,7 +879,7 @@ def validate(s: Settings) -> Settings:
     for name in ("max_requests", "max_requests_jitter", "worker_max_rss"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 (off) or positive")
-    for name in ("worker_lifetime", "worker_lifetime_jitter", "request_timeout"):
+    for name in ("worker_lifetime", "worker_lifetime_jitter", "request_timeout", "worker_timeout"):
         if not 0 <= getattr(s, name) < _MAX_SECONDS:
             raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds")
     if not 0 <= s.ws_ping_interval < _MAX_SECONDS:

@@ -19,6 +19,9 @@ its own replacement after ``max_requests`` requests by writing ``b"M"`` to the p
 reported readiness on (``b"T"`` when all its threads are stuck past
 ``--request-timeout``); the supervisor watches ages and memory itself.
 
+``--worker-timeout``: a ready worker also sends heartbeats on that pipe; one that stops
+sending them is killed and replaced (``watchdog.py``).
+
 The supervisor never imports the application (unless handed an app object by
 :func:`gristmill.serve`), so a broken app cannot take it down.
 """
@@ -38,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import loader, reloader, sockets, worker
+from . import loader, reloader, sockets, watchdog, worker
 from . import logging as gm_logging
 from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
@@ -89,6 +92,7 @@ class _Worker:
     rss: list[int] = field(default_factory=list)  # the last RSS samples, in KiB
     recycle: str = ""  # why it is queued for replacement; "" when it is not
     retry_at: float = 0.0  # when its failed replacement is tried again; 0: not waiting
+    pulse: watchdog.Pulse = field(default_factory=watchdog.Pulse)  # --worker-timeout
 
 
 @dataclass
@@ -390,18 +394,18 @@ class Supervisor:
 
     def _check_ready(self, w: _Worker) -> None:
         """Read the worker's pipe: ``1`` means ready, ``M`` that it served its
-        ``max_requests``, ``T`` that its threads are all stuck; end-of-file that it
-        stopped serving (or never started)."""
+        ``max_requests``, ``T`` that its threads are all stuck, heartbeats go to its
+        ``pulse``; end-of-file that it stopped serving (or never started)."""
         if w.ready_fd < 0:
             return
         try:
-            data = os.read(w.ready_fd, 64)
+            data = os.read(w.ready_fd, 4096)
         except BlockingIOError:
             return
         if not data:
             self._close_ready(w)
             return
-        for msg in data:
+        for msg in w.pulse.feed(data, time.monotonic()):
             if msg == _MSG_READY and not w.ready:
                 w.ready = True
                 self._on_ready(w)
@@ -552,6 +556,7 @@ class Supervisor:
 
     def _on_ready(self, w: _Worker) -> None:
         self._startup_failures = 0
+        w.pulse.start(time.monotonic())
         log.debug("Worker %d ready", w.pid)
         reload = self._reload
         recycle = self._recycle
@@ -647,7 +652,10 @@ class Supervisor:
                     )
                 )
                 return
-        log.warning("Worker %d exited unexpectedly (%s); starting a new one", pid, reason)
+        if w.pulse.aborted:
+            log.warning("Worker %d, hung, ended (%s); starting a new one", pid, reason)
+        else:
+            log.warning("Worker %d exited unexpectedly (%s); starting a new one", pid, reason)
         self._spawn(w.generation)
 
     # --- reload and resize ----------------------------------------------------------
@@ -774,6 +782,8 @@ class Supervisor:
                     )
                 else:
                     due.append(deadline)
+        if self.settings.worker_timeout:
+            due += watchdog.check(list(self.workers.values()), self.settings.worker_timeout, now)
         if self.settings.worker_max_rss:
             if now >= self._next_rss_check:
                 self._check_rss()

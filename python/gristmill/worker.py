@@ -48,6 +48,11 @@ def run(
     """Load ``app`` (unless given) and serve it on ``fds``; exit the process."""
     code = EXIT_FAILED
     try:
+        if settings.worker_timeout:
+            # --worker-timeout kills a hung worker with SIGABRT: its stacks go to the log.
+            from . import watchdog
+
+            watchdog.enable_faulthandler()
         code = _serve(settings, fds, ready_fd, app)
     except AppLoadError as e:
         # The message carries the traceback; one record keeps it together in the log.
