@@ -10,7 +10,8 @@
   ``time.sleep``, which releases the GIL, in WSGI), then answers with the pid.
 
 Each handler writes ``start /path`` to stderr when it starts, so a test knows the
-request reached the application before it waits for the worker to hang.
+request reached the application before it waits for the worker to hang. With
+``HANG_IMPORT_SECONDS=N`` in the environment the import itself takes N seconds.
 """
 
 import asyncio
@@ -21,6 +22,8 @@ import time
 from urllib.parse import parse_qs
 
 import _lifespan
+
+time.sleep(float(os.environ.get("HANG_IMPORT_SECONDS", "0")))
 
 
 def _pid() -> bytes:
