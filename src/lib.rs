@@ -150,7 +150,12 @@ impl Worker {
         event_loop: Option<Py<PyAny>>,
     ) -> PyResult<Option<heartbeat::Heartbeat>> {
         let timeout = self.config.worker_timeout;
-        Ok(heartbeat::start(timeout, self.ready_fd, runtime, event_loop)?)
+        Ok(heartbeat::start(
+            timeout,
+            self.ready_fd,
+            runtime,
+            event_loop,
+        )?)
     }
 
     /// The server's main future: `handler` on the inherited listeners, which are

@@ -92,9 +92,9 @@ def _hang_and_replace(srv: Server, path: str) -> tuple[re.Match[str], int]:
         timeout=10,
         start=mark,
     )
-    new = int(
-        srv.wait_for_line(r"Started worker (\d+)", timeout=10, start=srv.lines().index(ended.string))[1]
-    )
+    assert ended
+    # The only worker started since the mark: the replacement.
+    new = int(srv.wait_for_line(r"Started worker (\d+)", timeout=10, start=mark)[1])
     srv.wait_for_line(rf"Worker {new} ready", timeout=30, start=mark)
     hung["thread"].join(10)  # type: ignore[attr-defined]
     assert "error" in hung, f"the hung request was answered: {hung}"

@@ -156,6 +156,10 @@ def reopen_files() -> int:
             reopened += 1
         finally:
             handler.release()
+    if reopened:
+        from . import watchdog
+
+        watchdog.follow_reopened_logs()
     return reopened
 
 

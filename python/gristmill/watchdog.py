@@ -39,6 +39,7 @@ __all__ = [
     "Pulse",
     "check",
     "enable_faulthandler",
+    "follow_reopened_logs",
 ]
 
 log = logging.getLogger("gristmill.error")
@@ -171,14 +172,28 @@ def describe(stalled: str) -> str:
     return ", ".join(parts)
 
 
+_faulthandler_ours = False
+
+
 def enable_faulthandler() -> None:
     """In a worker: dump every thread's Python stack on SIGABRT (and on crashes) to the
-    stream of the error log's handler when it has a file descriptor, else to stderr."""
+    stream of the error log's handler when it has a file descriptor, else to stderr.
+    The dump is written by a C signal handler, raw, not through ``logging``: a hung
+    worker may not run Python code again."""
+    global _faulthandler_ours
     stream = _error_log_stream() or sys.__stderr__
     if stream is None:
         return
     with contextlib.suppress(ValueError, OSError, AttributeError, RuntimeError):
         faulthandler.enable(file=stream, all_threads=True)
+        _faulthandler_ours = True
+
+
+def follow_reopened_logs() -> None:
+    """After SIGUSR1 reopened the log files: point the dump at the new file (the old
+    descriptor is closed, and could be reused by anything)."""
+    if _faulthandler_ours:
+        enable_faulthandler()
 
 
 def _error_log_stream() -> object | None:
