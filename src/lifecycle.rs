@@ -11,7 +11,8 @@
 //! (`docs/server-behavior.md`, "Worker recycling"). A worker with every thread stuck
 //! also stops accepting ([`pause_accepting`]) until one is free again. The pipe closes
 //! when the server stops; the supervisor reads the end of file as "nothing more from
-//! this worker".
+//! this worker". The heartbeat (`crate::heartbeat`) writes its short lines on the same
+//! pipe ([`send_bytes`]).
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
