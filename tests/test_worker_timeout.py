@@ -24,6 +24,7 @@ import pytest
 from _support import Server, _stat, every_mode, wait_until
 from gristmill.errors import ConfigError
 from gristmill.settings import Settings, from_sources, validate
+from gristmill.watchdog import Pulse, describe
 
 MODES = every_mode("hang_app:application", "hang_app:app")
 TIMEOUT = 1.0
@@ -229,6 +230,43 @@ def test_request_timeout_acts_first():
         assert srv.worker_pids() == before
     finally:
         srv.kill()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_survives_sigabrt_gets_sigkill():
+    """An application that ignores SIGABRT (so no dump either) is killed 5 s later."""
+    srv = _start("wsgi-inline", env={"HANG_IGNORE_SIGABRT": "1"})
+    try:
+        mark = srv.mark()
+        _request_in_background(srv.url + "/gil")
+        killed = srv.wait_for_line(KILLED_RE, timeout=DETECT, start=mark)
+        pid = int(killed["pid"])
+        srv.wait_for_line(
+            rf"Worker {pid} still runs 5 seconds after SIGABRT; killing it \(SIGKILL\)",
+            timeout=10,
+            start=mark,
+        )
+        srv.wait_for_line(
+            rf"Worker {pid}, hung, ended \(killed by SIGKILL\)", timeout=10, start=mark
+        )
+        new = int(srv.wait_for_line(r"Started worker (\d+)", timeout=10, start=mark)[1])
+        srv.wait_for_line(rf"Worker {new} ready", timeout=30, start=mark)
+        assert srv.get("/").status_code == 200
+    finally:
+        srv.kill()
+
+
+def test_pipe_messages_split_across_reads():
+    """Heartbeat lines and one-byte messages share the pipe; a read may end mid-line."""
+    p = Pulse()
+    assert p.feed(b"1H0\nH1", now=1.0) == [ord("1")]
+    assert (p.last, p.in_flight) == (1.0, 0)
+    assert p.feed(b"2\nMS3 gil:1.5,loop:1.5\nT", now=2.0) == [ord("M"), ord("T")]
+    assert (p.last, p.in_flight, p.stalled) == (2.0, 3, "gil:1.5,loop:1.5")
+    assert describe(p.stalled) == (
+        "the GIL (one thread holds it) for 1.5 s, the event loop for 1.5 s"
+    )
+    assert p.feed(b"H0\n", now=3.0) == [] and p.stalled == "" and p.last == 3.0
 
 
 def test_the_setting():

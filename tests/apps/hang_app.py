@@ -11,12 +11,15 @@
 
 Each handler writes ``start /path`` to stderr when it starts, so a test knows the
 request reached the application before it waits for the worker to hang. With
-``HANG_IMPORT_SECONDS=N`` in the environment the import itself takes N seconds.
+``HANG_IMPORT_SECONDS=N`` in the environment the import itself takes N seconds; with
+``HANG_IGNORE_SIGABRT=1`` the worker ignores SIGABRT (replacing faulthandler's handler),
+so only SIGKILL ends it.
 """
 
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
 from urllib.parse import parse_qs
@@ -24,6 +27,8 @@ from urllib.parse import parse_qs
 import _lifespan
 
 time.sleep(float(os.environ.get("HANG_IMPORT_SECONDS", "0")))
+if os.environ.get("HANG_IGNORE_SIGABRT"):
+    signal.signal(signal.SIGABRT, signal.SIG_IGN)
 
 
 def _pid() -> bytes:
