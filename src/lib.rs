@@ -19,6 +19,7 @@ mod heartbeat;
 mod http;
 mod lifecycle;
 mod log;
+mod metrics;
 mod net;
 mod pool;
 mod server;
@@ -60,6 +61,7 @@ fn serve(
     let config = Arc::new(settings.extract::<Config>()?);
     log::init(py)?;
     let mode = config.mode;
+    metrics::set_interface(mode.is_asgi());
     let loop_side = |event_loop: Option<Py<PyAny>>| -> PyResult<asgi::LoopSide> {
         Ok(asgi::LoopSide {
             event_loop: event_loop.ok_or_else(|| {
@@ -357,6 +359,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(check_tls, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::py::metrics_attach, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::py::metrics_layout, m)?)?;
+    m.add_class::<metrics::py::MetricsSegment>()?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::StartResponse>()?;

@@ -224,6 +224,7 @@ impl ConnActivity {
             activity: self.clone(),
             index,
             held: None,
+            _metered: crate::metrics::InFlight::start(),
         }
     }
 }
@@ -261,6 +262,8 @@ pub struct ActiveGuard {
     index: usize,
     /// The request's place under `--limit-concurrency`, given back with the guard.
     held: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Counted in the metrics' requests in flight and duration (`--metrics-bind`).
+    _metered: Option<crate::metrics::InFlight>,
 }
 
 impl ActiveGuard {
@@ -435,6 +438,7 @@ impl AsyncRead for TrackedStream {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            crate::metrics::bytes_received(buf.filled().len() - before);
             this.activity.touch();
             if let Some(scanner) = this.scanner.as_mut() {
                 scanner.feed(&buf.filled()[before..]);
@@ -458,6 +462,9 @@ impl AsyncWrite for TrackedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = res {
+            crate::metrics::bytes_sent(n);
+        }
         this.stall.guard(cx, res)
     }
 
@@ -468,6 +475,9 @@ impl AsyncWrite for TrackedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            crate::metrics::bytes_sent(n);
+        }
         this.stall.guard(cx, res)
     }
 

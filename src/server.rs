@@ -451,6 +451,7 @@ fn spawn_connection<H: Handler>(
         },
     );
     tokio::spawn(async move {
+        let _open = crate::metrics::Open::connection();
         conn.await;
         drop(slot.take()); // the connection's share; others may still hold theirs
     });
@@ -480,6 +481,7 @@ async fn serve_connection<H: Handler>(
                 tokio::time::timeout(config.header_read_timeout, acceptor.accept(plain));
             match handshake.await {
                 Ok(Ok(s)) => {
+                    crate::metrics::tls_handshake(0);
                     let conn = s.get_ref().1;
                     let info = TlsInfo::from_connection(conn);
                     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
@@ -488,6 +490,7 @@ async fn serve_connection<H: Handler>(
                 // Scanners, health checks and clients that distrust the certificate:
                 // routine on the internet, so not worth more than a debug line.
                 Ok(Err(e)) => {
+                    crate::metrics::tls_handshake(1);
                     log::log(
                         log::DEBUG,
                         &format!("TLS handshake failed with {}: {e}", peer(&addrs)),
@@ -495,6 +498,7 @@ async fn serve_connection<H: Handler>(
                     return;
                 }
                 Err(_) => {
+                    crate::metrics::tls_handshake(2);
                     log::log(
                         log::DEBUG,
                         &format!("TLS handshake timed out with {}", peer(&addrs)),
@@ -558,6 +562,7 @@ async fn serve_connection<H: Handler>(
             };
             let config = config.clone();
             let activity = activity.clone();
+            let kind = crate::metrics::RequestKind::of(req.method(), req.version());
             async move {
                 let started = Instant::now();
                 let mut checked =
@@ -578,12 +583,14 @@ async fn serve_connection<H: Handler>(
                 let resp = match checked {
                     Ok(_) => handler.handle(req, &conn_ctx, guard, started).await,
                     Err(rejection) => {
+                        crate::metrics::rejected_status(rejection.status);
                         let (parts, _body) = req.into_parts();
                         handler.log_rejected(&parts, &conn_ctx, rejection.status.as_u16(), started);
                         let resp = rejection.response(config.server_header);
                         crate::http::guarded(resp, guard)
                     }
                 };
+                kind.answered(resp.status());
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -683,10 +690,9 @@ fn drain_wait(activity: &ConnActivity, fd: RawFd) -> Option<Duration> {
 ///   not sent its first request yet, gets that request answered with
 ///   `Connection: close`, waiting for it at most [`DRAIN_LINGER`]. Closing a socket
 ///   with unread bytes would reset it, losing a request sent before the signal.
-async fn watch<C, E>(conn: C, shutdown: impl Fn(std::pin::Pin<&mut C>), watched: Watched)
+async fn watch<C>(conn: C, shutdown: impl Fn(std::pin::Pin<&mut C>), watched: Watched)
 where
-    C: Future<Output = Result<(), E>>,
-    E: std::error::Error,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     let Watched {
         activity,
@@ -730,6 +736,7 @@ where
             _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
             res = conn.as_mut() => {
                 if let Err(e) = res {
+                    crate::metrics::connection_error(&e);
                     log::log(log::DEBUG, &format!("connection error: {}", log::error_chain(&e)));
                 }
                 return;

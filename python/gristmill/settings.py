@@ -694,6 +694,19 @@ class Settings:
         metavar="FORMAT",
     )
 
+    # --- Metrics ---------------------------------------------------------------------
+    metrics_bind: str = _setting(
+        "",
+        "Serve Prometheus metrics at `/metrics` on this address: `HOST:PORT`, "
+        "`[IPV6]:PORT` or `unix:PATH` (a port of its own; nothing else is served there). "
+        "One view across all workers: requests, durations, connections, bytes, "
+        "WebSocket, TLS, limits and worker restarts (see docs/deployment.md, "
+        '"Metrics"). Needs `pip install \'gristmill[metrics]\'`.',
+        group="Metrics",
+        metavar="ADDRESS",
+        default_text="empty (off)",
+    )
+
     # --- Config file -----------------------------------------------------------------
     config: str | None = _setting(
         None,
@@ -929,6 +942,10 @@ def validate(s: Settings) -> Settings:
 
     for addr in s.bind:
         parse_address(addr)
+    if s.metrics_bind:
+        from .metrics import parse_bind
+
+        parse_bind(s.metrics_bind)
     return s
 
 

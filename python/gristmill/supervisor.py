@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import loader, reloader, sockets, watchdog, worker
+from . import loader, metrics, reloader, sockets, watchdog, worker
 from . import logging as gm_logging
 from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
@@ -91,6 +91,7 @@ class _Worker:
     lifetime: float = 0.0  # this worker's lifetime in seconds, jitter included; 0: none
     rss: list[int] = field(default_factory=list)  # the last RSS samples, in KiB
     recycle: str = ""  # why it is queued for replacement; "" when it is not
+    recycle_kind: str = ""  # the same as a metrics reason (``gristmill.metrics``)
     retry_at: float = 0.0  # when its failed replacement is tried again; 0: not waiting
     pulse: watchdog.Pulse = field(default_factory=watchdog.Pulse)  # --worker-timeout
 
@@ -152,6 +153,8 @@ class Supervisor:
         self._pid_file: str | None = None
         self._old_handlers: dict[int, Any] = {}
         self._exiting = False
+        self._metrics: metrics.Metrics | None = None
+        self._exit_reasons: dict[int, str] = {}  # retired pid -> metrics exit reason
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -176,10 +179,14 @@ class Supervisor:
             if self.settings.preload and self.app is None:
                 self._preload()
             self._bind()
+            if self.settings.metrics_bind:
+                self._metrics = metrics.Metrics(self.settings.metrics_bind)
             self._write_pid_file()
             self._install_signals()
+            if self._metrics is not None:
+                self._metrics.start_process()
             for _ in range(self.target_workers):
-                self._spawn(self.generation)
+                self._spawn(self.generation, "initial")
             if self._reloader is not None:
                 assert self._sel is not None
                 self._sel.register(self._reloader.fd, selectors.EVENT_READ, self._reloader)
@@ -244,6 +251,9 @@ class Supervisor:
         self.workers.clear()
         self.retiring.clear()
         self._close_listeners()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         sockets.remove_uds_files(self._uds_owned)
         if self._pid_file:
             with contextlib.suppress(OSError):
@@ -320,7 +330,7 @@ class Supervisor:
 
     # --- workers --------------------------------------------------------------------
 
-    def _spawn(self, generation: int) -> _Worker:
+    def _spawn(self, generation: int, reason: str) -> _Worker:
         s = self.settings
         max_requests = 0
         if s.max_requests:
@@ -358,6 +368,8 @@ class Supervisor:
             lifetime=lifetime,
         )
         self.workers[pid] = w
+        if self._metrics is not None:
+            self._metrics.worker_started(reason)
         assert self._sel is not None
         self._sel.register(ready_r, selectors.EVENT_READ, w)
         log.debug("Started worker %d", pid)
@@ -378,6 +390,8 @@ class Supervisor:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._metrics is not None:
+            self._metrics.attach_worker()
         fds = sockets.worker_fds(self.listeners, self.settings)
         # The core counts up to this worker's own limit, the jitter drawn above included.
         settings = self.settings.replace(max_requests=max_requests)
@@ -412,18 +426,22 @@ class Supervisor:
             elif msg == _MSG_MAX_REQUESTS:
                 self._request_recycle(
                     w,
+                    "max_requests",
                     f"served {w.max_requests} requests "
                     f"(max-requests {_with_jitter(self.settings.max_requests, w.max_requests)})",
                 )
             elif msg == _MSG_STUCK:
                 self._request_recycle(
                     w,
+                    "request_timeout",
                     f"has every thread stuck past request-timeout "
                     f"({self.settings.request_timeout:g} s)",
                 )
 
-    def _retire(self, pid: int, sig: int = signal.SIGTERM) -> None:
-        """Tell a worker to stop; it is reaped without being replaced."""
+    def _retire(self, pid: int, sig: int = signal.SIGTERM, reason: str = "shutdown") -> None:
+        """Tell a worker to stop; it is reaped without being replaced. ``reason`` is
+        what its exit counts as in the metrics."""
+        self._exit_reasons.setdefault(pid, reason)
         recycle = self._recycle
         if recycle is not None and pid == recycle.new and not recycle.draining:
             # A replacement stopped before it took over (SIGTTOU retires the newest): the
@@ -565,7 +583,8 @@ class Supervisor:
             recycle.draining = True
             recycle.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
             log.info("Worker %d replaces worker %d, which now drains", w.pid, recycle.old)
-            self._retire(recycle.old)
+            old = self.workers.get(recycle.old)
+            self._retire(recycle.old, reason=old.recycle_kind if old else "shutdown")
         elif reload is not None and w.generation == reload.generation:
             self._maybe_finish_reload()
         elif not self._announced and self._all_ready():
@@ -591,6 +610,14 @@ class Supervisor:
 
     def _on_exit(self, pid: int, status: int) -> None:
         reason = _exit_reason(status)
+        if self._metrics is not None:
+            if self._metrics.on_exit(pid, reason, self._stop is not None):
+                return
+            w = self.workers.get(pid)
+            why = "crashed" if w is None or w.ready else "startup_failed"
+            if pid in self.retiring or w is not None:
+                self._metrics.worker_exited(pid, self._exit_reasons.get(pid, why))
+        self._exit_reasons.pop(pid, None)
         recycle = self._recycle
         if pid in self.retiring:
             self.retiring.discard(pid)
@@ -656,7 +683,7 @@ class Supervisor:
             log.warning("Worker %d, hung, ended (%s); starting a new one", pid, reason)
         else:
             log.warning("Worker %d exited unexpectedly (%s); starting a new one", pid, reason)
-        self._spawn(w.generation)
+        self._spawn(w.generation, "hung" if w.pulse.aborted else "crashed")
 
     # --- reload and resize ----------------------------------------------------------
 
@@ -689,7 +716,7 @@ class Supervisor:
         reload = _Reload(generation=self.generation + 1, count=self.target_workers)
         self._reload = reload
         for _ in range(reload.count):
-            self._spawn(reload.generation)
+            self._spawn(reload.generation, "reload")
 
     def _maybe_finish_reload(self) -> None:
         reload = self._reload
@@ -700,7 +727,7 @@ class Supervisor:
         # Only now do the old workers go: they finish their in-flight requests while the
         # new ones already accept, so no connection is refused.
         for pid in [p for p, w in self.workers.items() if w.generation != reload.generation]:
-            self._retire(pid)
+            self._retire(pid, reason="reload")
         self.generation = reload.generation
         self._reload = None
         log.info("Reload complete")
@@ -715,17 +742,19 @@ class Supervisor:
             reason,
         )
         for other in [p for p, w in self.workers.items() if w.generation == reload.generation]:
-            self._retire(other)
+            self._retire(other, reason="reload_aborted")
         self._reload = None
         self._pending_reload()
 
     # --- recycling ------------------------------------------------------------------
 
-    def _request_recycle(self, w: _Worker, why: str) -> None:
-        """Queue ``w`` for replacement (once); :meth:`_next_recycle` starts it in turn."""
+    def _request_recycle(self, w: _Worker, kind: str, why: str) -> None:
+        """Queue ``w`` for replacement (once); :meth:`_next_recycle` starts it in turn.
+        ``kind`` is the metrics reason (``max_requests``, ...), ``why`` the log's."""
         if w.recycle or self._stop is not None or self.workers.get(w.pid) is not w:
             return
         w.recycle = why
+        w.recycle_kind = kind
         log.info("Worker %d %s; replacing it", w.pid, why)
         self._recycle_queue.append(w.pid)
 
@@ -739,7 +768,7 @@ class Supervisor:
             old = self.workers.get(self._recycle_queue.pop(0))
             if old is None:
                 continue  # gone already
-            new = self._spawn(self.generation)
+            new = self._spawn(self.generation, "recycle")
             self._recycle = _Recycle(old=old.pid, new=new.pid)
             log.debug("Started worker %d to replace worker %d", new.pid, old.pid)
             return
@@ -778,6 +807,7 @@ class Supervisor:
                     lifetime = _with_jitter(self.settings.worker_lifetime, w.lifetime)
                     self._request_recycle(
                         w,
+                        "worker_lifetime",
                         f"is {now - w.started:.1f} seconds old (worker-lifetime {lifetime})",
                     )
                 else:
@@ -804,6 +834,7 @@ class Supervisor:
                 samples = ", ".join(f"{r / 1024:.1f}" for r in w.rss)
                 self._request_recycle(
                     w,
+                    "worker_max_rss",
                     f"uses {samples} MiB of resident memory (VmRSS, {RSS_SAMPLES} samples "
                     f"{RSS_CHECK_INTERVAL:g} second apart; worker-max-rss "
                     f"{self.settings.worker_max_rss} MiB)",
@@ -816,7 +847,7 @@ class Supervisor:
         if delta > 0:
             self.target_workers += 1
             log.info("Increasing workers to %d (%s)", self.target_workers, name)
-            self._spawn(self.generation)
+            self._spawn(self.generation, "scale_up")
             return
         if self.target_workers <= 1:
             log.info("Ignoring %s: already at 1 worker", name)
@@ -825,7 +856,7 @@ class Supervisor:
         log.info("Decreasing workers to %d (%s)", self.target_workers, name)
         newest = max(self.workers.values(), key=lambda w: w.seq, default=None)
         if newest is not None:
-            self._retire(newest.pid)
+            self._retire(newest.pid, reason="scale_down")
 
 
 def set_title(settings: Settings, role: str, warn: bool = False) -> None:

@@ -381,6 +381,7 @@ pub fn body_read(
                 log::INFO,
                 "request body larger than max_body_size; answering 413".to_owned(),
             ));
+            crate::metrics::rejected(crate::metrics::Rejection::BodyTooLarge);
             fail_locked(&mut st, bridge, StatusCode::PAYLOAD_TOO_LARGE);
             st.disconnected = true;
             disconnect_message(py)
@@ -779,6 +780,7 @@ impl HttpProtocol {
                 }
                 Phase::Done => "its response was complete".to_owned(),
             };
+            crate::metrics::rejected(crate::metrics::Rejection::RequestTimeout);
             fail_locked(&mut st, &self.bridge, StatusCode::GATEWAY_TIMEOUT);
             st.wake_waiter(&self.bridge);
             then

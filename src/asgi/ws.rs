@@ -623,6 +623,7 @@ impl WsProtocol {
                 return false;
             }
             st.timed_out = true;
+            crate::metrics::rejected(crate::metrics::Rejection::RequestTimeout);
             let resp = error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 self.bridge.config.server_header,
@@ -760,6 +761,7 @@ impl SocketTask {
                 return;
             }
         };
+        let _open = crate::metrics::Open::websocket();
         let config = WebSocketConfig::default().max_message_size(Some(self.max_size));
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
@@ -790,6 +792,9 @@ impl SocketTask {
                 out = self.outbound.recv(), if outbound_open => match out {
                     Some(msg) => {
                         let is_close = matches!(msg, Message::Close(_));
+                        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                            crate::metrics::ws_message(true);
+                        }
                         if write_within(limit, &what, sink.send(msg)).await.is_err() {
                             break (1006, String::new());
                         }
@@ -812,8 +817,14 @@ impl SocketTask {
                     }
                 },
                 inbound = stream.next(), if room => match inbound {
-                    Some(Ok(Message::Text(t))) => deliver(Inbound::Text(t.as_str().to_owned())),
-                    Some(Ok(Message::Binary(b))) => deliver(Inbound::Binary(b)),
+                    Some(Ok(Message::Text(t))) => {
+                        crate::metrics::ws_message(false);
+                        deliver(Inbound::Text(t.as_str().to_owned()))
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        crate::metrics::ws_message(false);
+                        deliver(Inbound::Binary(b))
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite queued the close reply; flush it out.
                         let _ = write_within(limit, &what, sink.close()).await;

@@ -86,6 +86,7 @@ impl Stalled {
                 self.0.as_secs_f64()
             ),
         );
+        crate::metrics::rejected(crate::metrics::Rejection::BodyTimeout);
         handler.log_rejected(parts, conn, StatusCode::REQUEST_TIMEOUT.as_u16(), started);
         guarded(
             error_response(StatusCode::REQUEST_TIMEOUT, server_header),

@@ -375,10 +375,12 @@ fn report(py: Python<'_>, sr: &StartResponse, failure: Failure, what: &str) {
         }
         Failure::Raised(e) if e.is_instance_of::<RequestBodyTooLarge>(py) => {
             log::log(log::INFO, &format!("{what}: {}", e.value(py)));
+            crate::metrics::rejected(crate::metrics::Rejection::BodyTooLarge);
             sr.fail(py, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
         }
         Failure::Raised(e) if e.is_instance_of::<RequestBodyTimeout>(py) => {
             log::log(log::INFO, &format!("{what}: {}", e.value(py)));
+            crate::metrics::rejected(crate::metrics::Rejection::BodyTimeout);
             sr.fail(py, StatusCode::REQUEST_TIMEOUT, "Request Timeout");
         }
         Failure::Raised(e) if e.is_instance_of::<ClientDisconnected>(py) => {

@@ -415,6 +415,7 @@ pub enum TimedOut {
 /// finds the response over: `send_head` does nothing, `stream` reports the client gone.
 /// Also returns the bytes handed to the connection so far, for the access log.
 pub fn time_out(resp: &Responder, server_header: bool) -> (TimedOut, u64) {
+    crate::metrics::rejected(crate::metrics::Rejection::RequestTimeout);
     let mut st = resp.0.lock();
     st.timed_out = true;
     let outcome = match std::mem::replace(&mut st.phase, Phase::Done) {
