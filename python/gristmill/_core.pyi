@@ -2,13 +2,15 @@
 
 Everything the ``#[pymodule]`` in ``src/lib.rs`` exports is described here, and
 ``make lint`` checks this file against the built module with ``mypy.stubtest``, so the
-two cannot drift apart. Only ``serve``, ``check_tls`` and the exceptions are called from
-Python code; the classes are made by the core and handed to the application (``Input``
-is ``wsgi.input``, ``StartResponse`` is ``start_response``, ``HttpProtocol`` and
+two cannot drift apart. Only ``serve``, ``check_tls``, the metrics functions and
+``MetricsSegment`` (for ``gristmill.metrics``) and the exceptions are called from Python
+code; the classes are made by the core and handed to the application (``Input`` is
+``wsgi.input``, ``StartResponse`` is ``start_response``, ``HttpProtocol`` and
 ``WsProtocol`` own ASGI's ``receive`` and ``send``) or to ``gristmill._asgi``
 (``Driver``).
 """
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, ClassVar, NoReturn, final
 
@@ -19,6 +21,9 @@ __all__ = [
     "__version__",
     "serve",
     "check_tls",
+    "metrics_attach",
+    "metrics_layout",
+    "MetricsSegment",
     "FileWrapper",
     "Input",
     "StartResponse",
@@ -191,3 +196,46 @@ class ClientDisconnected(RequestBodyError):
 
 class RequestBodyTimeout(RequestBodyError):
     """No bytes of the request body arrived for ``body_read_timeout``."""
+
+def metrics_attach(path: str | os.PathLike[str]) -> None:
+    """Create this worker's metrics segment at ``path``; the core counts into it from
+    then on (``--metrics-bind``). Raises ``OSError`` if it cannot be made."""
+
+def metrics_layout() -> dict[str, Any]:
+    """The metrics slot layout: ``version``, ``slots``, ``families`` (``(name, kind,
+    help, label names, [(label values, slot)])``), ``duration`` (``(bucket bounds in
+    seconds, first bucket slot, sum slot)``) and ``counters`` (the counter slots)."""
+
+@final
+class MetricsSegment:
+    """A mapped metrics segment (``src/metrics/shm.rs``): a worker's, or the retired
+    one the supervisor keeps."""
+
+    def __new__(cls, path: str | os.PathLike[str], create: bool = False) -> MetricsSegment:
+        """Open the segment at ``path`` (``OSError`` unless complete and of this
+        layout); with ``create``, make a new retired segment there."""
+
+    @property
+    def pid(self) -> int:
+        """The writer's pid."""
+
+    @property
+    def interface(self) -> int:
+        """0 unknown, 1 WSGI, 2 ASGI."""
+
+    @property
+    def state(self) -> str:
+        """``live``, ``folded`` (counted in the retired segment) or ``retired``."""
+
+    @property
+    def seq(self) -> int:
+        """The retired segment's fold sequence number (odd during a fold)."""
+
+    def values(self) -> list[int]:
+        """Every slot's value."""
+
+    def add(self, slot: int, n: int) -> None:
+        """Add ``n`` to ``slot``."""
+
+    def fold(self, worker: MetricsSegment) -> None:
+        """Add the counters of ``worker`` (exited) into this segment; mark it folded."""

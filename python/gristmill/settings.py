@@ -701,7 +701,7 @@ class Settings:
         "`[IPV6]:PORT` or `unix:PATH` (a port of its own; nothing else is served there). "
         "One view across all workers: requests, durations, connections, bytes, "
         "WebSocket, TLS, limits and worker restarts (see docs/deployment.md, "
-        '"Metrics"). Needs `pip install \'gristmill[metrics]\'`.',
+        "\"Metrics\"). Needs `pip install 'gristmill[metrics]'`.",
         group="Metrics",
         metavar="ADDRESS",
         default_text="empty (off)",

@@ -56,8 +56,8 @@ pub const VERSIONS: [&str; 4] = ["1.0", "1.1", "2", "3"];
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Upper bounds of the request-duration buckets, in microseconds (then `+Inf`).
 pub const DURATION_BUCKETS_US: [u64; 14] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000, 30_000_000,
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
 ];
 
 /// Declares [`Rejection`], the requests the server answers itself, without the
@@ -148,12 +148,7 @@ pub type Family = (
     Vec<(Vec<String>, usize)>,
 );
 
-fn scalar(
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    slot: usize,
-) -> Family {
+fn scalar(name: &'static str, kind: &'static str, help: &'static str, slot: usize) -> Family {
     (name, kind, help, vec![], vec![(vec![], slot)])
 }
 
@@ -202,8 +197,18 @@ pub fn layout() -> Vec<Family> {
             "Requests whose response is not complete yet.",
             IN_FLIGHT,
         ),
-        scalar("gristmill_connections_open", "gauge", "Open client connections.", CONNS_OPEN),
-        scalar("gristmill_connections", "counter", "Client connections accepted.", CONNS_TOTAL),
+        scalar(
+            "gristmill_connections_open",
+            "gauge",
+            "Open client connections.",
+            CONNS_OPEN,
+        ),
+        scalar(
+            "gristmill_connections",
+            "counter",
+            "Client connections accepted.",
+            CONNS_TOTAL,
+        ),
         scalar(
             "gristmill_received_bytes",
             "counter",
@@ -463,9 +468,7 @@ mod tests {
             }
         }
         let (bounds, first, sum) = duration_layout();
-        for s in first..first + bounds.len() + 1 {
-            seen[s] = true;
-        }
+        seen[first..=first + bounds.len()].fill(true);
         seen[sum] = true;
         assert!(seen.iter().all(|s| *s), "a slot is in no family");
     }

@@ -21,7 +21,6 @@ Why shared memory rather than the supervisor collecting over pipes: see "Metrics
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -59,9 +58,7 @@ def parse_bind(addr: str) -> tuple[str, Any]:
         return "unix", os.path.abspath(path)
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(
-            f"metrics_bind {addr!r}: expected HOST:PORT, [IPV6]:PORT or unix:PATH"
-        )
+        raise ConfigError(f"metrics_bind {addr!r}: expected HOST:PORT, [IPV6]:PORT or unix:PATH")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
@@ -126,11 +123,13 @@ class Metrics:
     """The supervisor's metrics: segments, worker events and the metrics process."""
 
     def __init__(self, bind: str) -> None:
-        if importlib.util.find_spec("prometheus_client") is None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError as e:
             raise ConfigError(
-                "--metrics-bind needs prometheus-client, which is not installed: "
+                f"--metrics-bind needs prometheus-client, which cannot be imported ({e}): "
                 "pip install 'gristmill[metrics]'"
-            )
+            ) from None
         from .. import _core
 
         self._core = _core

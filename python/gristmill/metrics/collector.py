@@ -123,12 +123,14 @@ class SegmentCollector(Collector):
         for iface, values, _ in counted:
             if not iface:
                 continue
-            buckets, total = per.get(_INTERFACES.get(iface, "unknown"), ([0] * (len(bounds) + 1), 0))
+            buckets, total = per.get(
+                _INTERFACES.get(iface, "unknown"), ([0] * (len(bounds) + 1), 0)
+            )
             buckets = [b + values[first + i] for i, b in enumerate(buckets)]
             per[_INTERFACES.get(iface, "unknown")] = (buckets, total + values[sum_slot])
         for iface_name, (buckets, sum_us) in sorted(per.items()):
             cumulative, running = [], 0
-            for bound, count in zip([*map(_le, bounds), "+Inf"], buckets):
+            for bound, count in zip([*map(_le, bounds), "+Inf"], buckets, strict=True):
                 running += count
                 cumulative.append((bound, running))
             family.add_metric([iface_name], cumulative, sum_us / 1e6)
