@@ -209,6 +209,22 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             gristmill("asgi", "asgi_app:app") + ["--max-requests", "10000"],
             opt_in=True,
         ),
+        # Prometheus metrics on (`--metrics-bind`, on a Unix socket so the row needs no
+        # second port), to measure what counting costs next to the same server without.
+        Server(
+            "gristmill-wsgi-metrics",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application")
+            + ["--metrics-bind", "unix:/tmp/gristmill-bench-metrics-{port}.sock"],
+            opt_in=True,
+        ),
+        Server(
+            "gristmill-asgi-metrics",
+            "asgi",
+            gristmill("asgi", "asgi_app:app")
+            + ["--metrics-bind", "unix:/tmp/gristmill-bench-metrics-{port}.sock"],
+            opt_in=True,
+        ),
         Server(
             "uvicorn",
             "asgi",

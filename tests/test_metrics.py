@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from _support import Server, every_mode, request, wait_until
+from _ws_h2 import CLOSE, TEXT, H2Client, close_payload
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -163,18 +164,29 @@ def test_websocket_connections_and_messages(server, mode):
     with connect(ws_url) as ws:
         ws.send("again")
         assert ws.recv(timeout=10) == "again"
+    # Over HTTP/2 (RFC 8441): the same counters.
+    with H2Client(srv.port) as c:
+        sid, status, _ = c.open_ws("/ws")
+        assert status == 200
+        settle(url, {key("gristmill_websocket_connections_open"): 1})
+        c.send_text(sid, "over h2")
+        assert c.recv(sid) == (TEXT, b"over h2")
+        c.send(sid, CLOSE, close_payload(1000))
+        assert c.recv(sid)[0] == CLOSE
+        c.wait_ended(sid)
     m = "gristmill_websocket_messages_total"
     s = settle(
         url,
         {
             key("gristmill_websocket_connections_open"): 0,
-            key("gristmill_websocket_connections_total"): 2,
-            key(m, direction="received"): 5,
-            key(m, direction="sent"): 5,
+            key("gristmill_websocket_connections_total"): 3,
+            key(m, direction="received"): 6,
+            key(m, direction="sent"): 6,
         },
     )
-    # The handshakes are requests too: a 101 each.
-    assert value(s, "gristmill_requests_total", status_class="1xx") == 2
+    # The handshakes are requests too: a 101 each over HTTP/1.1, a 200 over HTTP/2.
+    assert value(s, "gristmill_requests_total", status_class="1xx", http_version="1.1") == 2
+    assert value(s, "gristmill_requests_total", method="CONNECT", http_version="2") == 1
     assert srv.stop() == 0
 
 
