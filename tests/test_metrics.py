@@ -313,6 +313,14 @@ def test_unix_socket_bind(server, tmp_path):
     assert not path.exists()
 
 
+def test_ipv6_bind(server):
+    srv, url = start(server, "metrics_app.py:application", bind="[::1]:0")
+    assert url.startswith("http://[::1]:"), url
+    request("GET", srv.url + "/")
+    settle(url, {key("gristmill_requests_total"): 1})
+    assert srv.stop() == 0
+
+
 def test_off_by_default(server):
     srv = server("metrics_app.py:application", "--workers", "2")
     assert "Metrics on" not in srv.output()

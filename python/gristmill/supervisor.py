@@ -330,7 +330,7 @@ class Supervisor:
 
     # --- workers --------------------------------------------------------------------
 
-    def _spawn(self, generation: int, reason: str) -> _Worker:
+    def _spawn(self, generation: int, reason: str = "initial") -> _Worker:
         s = self.settings
         max_requests = 0
         if s.max_requests:
@@ -426,16 +426,16 @@ class Supervisor:
             elif msg == _MSG_MAX_REQUESTS:
                 self._request_recycle(
                     w,
-                    "max_requests",
                     f"served {w.max_requests} requests "
                     f"(max-requests {_with_jitter(self.settings.max_requests, w.max_requests)})",
+                    kind="max_requests",
                 )
             elif msg == _MSG_STUCK:
                 self._request_recycle(
                     w,
-                    "request_timeout",
                     f"has every thread stuck past request-timeout "
                     f"({self.settings.request_timeout:g} s)",
+                    kind="request_timeout",
                 )
 
     def _retire(self, pid: int, sig: int = signal.SIGTERM, reason: str = "shutdown") -> None:
@@ -584,7 +584,7 @@ class Supervisor:
             recycle.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
             log.info("Worker %d replaces worker %d, which now drains", w.pid, recycle.old)
             old = self.workers.get(recycle.old)
-            self._retire(recycle.old, reason=old.recycle_kind if old else "shutdown")
+            self._retire(recycle.old, reason=(old.recycle_kind if old else "") or "shutdown")
         elif reload is not None and w.generation == reload.generation:
             self._maybe_finish_reload()
         elif not self._announced and self._all_ready():
@@ -748,9 +748,9 @@ class Supervisor:
 
     # --- recycling ------------------------------------------------------------------
 
-    def _request_recycle(self, w: _Worker, kind: str, why: str) -> None:
+    def _request_recycle(self, w: _Worker, why: str, kind: str = "") -> None:
         """Queue ``w`` for replacement (once); :meth:`_next_recycle` starts it in turn.
-        ``kind`` is the metrics reason (``max_requests``, ...), ``why`` the log's."""
+        ``why`` is for the log, ``kind`` the metrics exit reason (``max_requests``, …)."""
         if w.recycle or self._stop is not None or self.workers.get(w.pid) is not w:
             return
         w.recycle = why
@@ -807,8 +807,8 @@ class Supervisor:
                     lifetime = _with_jitter(self.settings.worker_lifetime, w.lifetime)
                     self._request_recycle(
                         w,
-                        "worker_lifetime",
                         f"is {now - w.started:.1f} seconds old (worker-lifetime {lifetime})",
+                        kind="worker_lifetime",
                     )
                 else:
                     due.append(deadline)
@@ -834,10 +834,10 @@ class Supervisor:
                 samples = ", ".join(f"{r / 1024:.1f}" for r in w.rss)
                 self._request_recycle(
                     w,
-                    "worker_max_rss",
                     f"uses {samples} MiB of resident memory (VmRSS, {RSS_SAMPLES} samples "
                     f"{RSS_CHECK_INTERVAL:g} second apart; worker-max-rss "
                     f"{self.settings.worker_max_rss} MiB)",
+                    kind="worker_max_rss",
                 )
 
     def _resize(self, delta: int, name: str) -> None:
