@@ -285,6 +285,35 @@ def test_rejections_by_limit(server):
     assert srv.stop() == 0
 
 
+@pytest.mark.parametrize("mode", ["wsgi-inline", "asgi-one-thread"])
+def test_refusals_before_the_application(server, mode):
+    args, env = MODES[mode]
+    srv, url = start(
+        server, *args, "--header-read-timeout", "1", "--body-read-timeout", "1", env=env
+    )
+    with srv.raw() as conn:  # a head that never ends: closed, no answer
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        conn.closed_within(10)
+    with srv.raw() as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert conn.response().status == 400
+    with srv.raw() as conn:  # a body that stalls
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert conn.response().status == 408
+    r = "gristmill_rejections_total"
+    s = settle(
+        url,
+        {
+            key(r, reason="header_timeout", status="408"): 1,
+            key(r, reason="bad_request", status="400"): 1,
+            key(r, reason="body_timeout", status="408"): 1,
+        },
+    )
+    # hyper answered the 400 itself (no request reached us); the 408 is a request.
+    assert value(s, "gristmill_requests_total", status_class="4xx") == 1
+    assert srv.stop() == 0
+
+
 def test_tls_handshakes(server, certs):
     srv, url = start(server, "metrics_app.py:application", *certs.server_args())
     ctx = ssl.create_default_context()
