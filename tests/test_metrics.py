@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,12 +251,12 @@ def test_counters_survive_sighup_and_a_crash(server):
     assert srv.stop() == 0
 
 
-def test_rejections_by_limit(server):
+@pytest.mark.parametrize("mode", ["wsgi-pool", "asgi-one-thread", "asgi-loop-thread"])
+def test_rejections_by_limit(server, mode):
+    args, env = MODES[mode]
     srv, url = start(
         server,
-        "metrics_app.py:application",
-        "--threads",
-        "4",
+        *args,
         "--limit-concurrency",
         "1",
         "--max-body-size",
@@ -264,12 +265,11 @@ def test_rejections_by_limit(server):
         "2048",
         "--request-timeout",
         "1",
+        env=env,
     )
     assert request("POST", srv.url + "/echo", content=b"x" * 200).status_code == 413
     assert request("GET", srv.url + "/", headers={"x-big": "y" * 4000}).status_code == 431
     with httpx.Client(timeout=10) as slow:
-        import threading
-
         t = threading.Thread(target=lambda: slow.get(srv.url + "/slow?s=3"), daemon=True)
         t.start()
         settle(url, {key("gristmill_requests_in_flight"): 1})
