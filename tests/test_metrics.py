@@ -251,6 +251,24 @@ def test_counters_survive_sighup_and_a_crash(server):
     assert srv.stop() == 0
 
 
+def test_a_hung_worker_counts_as_hung(server):
+    srv, url = start(server, "hang_app:app", "--workers", "2", "--worker-timeout", "1")
+    for _ in range(3):
+        request("GET", srv.url + "/")
+    with pytest.raises(httpx.HTTPError):
+        request("GET", srv.url + "/spin", timeout=30)  # the worker is killed under it
+    s = settle(
+        url,
+        {
+            key("gristmill_worker_exits_total", reason="hung"): 1,
+            key("gristmill_worker_starts_total", reason="hung"): 1,
+            key("gristmill_workers"): 2,
+        },
+    )
+    assert value(s, "gristmill_requests_total") == 3
+    assert srv.stop() == 0
+
+
 @pytest.mark.parametrize("mode", ["wsgi-pool", "asgi-one-thread", "asgi-loop-thread"])
 def test_rejections_by_limit(server, mode):
     args, env = MODES[mode]

@@ -615,6 +615,8 @@ class Supervisor:
                 return
             w = self.workers.get(pid)
             why = "crashed" if w is None or w.ready else "startup_failed"
+            if w is not None and w.pulse.aborted:
+                why = "hung"  # --worker-timeout aborted it
             if pid in self.retiring or w is not None:
                 self._metrics.worker_exited(pid, self._exit_reasons.get(pid, why))
         self._exit_reasons.pop(pid, None)

@@ -95,7 +95,9 @@ rejections! {
 
 /// Why workers start and exit (`gristmill_worker_{starts,exits}_total{reason}`): the
 /// supervisor counts these, by label, in the retired segment (`gristmill.metrics`).
-pub const WORKER_START_REASONS: [&str; 5] = ["initial", "crashed", "recycle", "reload", "scale_up"];
+pub const WORKER_START_REASONS: [&str; 6] = [
+    "initial", "crashed", "hung", "recycle", "reload", "scale_up",
+];
 pub const WORKER_EXIT_REASONS: [&str; 11] = [
     "max_requests",
     "worker_lifetime",
