@@ -81,12 +81,12 @@ impl Frames {
     }
 
     /// Fail the connection (RFC 6455 §7.1.7) after a [`Read::TooBig`] or
-    /// [`Read::Broken`]: tell the peer why in a close frame. yawc queued that frame
-    /// itself when it found the fault; tungstenite leaves it to us.
+    /// [`Read::Broken`]: tell the peer why in a close frame (yawc may have queued it
+    /// already, when it found the fault; tungstenite leaves it to us).
     pub async fn fail(&mut self, code: u16, reason: &str) -> Result<(), ()> {
         match self {
             Frames::Plain(ws) => ws.send(close_message(code, reason)).await.map_err(drop),
-            Frames::Deflate(ws) => ws.flush_queued().await,
+            Frames::Deflate(ws) => ws.fail(code, reason).await,
         }
     }
 }
