@@ -9,8 +9,12 @@
 //! without compression: a bad offer never fails the handshake.
 //!
 //! The parameters, from the server's side:
-//! - `server_no_context_takeover`: offered, it is accepted (echoed); our compressor then
-//!   starts every message afresh.
+//! - `server_no_context_takeover`: always in our answer, offered or not (§7.1.1.1 lets
+//!   the server add it): our compressor starts every message afresh, so between
+//!   messages its state (some 300 KiB with zlib's hash tables) goes back to a shared
+//!   pool instead of staying with the socket. An idle socket then holds only its
+//!   inflate state (the client's window, 32 KiB at 15 bits); messages compress a little
+//!   less, having no earlier message to refer to.
 //! - `client_no_context_takeover`: offered, it is echoed, so our decompressor may start
 //!   every message afresh too (and share its state with other sockets between messages).
 //! - `server_max_window_bits=N`: we compress with a window of at most N bits and answer
@@ -33,7 +37,7 @@ const MAX_WINDOW_BITS: u8 = 15;
 pub struct Agreed {
     /// The `Sec-WebSocket-Extensions` value of the 101 (or HTTP/2 200).
     pub response: String,
-    /// Reset our compressor after each message.
+    /// Reset our compressor after each message (always: see the module docs).
     pub server_no_context_takeover: bool,
     /// Reset our decompressor after each message.
     pub client_no_context_takeover: bool,
@@ -64,7 +68,6 @@ impl Agreed {
 /// One offer's parameters, checked.
 #[derive(Default)]
 struct Offer {
-    server_no_context_takeover: bool,
     client_no_context_takeover: bool,
     server_max_window_bits: Option<u8>,
     /// `Some(None)`: offered without a value.
@@ -134,10 +137,8 @@ fn parse_offer<'a>(params: impl Iterator<Item = &'a str>) -> Option<Offer> {
             None => (param, None),
         };
         let index = match name.to_ascii_lowercase().as_str() {
-            "server_no_context_takeover" if value.is_none() => {
-                offer.server_no_context_takeover = true;
-                0
-            }
+            // Accepted: we answer with it whether offered or not.
+            "server_no_context_takeover" if value.is_none() => 0,
             "client_no_context_takeover" if value.is_none() => {
                 offer.client_no_context_takeover = true;
                 1
@@ -193,15 +194,13 @@ fn accept(offer: &Offer, cap: u8) -> Option<Agreed> {
         }
         None => MAX_WINDOW_BITS,
     };
-    if offer.server_no_context_takeover {
-        response.push_str("; server_no_context_takeover");
-    }
+    response.push_str("; server_no_context_takeover");
     if offer.client_no_context_takeover {
         response.push_str("; client_no_context_takeover");
     }
     Some(Agreed {
         response,
-        server_no_context_takeover: offer.server_no_context_takeover,
+        server_no_context_takeover: true,
         client_no_context_takeover: offer.client_no_context_takeover,
         server_window_bits,
         client_window_bits,
@@ -221,22 +220,22 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_offer_is_accepted_with_the_cap_unsaid() {
+    fn a_plain_offer_is_accepted_with_the_cap_unsaid_and_no_server_context() {
         let a = agree(&["permessage-deflate"], 12).unwrap();
-        assert_eq!(a.response, "permessage-deflate");
+        assert_eq!(a.response, "permessage-deflate; server_no_context_takeover");
         assert_eq!((a.server_window_bits, a.client_window_bits), (12, 15));
-        assert!(!a.server_no_context_takeover && !a.client_no_context_takeover);
+        assert!(a.server_no_context_takeover && !a.client_no_context_takeover);
     }
 
     #[test]
     fn the_browser_offer() {
         assert_eq!(
             answer(&["permessage-deflate; client_max_window_bits"], 15).as_deref(),
-            Some("permessage-deflate")
+            Some("permessage-deflate; server_no_context_takeover")
         );
         assert_eq!(
             answer(&["permessage-deflate; client_max_window_bits"], 10).as_deref(),
-            Some("permessage-deflate; client_max_window_bits=10")
+            Some("permessage-deflate; client_max_window_bits=10; server_no_context_takeover")
         );
     }
 
@@ -249,7 +248,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             a.response,
-            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=11"
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=11; server_no_context_takeover"
         );
         assert_eq!((a.server_window_bits, a.client_window_bits), (9, 11));
         let a = agree(
@@ -259,11 +258,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             a.response,
-            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10"
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10; server_no_context_takeover"
         );
         assert_eq!(
             a.frame_layer_params(),
-            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10"
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10; \
+             server_no_context_takeover"
         );
     }
 
@@ -287,16 +287,19 @@ mod tests {
         let offers = ["x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=10, permessage-deflate"];
         assert_eq!(
             answer(&offers, 15).as_deref(),
-            Some("permessage-deflate; server_max_window_bits=10")
+            Some("permessage-deflate; server_max_window_bits=10; server_no_context_takeover")
         );
         // Across header lines too.
         assert_eq!(
             answer(
-                &["permessage-deflate; foo=1", "permessage-deflate; client_no_context_takeover"],
+                &[
+                    "permessage-deflate; foo=1",
+                    "permessage-deflate; client_no_context_takeover"
+                ],
                 15
             )
             .as_deref(),
-            Some("permessage-deflate; client_no_context_takeover")
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
         );
     }
 
@@ -335,7 +338,10 @@ mod tests {
     #[test]
     fn an_eight_bit_client_window_is_inflated_with_nine() {
         let a = agree(&["permessage-deflate; client_max_window_bits=8"], 15).unwrap();
-        assert_eq!(a.response, "permessage-deflate; client_max_window_bits=8");
+        assert_eq!(
+            a.response,
+            "permessage-deflate; client_max_window_bits=8; server_no_context_takeover"
+        );
         assert_eq!(a.client_window_bits, 9);
     }
 }

@@ -30,7 +30,9 @@ use futures_util::{Sink, SinkExt};
 use tokio_tungstenite::tungstenite::Message;
 use yawc::close::CloseCode;
 use yawc::streaming::Streaming;
-use yawc::{CompressionLevel, DeflatePool, Frame, OpCode, Options, Role, WebSocket, WebSocketError};
+use yawc::{
+    CompressionLevel, DeflatePool, Frame, OpCode, Options, Role, WebSocket, WebSocketError,
+};
 
 use super::ws_deflate::Agreed;
 use super::ws_frames::{close_message, Io, Read};
@@ -154,7 +156,8 @@ impl Deflated {
                 }
                 OpCode::Pong => return Read::Pong(payload),
                 OpCode::Close => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     return Read::Close(code.map(|code| {
                         // yawc checked the reason is UTF-8 before it answered the close.
                         let reason = String::from_utf8_lossy(&payload[2..]).into_owned();
