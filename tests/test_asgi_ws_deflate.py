@@ -79,10 +79,10 @@ def read_frame(conn) -> tuple[int, bytes]:
     return b0, conn.read_exact(n)
 
 
-def handshake(srv, offers: list[str], path: str = "/echo"):
+def handshake(srv, offers: list[str], path: str = "/echo", rcvbuf: int | None = None):
     """Open a WebSocket on a raw socket offering ``offers`` (one header line each):
     (connection, the response head)."""
-    conn = srv.raw()
+    conn = srv.raw(rcvbuf=rcvbuf)
     headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -333,6 +333,18 @@ def test_large_messages_and_fragments_on_a_raw_socket(server):
         first, body = read_frame(conn)
         assert first & 0x0F == CLOSE and body[:2] == (1007).to_bytes(2, "big")
     srv.wait_for_line(r"ws-disconnect /echo 1007 ")
+
+
+def test_client_that_stops_reading_is_dropped_after_ws_send_timeout(server):
+    """A compressed socket's writes are bounded by --ws-send-timeout too."""
+    srv = server(APP, "--ws-send-timeout", "1")
+    conn, head = handshake(srv, ["permessage-deflate"], "/flood-random", rcvbuf=4096)
+    with conn:
+        assert head.header("sec-websocket-extensions") == ACCEPTED
+        # Never read: the socket buffers fill up and the server's write stalls.
+        srv.wait_for_line(r"ws-disconnect /flood-random 1006  1$", timeout=20)
+        srv.wait_for_line(r"WebSocket /flood-random: the client stopped reading")
+        srv.wait_for_line(r"ws-flood sends released")
 
 
 def test_keepalive_pings_on_a_compressed_socket(server):

@@ -1,6 +1,7 @@
 //! ASGI `websocket` connections over HTTP/1.1 (RFC 6455) and over HTTP/2 streams
-//! (RFC 8441, extended CONNECT), with tokio-tungstenite doing the framing, masking,
-//! fragment reassembly, ping/pong and the close handshake.
+//! (RFC 8441, extended CONNECT), with a library doing the framing, masking, fragment
+//! reassembly, ping/pong and the close handshake (`super::ws_frames`: tokio-tungstenite,
+//! or yawc for a socket that negotiated permessage-deflate in `super::ws_deflate`).
 //!
 //! Until the application accepts, the request is an ordinary HTTP request waiting for
 //! its answer: `websocket.accept` sends the 101 (over HTTP/2: a 200 on the CONNECT
