@@ -10,8 +10,10 @@
 //! yawc the agreed parameters with the stream.
 //!
 //! Limits: yawc checks every frame's length against `--ws-max-size` before reading it,
-//! and inflates a compressed message only up to that size, so a deflate bomb is stopped
-//! at the limit (close code 1009) without inflating past it. Messages under
+//! and inflates each compressed frame only up to that size; we drop a fragmented
+//! message as soon as its reassembled size passes it. A deflate bomb is so stopped with
+//! close code 1009 having inflated at most the limit (one frame) or twice it (the
+//! fragments so far, and the one that went over). Messages under
 //! [`COMPRESS_THRESHOLD`] bytes are sent uncompressed. The deflate and inflate state is
 //! built on a socket's first compressed message (an idle socket costs none), and with
 //! no context takeover it goes back to a per-worker pool between messages.
