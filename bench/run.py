@@ -383,6 +383,7 @@ class Test:
     lua: str | None = None  # wrk script, for the POST
     access_log: bool = False  # runs the access-log twins, each next to its log-off server
     tls: bool = False  # HTTPS: runs the TLS servers only (and only they run it)
+    ws_args: tuple[str, ...] = ()  # ws: more wsload.py arguments
 
 
 ECHO_LUA = (
@@ -418,6 +419,16 @@ TESTS = [
         "/ws",
         8,
         16,
+    ),
+    Test(
+        "ws-deflate",
+        "WebSocket echo with permessage-deflate (where the server has it), 1 KiB JSON-like "
+        "text messages, 8 connections x 16 in flight",
+        "ws",
+        "/ws",
+        8,
+        16,
+        ws_args=("--deflate", "--size", "1024"),
     ),
 ]
 
@@ -817,6 +828,7 @@ def load_command(
         str(test.streams),
         "--duration",
         str(duration),
+        *test.ws_args,
         ws,
     ]
 

@@ -10,6 +10,15 @@ core the server is the bottleneck. Prints one JSON object:
 
 ``--check`` sends one message per connection instead and exits non-zero unless every echo
 matches, which is how ``run.py`` tells whether a server speaks WebSocket at all.
+
+``--deflate`` sends text messages of ``--size`` bytes of JSON-like text and offers
+permessage-deflate (RFC 7692) as browsers do (``client_max_window_bits``). Where the
+server accepts, every message goes out compressed (RSV1): compressed once, up front, as
+a fresh deflate block, which a server that keeps its context reads like any other, so the
+client's cost stays that of the plain run; the echoes are counted, not inflated (only
+``--check`` inflates them, keeping the server's context). Where the server declines
+(Granian has no permessage-deflate), the same text goes out uncompressed. The JSON
+object then says ``"deflate": true`` or ``false``.
 """
 
 import argparse
@@ -22,34 +31,65 @@ import struct
 import sys
 import time
 import urllib.parse
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x1, 0x2, 0x8, 0x9
 
 
-def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+RSV1 = 0x40  # permessage-deflate: this message is compressed
+DEFLATE_OFFER = b"permessage-deflate; client_max_window_bits"
+
+
+def client_frame(payload: bytes, opcode: int = OP_BINARY, rsv1: bool = False) -> bytes:
     """One final, masked client frame (RFC 6455 section 5.2) carrying ``payload``."""
     mask = os.urandom(4)
     size = len(payload)
+    b0 = 0x80 | opcode | (RSV1 if rsv1 else 0)
     if size < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+        head = struct.pack("!BB", b0, 0x80 | size)
     elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+        head = struct.pack("!BBH", b0, 0x80 | 126, size)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+        head = struct.pack("!BBQ", b0, 0x80 | 127, size)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + masked
 
 
-async def handshake(host: str, port: int, path: str):
-    """Open a connection and upgrade it; returns ``(reader, writer, leftover bytes)``."""
+def json_text(size: int) -> bytes:
+    """``size`` bytes of JSON-like text (records with ids, names, tags, flags)."""
+    out = bytearray(b"[")
+    i = 0
+    while len(out) < size:
+        out += (
+            b'{"id": %d, "user": "user%d", "tags": ["news", "sport", "tech"], '
+            b'"score": %d.%d, "active": %s, "text": "message number %d"}, '
+            % (i, i % 97, i * 7 % 100, i % 10, b"true" if i % 3 else b"false", i)
+        )
+        i += 1
+    return bytes(out[: size - 1]) + b"]"
+
+
+def deflate_payload(data: bytes) -> bytes:
+    """``data`` as one permessage-deflate message from a fresh compressor (RFC 7692 7.2.1)."""
+    c = zlib.compressobj(wbits=-15)
+    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def handshake(host: str, port: int, path: str, deflate: bool = False):
+    """Open a connection and upgrade it; returns ``(reader, writer, leftover bytes,
+    permessage-deflate accepted)``."""
     reader, writer = await asyncio.open_connection(host, port)
     key = base64.b64encode(os.urandom(16))
     writer.write(
         b"GET " + path.encode() + b" HTTP/1.1\r\n"
         b"Host: " + f"{host}:{port}".encode() + b"\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"Sec-WebSocket-Key: "
+        + key
+        + b"\r\nSec-WebSocket-Version: 13\r\n"
+        + (b"Sec-WebSocket-Extensions: " + DEFLATE_OFFER + b"\r\n" if deflate else b"")
+        + b"\r\n"
     )
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -68,7 +108,8 @@ async def handshake(host: str, port: int, path: str):
         headers[name.strip().lower()] = value.strip()
     if headers.get(b"sec-websocket-accept") != expected:
         raise ConnectionError("bad Sec-WebSocket-Accept")
-    return reader, writer, rest
+    accepted = headers.get(b"sec-websocket-extensions", b"").startswith(b"permessage-deflate")
+    return reader, writer, rest, accepted
 
 
 class FrameReader:
@@ -78,10 +119,12 @@ class FrameReader:
         self.reader = reader
         self.writer = writer
         self.buf = bytearray(leftover)
+        self.inflater = None  # --check --deflate: the server's context, kept
 
-    async def read_frames(self, count: int, keep: bool = False) -> list[bytes]:
-        """Wait until ``count`` data frames have arrived; return their payloads if ``keep``."""
-        got: list[bytes] = []
+    async def read_frames(self, count: int, keep: bool = False, raw: bool = False) -> list:
+        """Wait until ``count`` data frames have arrived; return their payloads if ``keep``
+        (with ``raw``, as ``(first byte, payload)`` pairs)."""
+        got: list = []
         seen = 0
         buf = self.buf
         while seen < count:
@@ -115,7 +158,8 @@ class FrameReader:
                 if opcode in (OP_TEXT, OP_BINARY, 0x0) and b0 & 0x80:
                     seen += 1
                     if keep:
-                        got.append(bytes(buf[payload_at:pos]))
+                        payload = bytes(buf[payload_at:pos])
+                        got.append((b0, payload) if raw else payload)
             del buf[:pos]
             if seen >= count:
                 break
@@ -126,10 +170,23 @@ class FrameReader:
         return got
 
 
-async def connection(host, port, path, frame, window, deadline, counts, index):
+def message_frame(args, deflated: bool) -> bytes:
+    """The frame every message of the load is."""
+    if not args.deflate:
+        return client_frame(b"x" * args.size)
+    text = json_text(args.size)
+    if deflated:
+        return client_frame(deflate_payload(text), OP_TEXT, rsv1=True)
+    return client_frame(text, OP_TEXT)
+
+
+async def connection(args, host, port, path, deadline, counts, index, negotiated):
     """Drive one connection until ``deadline``, adding its echoed messages to ``counts``."""
-    reader, writer, rest = await handshake(host, port, path)
+    reader, writer, rest, accepted = await handshake(host, port, path, args.deflate)
+    negotiated[index] = accepted
     frames = FrameReader(reader, writer, rest)
+    frame = message_frame(args, accepted)
+    window = args.window
     batch = frame * window
     try:
         while time.perf_counter() < deadline:
@@ -141,12 +198,12 @@ async def connection(host, port, path, frame, window, deadline, counts, index):
 
 
 async def run_load(args, host, port, path) -> dict:
-    frame = client_frame(b"x" * args.size)
     counts = [0] * args.connections
+    negotiated = [False] * args.connections
     start = time.perf_counter()
     deadline = start + args.duration
     tasks = [
-        connection(host, port, path, frame, args.window, deadline, counts, i)
+        connection(args, host, port, path, deadline, counts, i, negotiated)
         for i in range(args.connections)
     ]
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,6 +216,8 @@ async def run_load(args, host, port, path) -> dict:
         "msgs_per_s": round(total / seconds, 1),
         "errors": len(errors),
     }
+    if args.deflate:
+        out["deflate"] = all(negotiated)
     if errors:
         out["error"] = repr(errors[0])
     return out
@@ -166,15 +225,34 @@ async def run_load(args, host, port, path) -> dict:
 
 async def run_check(args, host, port, path) -> dict:
     for i in range(args.connections):
-        reader, writer, rest = await handshake(host, port, path)
+        reader, writer, rest, accepted = await handshake(host, port, path, args.deflate)
         frames = FrameReader(reader, writer, rest)
-        payloads = [f"message {i}".encode(), os.urandom(args.size)]
-        writer.write(client_frame(payloads[0], OP_TEXT) + client_frame(payloads[1]))
-        got = await asyncio.wait_for(frames.read_frames(2, keep=True), 5)
+        if args.deflate:
+            # Twice the same text: the server may answer the second with a back reference.
+            payloads = [json_text(args.size)] * 2
+            frame = message_frame(args, accepted)
+            writer.write(frame + frame)
+        else:
+            payloads = [f"message {i}".encode(), os.urandom(args.size)]
+            writer.write(client_frame(payloads[0], OP_TEXT) + client_frame(payloads[1]))
+        got = await asyncio.wait_for(frames.read_frames(2, keep=True, raw=True), 5)
         writer.close()
+        got = [decode(b0, payload, accepted, frames) for b0, payload in got]
         if got != payloads:
             return {"ok": False, "error": f"echo mismatch on connection {i}"}
     return {"ok": True}
+
+
+def decode(b0: int, payload: bytes, deflated: bool, frames: FrameReader) -> bytes:
+    """An echoed message's payload, inflated if the server compressed it (keeping the
+    server's context across the connection's messages)."""
+    if not b0 & RSV1:
+        return payload
+    if not deflated:
+        raise ConnectionError("RSV1 set without permessage-deflate")
+    if frames.inflater is None:
+        frames.inflater = zlib.decompressobj(-15)
+    return frames.inflater.decompress(payload + b"\x00\x00\xff\xff")
 
 
 def main() -> int:
@@ -185,6 +263,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="payload bytes per message")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds")
     parser.add_argument("--check", action="store_true", help="verify echoes, then exit")
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="JSON-like text messages, with permessage-deflate where the server accepts it",
+    )
     args = parser.parse_args()
     url = urllib.parse.urlsplit(args.url)
     if url.scheme != "ws" or not url.hostname or not url.port:

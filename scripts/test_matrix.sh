@@ -13,8 +13,10 @@
 # The subset run on each Python (the full suite takes ~2.5 min on one; this keeps the four
 # well under 10 min on 2 cores): the core files in CORE below (WSGI environ, input and
 # response; ASGI http, websocket and lifespan; HTTP/1.1; processes; loader; settings) and
-# every framework test (tests/test_fw_*.py), less the Autobahn WebSocket conformance run
-# (DESELECT: ~10 s per Python for frame handling done in Rust, the same on every Python).
+# every framework test (tests/test_fw_*.py), less the Autobahn WebSocket conformance runs
+# (DESELECT: ~10 s per Python for frame handling done in Rust, the same on every Python;
+# the deflate sections 12 and 13, tests/test_asgi_ws_autobahn_deflate.py, take minutes
+# and are named `autobahn` too, should that file ever join the subset).
 #
 # Environment: PYTHONS="3.10 3.12" runs only those; PYTEST_ARGS adds pytest arguments.
 # Exit status: non-zero if any interpreter's run failed (all are run first).

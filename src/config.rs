@@ -87,6 +87,10 @@ pub struct Config {
     /// How long a client has to answer a keepalive ping.
     #[pyo3(from_py_with = seconds)]
     pub ws_ping_timeout: Duration,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    pub ws_per_message_deflate: bool,
+    /// The largest LZ77 window (bits, 9-15) compressed with or asked of clients.
+    pub ws_deflate_max_window_bits: u8,
     pub http: HttpMode,
     // HTTP/2 settings (RFC 9113 §6.5.2) and keep-alive pings.
     pub http2_max_concurrent_streams: u32,

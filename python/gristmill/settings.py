@@ -252,6 +252,24 @@ class Settings:
         group="ASGI",
         metavar="SECONDS",
     )
+    ws_per_message_deflate: bool = _setting(
+        True,
+        "Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it: "
+        "messages are compressed (those under 128 bytes are sent as they are), at a "
+        "memory cost per connection once it has sent or received a compressed message. "
+        "`--no-ws-per-message-deflate` never negotiates it.",
+        group="ASGI",
+        negatable=True,
+    )
+    ws_deflate_max_window_bits: int = _setting(
+        15,
+        "The largest LZ77 window (as a power of two, 9 to 15) the server compresses with, "
+        "and asks clients that allow it to compress with (`server_max_window_bits`, "
+        "`client_max_window_bits`); smaller windows use less memory per connection and "
+        "compress less.",
+        group="ASGI",
+        metavar="BITS",
+    )
 
     # --- Binding and processes -------------------------------------------------------
     host: str = _setting("127.0.0.1", "The address to bind.", group="Binding", metavar="ADDR")
@@ -897,6 +915,8 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds")
     if not 0 <= s.ws_ping_interval < _MAX_SECONDS:
         raise ConfigError("ws_ping_interval must be 0 (off) or a positive number of seconds")
+    if not 9 <= s.ws_deflate_max_window_bits <= 15:
+        raise ConfigError("ws_deflate_max_window_bits must be between 9 and 15")
     if not 0 <= s.busy_poll <= 1_000_000:
         raise ConfigError("busy_poll must be between 0 and 1000000 microseconds")
     for name in (

@@ -16,7 +16,10 @@ mod http;
 mod ready;
 mod scope;
 mod ws;
+mod ws_deflate;
+mod ws_frames;
 mod ws_keepalive;
+mod ws_yawc;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,7 @@
 //! ASGI `websocket` connections over HTTP/1.1 (RFC 6455) and over HTTP/2 streams
-//! (RFC 8441, extended CONNECT), with tokio-tungstenite doing the framing, masking,
-//! fragment reassembly, ping/pong and the close handshake.
+//! (RFC 8441, extended CONNECT), with a library doing the framing, masking, fragment
+//! reassembly, ping/pong and the close handshake (`super::ws_frames`: tokio-tungstenite,
+//! or yawc for a socket that negotiated permessage-deflate in `super::ws_deflate`).
 //!
 //! Until the application accepts, the request is an ordinary HTTP request waiting for
 //! its answer: `websocket.accept` sends the 101 (over HTTP/2: a 200 on the CONNECT
@@ -24,12 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::http::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use ::http::request::Parts;
 use ::http::{HeaderMap, Response, StatusCode};
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use parking_lot::{Mutex, MutexGuard};
@@ -39,12 +40,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{error::ProtocolError, Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::http::{future_done, parse_headers, parse_start, ready, set_result};
+use super::ws_deflate::{self, Agreed};
+use super::ws_frames::{close_message, Frames, Read};
 use super::ws_keepalive::{Due, Keepalive};
 use super::{Bridge, Event, Outcome};
 use crate::access_log::Record;
@@ -372,6 +372,26 @@ impl WsProtocol {
         for (name, value) in &extra {
             h.append(name, value.clone());
         }
+        // permessage-deflate, unless the application answered the extensions itself.
+        let config = &self.bridge.config;
+        let deflate = (config.ws_per_message_deflate && !h.contains_key(SEC_WEBSOCKET_EXTENSIONS))
+            .then(|| {
+                ws_deflate::negotiate(
+                    self.parts
+                        .headers
+                        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                    config.ws_deflate_max_window_bits,
+                )
+            })
+            .flatten();
+        if let Some(agreed) = &deflate {
+            h.insert(
+                SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_str(&agreed.response).expect("a valid header value"),
+            );
+        }
         if let Some(key) = key {
             *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             let h = resp.headers_mut();
@@ -418,6 +438,7 @@ impl WsProtocol {
             ping_interval: self.bridge.config.ws_ping_interval,
             ping_timeout: self.bridge.config.ws_ping_timeout,
             what: self.what(),
+            deflate,
         };
         self.bridge.spawn_io(task.run(upgrade));
         Ok(())
@@ -475,13 +496,6 @@ impl WsProtocol {
             }
         }
     }
-}
-
-fn close_message(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    }))
 }
 
 #[pymethods]
@@ -720,6 +734,8 @@ struct SocketTask {
     ping_timeout: Duration,
     /// `WebSocket <path>`, for log lines.
     what: String,
+    /// The permessage-deflate settings agreed at the handshake, if any.
+    deflate: Option<Agreed>,
 }
 
 /// One write to the peer (a frame, or flushing one out), bounded by `--ws-send-timeout`.
@@ -728,7 +744,7 @@ struct SocketTask {
 /// handshake, which could not get through either.
 async fn write_within<F>(limit: Duration, what: &str, write: F) -> Result<(), ()>
 where
-    F: std::future::Future<Output = Result<(), WsError>>,
+    F: std::future::Future<Output = Result<(), ()>>,
 {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
@@ -762,10 +778,7 @@ impl SocketTask {
             }
         };
         let _open = crate::metrics::Open::websocket();
-        let config = WebSocketConfig::default().max_message_size(Some(self.max_size));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
-        let (mut sink, mut stream) = ws.split();
+        let mut frames = Frames::new(TokioIo::new(io), self.max_size, self.deflate.as_ref()).await;
         let shared = self.shared.clone();
         let bridge = self.bridge.clone();
         let deliver = |msg| shared.deliver(&bridge, msg, &shared);
@@ -795,7 +808,7 @@ impl SocketTask {
                         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
                             crate::metrics::ws_message(true);
                         }
-                        if write_within(limit, &what, sink.send(msg)).await.is_err() {
+                        if write_within(limit, &what, frames.send(msg)).await.is_err() {
                             break (1006, String::new());
                         }
                         if is_close {
@@ -809,57 +822,48 @@ impl SocketTask {
                         let last = shared.state.lock().final_close.take();
                         if let (Some((code, reason)), None) = (last, closing) {
                             let close = close_message(code, &reason);
-                            if write_within(limit, &what, sink.send(close)).await.is_err() {
+                            if write_within(limit, &what, frames.send(close)).await.is_err() {
                                 break (1006, String::new());
                             }
                             closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
                         }
                     }
                 },
-                inbound = stream.next(), if room => match inbound {
-                    Some(Ok(Message::Text(t))) => {
+                inbound = frames.next(), if room => match inbound {
+                    Read::Text(t) => {
                         crate::metrics::ws_message(false);
-                        deliver(Inbound::Text(t.as_str().to_owned()))
+                        deliver(Inbound::Text(t))
                     }
-                    Some(Ok(Message::Binary(b))) => {
+                    Read::Binary(b) => {
                         crate::metrics::ws_message(false);
                         deliver(Inbound::Binary(b))
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        // tungstenite queued the close reply; flush it out.
-                        let _ = write_within(limit, &what, sink.close()).await;
-                        break match frame {
-                            Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
-                            None => (1005, String::new()),
-                        };
+                    Read::Close(frame) => {
+                        // The frame layer queued the answer to the peer's close (none
+                        // when it answered ours); flush it out.
+                        let _ = write_within(limit, &what, frames.finish()).await;
+                        break frame.unwrap_or((1005, String::new()));
                     }
-                    Some(Ok(Message::Pong(payload))) => keepalive.pong(&payload),
-                    Some(Ok(_)) => {} // the client's pings are answered by tungstenite
-                    Some(Err(WsError::Capacity(e))) => {
+                    Read::Pong(payload) => keepalive.pong(&payload),
+                    Read::Ping => {} // the client's pings are answered by the frame layer
+                    Read::TooBig(e) => {
                         log::log(log::DEBUG, &format!("websocket message too big: {e}"));
-                        let close = close_message(1009, "message too big");
-                        if write_within(limit, &what, sink.send(close)).await.is_ok() {
-                            let _ = write_within(limit, &what, sink.close()).await;
+                        if write_within(limit, &what, frames.fail(1009, "message too big"))
+                            .await
+                            .is_ok()
+                        {
+                            let _ = write_within(limit, &what, frames.finish()).await;
                         }
                         break (1009, "message too big".to_owned());
                     }
-                    Some(Err(e)) => {
+                    Read::Broken(code, e) => {
                         log::log(log::DEBUG, &format!("websocket read failed: {e}"));
                         // A broken frame or invalid UTF-8 fails the connection (RFC 6455
                         // §7.1.7): say why in a close frame, best effort, then drop it.
-                        let code = match e {
-                            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                                break (1006, String::new())
-                            }
-                            WsError::Protocol(_) => 1002,
-                            WsError::Utf8(_) => 1007,
-                            _ => break (1006, String::new()),
-                        };
-                        let close = close_message(code, "");
-                        let _ = write_within(limit, &what, sink.send(close)).await;
+                        let _ = write_within(limit, &what, frames.fail(code, "")).await;
                         break (code, String::new());
                     }
-                    None => break (1006, String::new()),
+                    Read::Reset => break (1006, String::new()),
                 },
                 _ = shared.room.notified(), if !room => {}
                 r = self.shutdown.changed(), if closing.is_none() && shutdown_live => {
@@ -867,7 +871,7 @@ impl SocketTask {
                         shutdown_live = r.is_ok();
                         // The worker is stopping: 1001, "going away" (RFC 6455 §7.4.1).
                         let close = close_message(1001, "server shutting down");
-                        if write_within(limit, &what, sink.send(close)).await.is_err() {
+                        if write_within(limit, &what, frames.send(close)).await.is_err() {
                             break (1006, String::new());
                         }
                         closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
@@ -880,7 +884,7 @@ impl SocketTask {
                     match keepalive.on_due(tokio::time::Instant::now()) {
                         Due::Ping(payload) => {
                             let ping = Message::Ping(payload);
-                            if write_within(limit, &what, sink.send(ping)).await.is_err() {
+                            if write_within(limit, &what, frames.send(ping)).await.is_err() {
                                 break (1006, String::new());
                             }
                         }

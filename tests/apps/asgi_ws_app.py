@@ -5,7 +5,8 @@ Paths: ``/echo`` echoes text and bytes (``close-me`` makes the app close with 40
 ``/deny`` closes before accepting, ``/denial`` answers 418 through
 ``websocket.http.response.*``, ``/bad-subprotocol`` accepts with an invalid subprotocol,
 then validly, and sends the error it got, ``/flood`` sends 64 KiB messages until the
-client stops reading (2000 at most) and logs ``ws-flood sends released`` once its
+client stops reading (2000 at most; ``/flood-random``: random bytes, which
+compression cannot shrink) and logs ``ws-flood sends released`` once its
 sends returned, ``/send-after`` keeps sending after the client left, ``/raise``
 accepts then raises, ``/sender`` only sends (never receives) until a send raises,
 ``/close-then-send`` sends after its own close. On the echo paths, the text ``scope``
@@ -19,6 +20,7 @@ wait for it. A send to a closed connection must raise an ``OSError`` (ASGI spec
 
 import asyncio
 import logging
+import os
 
 import _lifespan
 
@@ -87,16 +89,19 @@ async def app(scope, receive, send):
         m = await receive()
         await send({"type": "websocket.send", "text": m.get("text")})
         return
-    if path == "/flood":
+    if path in ("/flood", "/flood-random"):
         # Send until the client stops reading; report when the sends are released.
+        # /flood-random sends random bytes, which compression cannot shrink.
         done = asyncio.Event()
+        random = path == "/flood-random"
 
         async def flood():
             for _ in range(2000):
                 if done.is_set():
                     return
                 try:
-                    await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                    data = os.urandom(65536) if random else b"x" * 65536
+                    await send({"type": "websocket.send", "bytes": data})
                 except OSError:
                     return  # the connection was closed under the waiting send
                 await asyncio.sleep(0)
