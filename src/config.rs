@@ -106,6 +106,9 @@ pub struct Config {
     /// `None` serves cleartext. `Settings.tls` is the settings object itself when it
     /// configures TLS, else `None`.
     pub tls: Option<TlsSettings>,
+    /// `None` without `--static`; `Settings.static_files` is the settings object itself
+    /// when it has mounts.
+    pub static_files: Option<crate::static_files::StaticSettings>,
 }
 
 /// Where the TLS material is, from the `ssl_*` settings; loaded by `crate::tls`.

@@ -23,6 +23,7 @@ mod metrics;
 mod net;
 mod pool;
 mod server;
+mod static_files;
 mod stop;
 mod tls;
 mod wsgi;

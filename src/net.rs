@@ -163,6 +163,8 @@ pub struct ConnActivity {
     /// The index of the request the framing scanner saw with both Content-Length and
     /// Transfer-Encoding (it stops following the connection after one).
     conflict: OnceLock<usize>,
+    /// File segments to `sendfile` on this connection, when it can (cleartext HTTP/1).
+    sendfile: OnceLock<Arc<crate::http::sendfile::FileQueue>>,
 }
 
 impl ConnActivity {
@@ -175,7 +177,14 @@ impl ConnActivity {
             request_arrived: tokio::sync::Notify::new(),
             arrivals: AtomicUsize::new(0),
             conflict: OnceLock::new(),
+            sendfile: OnceLock::new(),
         })
+    }
+
+    /// Send file bodies on this connection with `sendfile` (see `http::sendfile`): only
+    /// for a cleartext HTTP/1 connection, whose writes go straight to the socket.
+    pub fn enable_sendfile(&self) {
+        let _ = self.sendfile.set(Arc::default());
     }
 
     fn touch(&self) {
@@ -276,6 +285,11 @@ impl ActiveGuard {
     /// start one after the other, in the order their heads arrived.
     pub fn request_index(&self) -> usize {
         self.index
+    }
+
+    /// The connection's `sendfile` queue, when it has one.
+    pub fn sendfile(&self) -> Option<Arc<crate::http::sendfile::FileQueue>> {
+        self.activity.sendfile.get().cloned()
     }
 }
 
@@ -460,6 +474,10 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if crate::http::sendfile::is_marker(data) {
+            // hyper writes vectored here; a placeholder is never written as bytes.
+            return self.poll_write_vectored(cx, &[io::IoSlice::new(data)]);
+        }
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = res {
@@ -474,6 +492,21 @@ impl AsyncWrite for TrackedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let (Some(queue), Stream::Plain(sock)) = (this.activity.sendfile.get(), &this.inner) {
+            // Placeholders of file segments (`http::sendfile`): the slices before the
+            // first one are written as usual, one in front goes out by `sendfile`.
+            match bufs.iter().position(|b| crate::http::sendfile::is_marker(b)) {
+                Some(0) => {
+                    let res = crate::http::sendfile::poll_sendfile(sock, queue, bufs[0].len(), cx);
+                    return this.stall.guard(cx, res);
+                }
+                Some(first) => {
+                    let res = Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..first]);
+                    return this.stall.guard(cx, res);
+                }
+                None => {}
+            }
+        }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res {
             crate::metrics::bytes_sent(n);

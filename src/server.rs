@@ -211,6 +211,8 @@ struct Builders {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The worker's places for requests in flight (`--limit-concurrency`).
     concurrency: Option<Arc<Semaphore>>,
+    /// `--static` mounts, answered before the application.
+    statics: Option<Arc<crate::static_files::StaticFiles>>,
 }
 
 impl Builders {
@@ -221,7 +223,10 @@ impl Builders {
             .max_header_size(config.max_header_size)
             .max_headers(config.max_headers)
             .keep_alive(true)
-            .half_close(false);
+            .half_close(false)
+            // Vectored writes queue body chunks as they are (never copied into the head
+            // buffer): `http::sendfile` depends on it.
+            .writev(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(config.http2_max_concurrent_streams)
@@ -254,11 +259,19 @@ impl Builders {
         let concurrency = config
             .limit_concurrency
             .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS as u64) as usize)));
+        let statics = match &config.static_files {
+            None => None,
+            Some(s) => Some(Arc::new(crate::static_files::StaticFiles::new(
+                s,
+                config.server_header,
+            )?)),
+        };
         Ok(Builders {
             h1,
             h2,
             tls,
             concurrency,
+            statics,
         })
     }
 }
@@ -529,6 +542,7 @@ async fn serve_connection<H: Handler>(
             return;
         }
         Proto::Http2 => io.speak_h2(),
+        Proto::Http1 if tls.is_none() => activity.enable_sendfile(),
         Proto::Http1 => {}
     }
     let io = TokioIo::new(io);
@@ -542,6 +556,7 @@ async fn serve_connection<H: Handler>(
         let activity = activity.clone();
         let config = config.clone();
         let concurrency = builder.concurrency.clone();
+        let statics = builder.statics.clone();
         let requests = ctl.requests.clone();
         service_fn(move |mut req: Request<Incoming>| {
             requests.count();
@@ -563,6 +578,7 @@ async fn serve_connection<H: Handler>(
             let config = config.clone();
             let activity = activity.clone();
             let kind = crate::metrics::RequestKind::of(req.method(), req.version());
+            let statics = statics.clone();
             async move {
                 let started = Instant::now();
                 let mut checked =
@@ -581,7 +597,20 @@ async fn serve_connection<H: Handler>(
                     });
                 }
                 let resp = match checked {
-                    Ok(_) => handler.handle(req, &conn_ctx, guard, started).await,
+                    Ok(_) => {
+                        // Static files first: the application never sees their requests.
+                        let req = match &statics {
+                            None => Err(req),
+                            Some(s) => {
+                                let access = handler.access_log();
+                                s.serve(req, conn_ctx.addrs.peer, access, started).await
+                            }
+                        };
+                        match req {
+                            Ok(resp) => crate::http::guarded(resp, guard),
+                            Err(req) => handler.handle(req, &conn_ctx, guard, started).await,
+                        }
+                    }
                     Err(rejection) => {
                         crate::metrics::rejected_status(rejection.status);
                         let (parts, _body) = req.into_parts();

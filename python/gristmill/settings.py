@@ -681,6 +681,47 @@ class Settings:
         group="TLS",
     )
 
+    # --- Static files ----------------------------------------------------------------
+    static: list[str] = _setting(
+        [],
+        "Serve the files under DIR at URL_PREFIX from the Rust core, e.g. "
+        "`/static=./public` (repeatable; the longest matching prefix wins; a relative "
+        "DIR is taken from the directory gristmill starts in). A request under a prefix "
+        "never reaches the application: a missing file is a 404 (see "
+        "`--static-fallthrough`). ETag, Last-Modified, conditional requests, ranges and "
+        "precompressed `.br`/`.gz` siblings are handled; dotfiles are hidden.",
+        group="Static files",
+        metavar="URL_PREFIX=DIR",
+    )
+    static_max_age: int | None = _setting(
+        None,
+        "Send `Cache-Control: public, max-age=SECONDS` with static files; none sends no "
+        "Cache-Control header (clients then revalidate with the ETag).",
+        group="Static files",
+        metavar="SECONDS",
+    )
+    static_index: bool = _setting(
+        False,
+        "Serve a directory's `index.html` for a request of the directory (a request "
+        "without the trailing slash is redirected to it).",
+        group="Static files",
+        negatable=True,
+    )
+    static_fallthrough: bool = _setting(
+        False,
+        "Pass a request under a static prefix whose file does not exist to the "
+        "application instead of answering 404.",
+        group="Static files",
+        negatable=True,
+    )
+    static_follow_symlinks: bool = _setting(
+        False,
+        "Serve symbolic links that point outside the static directory. Off: a link is "
+        "served only when its target lies inside the directory.",
+        group="Static files",
+        negatable=True,
+    )
+
     # --- Logging ---------------------------------------------------------------------
     log_level: str = _setting(
         "info",
@@ -764,6 +805,13 @@ class Settings:
             f"the execution mode needs a resolved interface ('wsgi' or 'asgi'), "
             f"not {self.interface!r}"
         )
+
+    @property
+    def static_files(self) -> Settings | None:
+        """These settings when they serve static files (``static`` given), else ``None``:
+        the Rust core reads the ``static*`` settings through it as one optional group
+        (``src/static_files/mod.rs``: ``StaticSettings``)."""
+        return self if self.static else None
 
     @property
     def tls(self) -> Settings | None:
@@ -966,7 +1014,31 @@ def validate(s: Settings) -> Settings:
         from .metrics import parse_bind
 
         parse_bind(s.metrics_bind)
+    if s.static_max_age is not None and not 0 <= s.static_max_age < 2**63:
+        raise ConfigError("static_max_age must be 0 or a positive number of seconds")
+    if s.static:
+        s = s.replace(static=[_validate_static(m) for m in s.static])
     return s
+
+
+def _validate_static(mount: str) -> str:
+    """One ``--static URL_PREFIX=DIR``, normalised: the prefix without a trailing slash
+    (``/`` stays), the directory absolute (so a worker's ``--working-dir`` does not
+    move it)."""
+    prefix, sep, directory = mount.partition("=")
+    if not sep or not directory:
+        raise ConfigError(f"static: {mount!r} must be URL_PREFIX=DIR, like /static=./public")
+    if not prefix.startswith("/"):
+        raise ConfigError(f"static: the URL prefix {prefix!r} must start with '/'")
+    if any(c in prefix for c in "?#%\\") or "/." in prefix or "//" in prefix:
+        raise ConfigError(
+            f"static: the URL prefix {prefix!r} must be a plain path "
+            "(no '?', '#', '%', backslash, empty or dot segments)"
+        )
+    if not os.path.isdir(directory):
+        raise ConfigError(f"static: {directory!r} (for {prefix}) is not a directory")
+    prefix = prefix.rstrip("/") or "/"
+    return f"{prefix}={os.path.abspath(directory)}"
 
 
 def _validate_forwarded_allow_ips(value: str) -> None:

@@ -189,8 +189,9 @@ impl HttpShared {
     fn start_file(
         self: &Arc<Self>,
         bridge: &Arc<Bridge>,
-        len: u64,
-    ) -> PyResult<mpsc::Sender<Chunk>> {
+        body: crate::http::file::FileBody,
+    ) -> PyResult<()> {
+        let len = body.len();
         let mut st = self.state.lock();
         if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
             // Another send() got in while the file was opened.
@@ -205,12 +206,12 @@ impl HttpShared {
         if let Some(head) = st.head.as_mut() {
             head.set_length_if_missing(len);
         }
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(bridge, &mut st, ResponseBody::stream(rx))
+        // The same body as a static file: `sendfile` on cleartext HTTP/1.1.
+        self.send_head(bridge, &mut st, ResponseBody::file(body))
             .map_err(|_| HttpShared::gone(&mut st))?;
         st.bytes += len;
         HttpShared::response_finished(bridge, &mut st);
-        Ok(tx)
+        Ok(())
     }
 
     /// The application task could not start: answer with a plain error (nothing was
@@ -644,22 +645,15 @@ impl HttpProtocol {
                 move || -> std::io::Result<_> {
                     let file = std::fs::File::open(&path)?;
                     let len = file.metadata()?.len();
-                    Ok((file, len))
+                    Ok(crate::http::file::FileBody::range(file, 0, len))
                 }
             })
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
             let outcome = match opened {
-                Ok((file, len)) => match shared.start_file(&bridge, len) {
-                    Ok(tx) => {
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(e) = crate::http::file::send_file(file.into(), 0, len, &tx) {
-                                log::log(log::ERROR, &format!("sending {path} failed: {e}"));
-                            }
-                        });
-                        Outcome::Sent
-                    }
+                Ok(body) => match shared.start_file(&bridge, body) {
+                    Ok(()) => Outcome::Sent,
                     Err(e) => Outcome::Raise(e),
                 },
                 Err(e) => Outcome::Raise(e.into()),

@@ -46,6 +46,8 @@ pub type Chunk = Result<Bytes, BodyAborted>;
 enum Kind {
     Chunks(VecDeque<Bytes>, u64),
     Stream(mpsc::Receiver<Chunk>),
+    /// Read from a file (`http::file`): by `sendfile` or in chunks.
+    File(Box<super::file::FileBody>),
 }
 
 /// A response body; see the module docs.
@@ -86,14 +88,28 @@ impl ResponseBody {
         }
     }
 
+    /// A body read from a file; how it is sent is settled by [`Self::with_guard`].
+    pub fn file(body: super::file::FileBody) -> Self {
+        ResponseBody {
+            kind: Kind::File(Box::new(body)),
+            aborted: None,
+            _guard: None,
+            _notifier: None,
+        }
+    }
+
     /// Drop `notifier` when the body is finished or abandoned.
     pub fn with_notifier(mut self, notifier: Box<dyn Send>) -> Self {
         self._notifier = Some(notifier);
         self
     }
 
-    /// Keep the connection marked busy until this body is done.
+    /// Keep the connection marked busy until this body is done. A file body learns
+    /// here whether its connection can `sendfile`.
     pub fn with_guard(mut self, guard: ActiveGuard) -> Self {
+        if let (Kind::File(f), Some(queue)) = (&mut self.kind, guard.sendfile()) {
+            f.use_sendfile(queue);
+        }
         self._guard = Some(guard);
         self
     }
@@ -116,6 +132,12 @@ impl Body for ResponseBody {
                 *len -= c.len() as u64;
                 Ok(Frame::data(c))
             })),
+            Kind::File(f) => match f.poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 Poll::Ready(Some(Err(e))) => {
@@ -135,12 +157,17 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.kind, Kind::Chunks(c, _) if c.is_empty())
+        match &self.kind {
+            Kind::Chunks(c, _) => c.is_empty(),
+            Kind::File(f) => f.len() == 0,
+            Kind::Stream(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Chunks(_, len) => SizeHint::with_exact(*len),
+            Kind::File(f) => SizeHint::with_exact(f.len()),
             Kind::Stream(_) => SizeHint::default(),
         }
     }

@@ -1,45 +1,164 @@
-//! Sending a file body from a descriptor on a blocking thread, in chunks through the
-//! response channel (bounded, so a slow client holds back the reads).
+//! File response bodies: what static files, `wsgi.file_wrapper` and ASGI
+//! `http.response.pathsend` send, through one path.
+//!
+//! A [`FileBody`] is a list of [`Part`]s: byte ranges of one open file, and literal
+//! bytes between them (the part headers of a `multipart/byteranges` answer). It is sent
+//! one of two ways, chosen when the body meets its connection (`ResponseBody::with_guard`):
+//! - on cleartext HTTP/1.1, each range becomes `sendfile` placeholders (see
+//!   `http::sendfile`): the bytes go from the page cache to the socket, never through
+//!   user space;
+//! - elsewhere (TLS, HTTP/2), the range is read in [`READ_CHUNK`] pieces, each on a
+//!   blocking thread (`spawn_blocking`), one at a time and only when hyper asks for the
+//!   next frame: a slow client holds back the reads, and no thread waits on it.
 
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use super::body::{BodyAborted, Chunk};
+use super::body::BodyAborted;
+use super::sendfile::{FileQueue, MARK_MAX};
 
-/// Bytes read per chunk.
-const FILE_CHUNK: usize = 256 * 1024;
+/// Bytes read per chunk where `sendfile` cannot be used.
+pub const READ_CHUNK: usize = 64 * 1024;
 
-/// Feed `len` bytes of `fd` from `offset` into `tx`. Returns early, without error, when
-/// the client went away; a file that shrank aborts the response.
-pub fn send_file(
-    fd: OwnedFd,
-    mut offset: u64,
-    len: u64,
-    tx: &mpsc::Sender<Chunk>,
-) -> io::Result<()> {
-    let file = std::fs::File::from(fd);
-    let mut left = len;
-    while left > 0 {
-        let want = (left as usize).min(FILE_CHUNK);
-        let mut buf = BytesMut::zeroed(want);
-        let n = file.read_at(&mut buf, offset)?;
-        if n == 0 {
-            let _ = tx.blocking_send(Err(BodyAborted("file shorter than expected".into())));
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while sent",
-            ));
+/// One piece of a file body.
+pub enum Part {
+    /// Literal bytes.
+    Bytes(Bytes),
+    /// `len` bytes of the file from `offset`.
+    Range { offset: u64, len: u64 },
+}
+
+/// A response body read from one file; see the module docs.
+pub struct FileBody {
+    file: Arc<File>,
+    parts: VecDeque<Part>,
+    /// Bytes still to yield.
+    left: u64,
+    sendfile: Option<Arc<FileQueue>>,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileBody {
+    pub fn new(file: File, parts: Vec<Part>) -> Self {
+        let left = parts
+            .iter()
+            .map(|p| match p {
+                Part::Bytes(b) => b.len() as u64,
+                Part::Range { len, .. } => *len,
+            })
+            .sum();
+        FileBody {
+            file: Arc::new(file),
+            parts: parts.into(),
+            left,
+            sendfile: None,
+            reading: None,
         }
-        buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return Ok(());
-        }
-        offset += n as u64;
-        left -= n as u64;
     }
-    Ok(())
+
+    /// `len` bytes of `file` from `offset`.
+    pub fn range(file: File, offset: u64, len: u64) -> Self {
+        Self::new(file, vec![Part::Range { offset, len }])
+    }
+
+    /// Bytes still to send.
+    pub fn len(&self) -> u64 {
+        self.left
+    }
+
+    /// Send the ranges with `sendfile` through this connection queue.
+    pub fn use_sendfile(&mut self, queue: Arc<FileQueue>) {
+        self.sendfile = Some(queue);
+    }
+
+    /// The next chunk; an error once the file turns out shorter than it was.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyAborted>>> {
+        if let Some(reading) = self.reading.as_mut() {
+            let read = ready!(Pin::new(reading).poll(cx));
+            self.reading = None;
+            return Poll::Ready(Some(match read {
+                Ok(Ok(b)) => {
+                    self.advance(b.len() as u64);
+                    Ok(b)
+                }
+                Ok(Err(e)) => Err(BodyAborted(format!("reading the file failed: {e}"))),
+                Err(e) => Err(BodyAborted(format!("reading the file failed: {e}"))),
+            }));
+        }
+        loop {
+            match self.parts.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Part::Bytes(b)) => {
+                    let b = std::mem::take(b);
+                    self.parts.pop_front();
+                    if b.is_empty() {
+                        continue;
+                    }
+                    self.left -= b.len() as u64;
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Some(Part::Range { len: 0, .. }) => {
+                    self.parts.pop_front();
+                }
+                Some(&mut Part::Range { offset, len }) => {
+                    if let Some(queue) = &self.sendfile {
+                        let n = len.min(MARK_MAX as u64) as usize;
+                        let marker = queue.push(&self.file, offset, n);
+                        self.advance(n as u64);
+                        return Poll::Ready(Some(Ok(marker)));
+                    }
+                    let n = len.min(READ_CHUNK as u64) as usize;
+                    let file = self.file.clone();
+                    self.reading = Some(tokio::task::spawn_blocking(move || {
+                        read_exact_at(&file, offset, n)
+                    }));
+                    return self.poll_next(cx);
+                }
+            }
+        }
+    }
+
+    /// `n` bytes of the front range went out.
+    fn advance(&mut self, n: u64) {
+        self.left -= n;
+        if let Some(Part::Range { offset, len }) = self.parts.front_mut() {
+            *offset += n;
+            *len -= n;
+            if *len == 0 {
+                self.parts.pop_front();
+            }
+        }
+    }
+}
+
+/// Exactly `n` bytes of `file` at `offset`; a file that ends before is an error.
+pub fn read_exact_at(file: &File, mut offset: u64, n: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(n);
+    let mut filled = 0;
+    while filled < n {
+        match file.read_at(&mut buf[filled..], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while sent",
+                ))
+            }
+            Ok(k) => {
+                filled += k;
+                offset += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf.freeze())
 }

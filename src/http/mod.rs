@@ -1,5 +1,6 @@
 //! Interface-independent HTTP pieces: request checks, how a request body starts (what
-//! is read before the application runs), the response body, and the small responses
+//! is read before the application runs), the response body (also from files, by
+//! `sendfile` where it can), and the small responses
 //! the server writes itself (400, 408, 413, 500, 503).
 
 pub mod body;
@@ -9,6 +10,7 @@ pub mod head;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod request_body;
+pub mod sendfile;
 pub mod validate;
 
 use bytes::Bytes;

@@ -451,41 +451,18 @@ fn drive(
                 if let Some(declared) = srr.declared_length(py) {
                     len = len.min(declared);
                 }
-                let tx = srr.stream_from(py, len)?;
-                let status = srr.progress(py).0;
-                let wrapper = fw.clone().unbind();
-                let parts = parts.clone();
-                let addrs = addrs.clone();
-                let shared = shared.clone();
-                shared.runtime.spawn_blocking({
-                    let shared = shared.clone();
-                    move || {
-                        let res = crate::http::file::send_file(file.fd, file.offset, len, &tx);
-                        drop(tx);
-                        Python::attach(|py| {
-                            if let Err(e) = wrapper.bind(py).call_method0("close") {
-                                log_with(py, log::ERROR, "file_wrapper close() failed", Some(&e));
-                            }
-                            if let Err(e) = res {
-                                log_with(
-                                    py,
-                                    log::ERROR,
-                                    &format!(
-                                        "reading the file of {} failed: {e}",
-                                        parts.uri.path()
-                                    ),
-                                    None,
-                                );
-                            }
-                            if let Some(access) = &shared.access {
-                                access.emit(
-                                    py,
-                                    &Record::new(&parts, addrs.peer, status, len, started),
-                                );
-                            }
-                        })
-                    }
-                });
+                // The same body as a static file: `sendfile` on cleartext HTTP/1.1.
+                let body = crate::http::file::FileBody::range(file.fd.into(), file.offset, len);
+                let done = FileSent(Some(FileSentJob {
+                    shared: shared.clone(),
+                    wrapper: fw.clone().into_any().unbind(),
+                    sr: sr.clone().unbind(),
+                    parts: parts.clone(),
+                    addrs: addrs.clone(),
+                    started,
+                }));
+                // Gone or not, `done` closes the wrapper and logs, once, when dropped.
+                let _ = srr.send_file(py, body, Box::new(done));
                 return Ok(Finished::Detached);
             }
         }
@@ -530,6 +507,42 @@ fn drive(
     }
     srr.finish(py)?;
     Ok(Finished::Here)
+}
+
+/// Dropped with a `wsgi.file_wrapper` body once it is sent or abandoned: closes the
+/// wrapper (PEP 3333) and writes the access-log line, on a blocking thread (it needs
+/// the GIL, which an I/O thread must not wait for).
+struct FileSent(Option<FileSentJob>);
+
+struct FileSentJob {
+    shared: Arc<Shared>,
+    wrapper: Py<PyAny>,
+    sr: Py<StartResponse>,
+    parts: Parts,
+    addrs: Arc<Addrs>,
+    started: Instant,
+}
+
+impl FileSentJob {
+    fn finish(self, py: Python<'_>) {
+        if let Err(e) = self.wrapper.bind(py).call_method0("close") {
+            log_with(py, log::ERROR, "file_wrapper close() failed", Some(&e));
+        }
+        if let Some(access) = &self.shared.access {
+            let (status, bytes) = self.sr.get().progress(py);
+            let record = Record::new(&self.parts, self.addrs.peer, status, bytes, self.started);
+            access.emit(py, &record);
+        }
+    }
+}
+
+impl Drop for FileSent {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            let runtime = job.shared.runtime.clone();
+            runtime.spawn_blocking(move || Python::attach(|py| job.finish(py)));
+        }
+    }
 }
 
 fn no_head() -> Failure {

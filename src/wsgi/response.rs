@@ -359,16 +359,23 @@ impl StartResponse {
         Ok(())
     }
 
-    /// Stream a body produced elsewhere (a file): returns the channel to feed.
-    pub fn stream_from(&self, py: Python<'_>, length: u64) -> Result<mpsc::Sender<Chunk>, Gone> {
+    /// Send a file body (`wsgi.file_wrapper`; `sendfile` where the connection allows).
+    /// `done` is dropped once the body is sent or abandoned, or at once when the
+    /// response cannot start any more.
+    pub fn send_file(
+        &self,
+        py: Python<'_>,
+        body: crate::http::file::FileBody,
+        done: Box<dyn Send>,
+    ) -> Result<(), Gone> {
         let mut st = self.lock(py);
         if let Some(head) = st.head.as_mut() {
-            head.set_length_if_missing(length);
+            head.set_length_if_missing(body.len());
         }
-        st.bytes += length;
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        self.send_head(py, &mut st, |g| ResponseBody::stream(rx).with_guard(g))?;
-        Ok(tx)
+        st.bytes += body.len();
+        self.send_head(py, &mut st, |g| {
+            ResponseBody::file(body).with_guard(g).with_notifier(done)
+        })
     }
 
     /// The request failed: a plain error response if nothing was sent, else abort the
