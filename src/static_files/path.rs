@@ -63,8 +63,10 @@ pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
         i += took;
     }
     let rest = &path[i..];
+    if rest.is_empty() {
+        return Some(rest);
+    }
     match decode_at(raw, i) {
-        None if i == raw.len() => Some(rest),
         Some((b'/', _)) => Some(rest),
         _ => None,
     }

@@ -1,0 +1,49 @@
+"""Static-file fixture (tests/test_static.py): a WSGI ``app`` and an ASGI ``asgi`` that
+answer everything they get with ``app <path>`` (so a test sees whether a request reached
+the application), plus the two ways an application hands the server a file:
+``/file_wrapper?path=P`` (WSGI ``wsgi.file_wrapper``) and ``/pathsend?path=P`` (ASGI
+``http.response.pathsend``)."""
+
+from urllib.parse import parse_qs
+
+
+def _path_arg(query: str) -> str:
+    return parse_qs(query)["path"][0]
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/file_wrapper":
+        f = open(_path_arg(environ["QUERY_STRING"]), "rb")  # noqa: SIM115 (the server closes it)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f)
+    body = f"app {path}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def asgi(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/pathsend":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
+        path = _path_arg(scope["query_string"].decode())
+        await send({"type": "http.response.pathsend", "path": path})
+        return
+    body = f"app {scope['path']}".encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+    )
+    await send({"type": "http.response.body", "body": body})
