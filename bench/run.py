@@ -94,6 +94,8 @@ class Server:
     twin_of: str | None = None
     # Access log on, as deployed: runs only the access-log test, next to its twin (log off).
     access_log: bool = False
+    # Serves the static-file directory (``{static}``) at /static: runs only the static tests.
+    static: bool = False
     # A configuration measured on purpose, not in every run: only `--servers NAME` starts
     # it (naming the server it is a variant of does not).
     opt_in: bool = False
@@ -364,6 +366,28 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             [str(CEILING), "--host", HOST, "--port", "{port}", "--threads", w],
             h2=True,
         ),
+        # Static files (`static-*` rows): gristmill's `--static`, Granian's static path and
+        # nginx, all serving the same directory (made at run time, see `static_dir`).
+        Server(
+            "gristmill-static",
+            "static",
+            gristmill("wsgi", "wsgi_app:application") + ["--static", "/static={static}"],
+            static=True,
+        ),
+        Server(
+            "granian-static",
+            "static",
+            granian("wsgi", "wsgi_app:application", "1")[:-1]
+            + ["--static-path-route", "/static", "--static-path-mount", "{static}"]
+            + ["wsgi_app:application"],
+            static=True,
+        ),
+        Server(
+            "nginx-static",
+            "static",
+            [shutil.which("nginx") or "/usr/sbin/nginx", "-c", "{nginx_conf}", "-e", "stderr"],
+            static=True,
+        ),
     ]
 
 
@@ -384,6 +408,7 @@ class Test:
     access_log: bool = False  # runs the access-log twins, each next to its log-off server
     tls: bool = False  # HTTPS: runs the TLS servers only (and only they run it)
     ws_args: tuple[str, ...] = ()  # ws: more wsload.py arguments
+    static: bool = False  # a file under /static: runs the static-file servers only
 
 
 ECHO_LUA = (
@@ -411,6 +436,22 @@ TESTS = [
     Test("tls-h1", "HTTPS HTTP/1.1 `/`, 64 connections", "h1", "/", 64, tls=True),
     Test(
         "tls-h2", "HTTPS HTTP/2 (ALPN h2) `/`, 8 connections x 8 streams", "h2", "/", 8, 8, tls=True
+    ),
+    Test(
+        "static-1k",
+        "static file of 1 KiB (`/static/1k.bin`), 64 connections",
+        "h1",
+        "/static/1k.bin",
+        64,
+        static=True,
+    ),
+    Test(
+        "static-1m",
+        "static file of 1 MiB (`/static/1m.bin`), 16 connections",
+        "h1",
+        "/static/1m.bin",
+        16,
+        static=True,
     ),
     Test(
         "ws",
@@ -599,10 +640,68 @@ def tls_files() -> tuple[str, str]:
     return _TLS_FILES
 
 
+#: The files of the static rows: name -> size.
+STATIC_FILES = {"1k.bin": 1024, "1m.bin": 1024 * 1024}
+_STATIC_DIR: Path | None = None
+
+
+def static_dir() -> Path:
+    """The directory the static-file servers serve at /static, made once per run: random
+    bytes (nothing compresses them), world-readable for nginx's unprivileged workers."""
+    global _STATIC_DIR
+    if _STATIC_DIR is None:
+        tmp = Path(tempfile.mkdtemp(prefix="gristmill-bench-static-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        tmp.chmod(0o755)
+        for name, size in STATIC_FILES.items():
+            (tmp / name).write_bytes(os.urandom(size))
+            (tmp / name).chmod(0o644)
+        _STATIC_DIR = tmp
+    return _STATIC_DIR
+
+
+def nginx_conf(port: int, workers: int, logdir: Path) -> Path:
+    """nginx serving :func:`static_dir` at /static, as deployed in front of an app server:
+    sendfile on, no access log (like every server here), its state in ``logdir``."""
+    state = logdir / "nginx"
+    state.mkdir(parents=True, exist_ok=True)
+    conf = state / "nginx.conf"
+    temps = "\n".join(
+        f"    {kind}_temp_path {state / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf.write_text(
+        f"""daemon off;
+worker_processes {workers};
+pid {state / "nginx.pid"};
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    types {{ application/octet-stream bin; }}
+{temps}
+    server {{
+        listen {HOST}:{port} backlog=2048;
+        location /static/ {{ alias {static_dir()}/; }}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
 def start_server(srv: Server, workers: int, pin: str | None, logdir: Path) -> None:
     holes = {"port": srv.port, "workers": workers}
     if srv.tls:
         holes["cert"], holes["key"] = tls_files()
+    if srv.static:
+        holes["static"] = str(static_dir())
+        if any("{nginx_conf}" in part for part in srv.cmd):
+            holes["nginx_conf"] = str(nginx_conf(srv.port, workers, logdir))
     cmd = [part.format(**holes) for part in srv.cmd]
     if pin is not None:
         cmd = ["taskset", "-c", pin] + cmd
@@ -655,6 +754,22 @@ def http_get(port: int, method: str, path: str, body: bytes | None = None, tls: 
         return resp.status, resp.read(), resp.getheader("content-length")
     finally:
         conn.close()
+
+
+def check_static(srv: Server) -> str | None:
+    """``None`` when every static file comes back whole (and a missing one is a 404)."""
+    for name in STATIC_FILES:
+        want = (static_dir() / name).read_bytes()
+        try:
+            status, got, _ = http_get(srv.port, "GET", f"/static/{name}")
+        except (OSError, ValueError) as exc:
+            return f"GET /static/{name}: {exc!r}"
+        if status != 200 or got != want:
+            return f"GET /static/{name}: status {status}, {len(got)} bytes (wanted 200, {len(want)})"
+    status, _, _ = http_get(srv.port, "GET", "/static/nope.bin")
+    if status != 404:
+        return f"GET /static/nope.bin: status {status} (wanted 404)"
+    return None
 
 
 def check_http1(srv: Server) -> str | None:
@@ -885,7 +1000,7 @@ def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
         if srv.access_log:
             return any(o.name == srv.twin_of for o in servers)
         return any(o.access_log and o.twin_of == srv.name for o in servers)
-    if srv.access_log or srv.tls != test.tls:
+    if srv.access_log or srv.tls != test.tls or srv.static != test.static:
         return False
     if test.kind == "h1":
         return srv.http1
@@ -1027,6 +1142,11 @@ def run_suite(suite: Suite, args, python_bin: Path) -> dict:
 
 def check(srv: Server, python_bin: Path) -> None:
     """Correctness gate: a server that answers a route wrongly is not measured at all."""
+    if srv.static:
+        why = check_static(srv)
+        if why:
+            srv.skipped = f"wrong answer: {why}"
+        return
     if srv.http1:
         why = check_http1(srv)
         if why:
@@ -1319,6 +1439,8 @@ def _median(values: list) -> float | None:
 def baseline_name(info: dict, test: Test) -> str | None:
     """The Granian a row is compared with: same interface, same protocol, same logging."""
     interface = info["interface"]
+    if interface == "static":
+        return "granian-static"
     if interface not in ("wsgi", "asgi"):
         return None
     if test.tls:
@@ -1387,6 +1509,27 @@ def _access_log_cost(per_server: dict, servers: dict) -> list[str]:
     return lines + [""]
 
 
+def _static_ratios(per_server: dict) -> list[str]:
+    """gristmill's requests per CPU-second against Granian's and nginx's, for a static row
+    (the targets: at least 1.2x Granian and 0.8x nginx)."""
+    per_cpu = {n: _median([r["req_per_cpu_s"] for r in rs]) for n, rs in per_server.items()}
+    ours = per_cpu.get("gristmill-static")
+    if not ours:
+        return []
+    parts = [
+        f"{ours / per_cpu[peer]:.2f}× {peer}"
+        for peer in ("granian-static", "nginx-static")
+        if per_cpu.get(peer)
+    ]
+    if not parts:
+        return []
+    return [
+        f"gristmill-static, req/CPU-s: {', '.join(parts)} "
+        "(targets: ≥ 1.2× granian-static, ≥ 0.8× nginx-static).",
+        "",
+    ]
+
+
 def render_suite(result: dict) -> str:
     suite = result["suite"]
     servers = result["servers"]
@@ -1431,6 +1574,8 @@ def render_suite(result: dict) -> str:
                 f" | {rss:.0f} | {err} | {_median([r['gen_cpu_pct'] for r in rs]):.0f} |"
             )
         lines.append("")
+        if test.static:
+            lines += _static_ratios(per_server)
         lines += _missing_baselines(test, per_server, servers)
         if test.access_log:
             lines += _access_log_cost(per_server, servers)

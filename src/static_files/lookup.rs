@@ -1,15 +1,14 @@
 //! Finding and opening a static file: the blocking part, run on a blocking thread
 //! (`spawn_blocking`) so that a slow disk never stalls the sockets.
 //!
-//! Given the decoded segments (`path.rs`), the file is looked up under the mount's
-//! directory (canonical since start-up). Unless `--static-follow-symlinks`, the path is
-//! canonicalised and must still lie inside the directory, with no hidden component:
-//! a symbolic link that leads out (or to a dotfile) is a missing file. A directory is
-//! served through its `index.html` with `--static-index`, else it is missing. Only
-//! regular files are opened, non-blocking (a FIFO swapped in at the last moment cannot
-//! hang the thread) and checked again on the open descriptor, whose metadata then gives
-//! the validators. A precompressed `.br` or `.gz` sibling is chosen when the client
-//! accepts it.
+//! Given the decoded segments (`path.rs`), the file is opened under the mount's
+//! directory (canonical since start-up), non-blocking (a FIFO cannot hang the thread).
+//! Unless `--static-follow-symlinks`, what the descriptor really is must lie inside the
+//! directory with no hidden component: a symbolic link that leads out (or to a
+//! dotfile) is a missing file. A directory is served through its `index.html` with
+//! `--static-index`, else it is missing. Only regular files are served; the metadata of
+//! the open descriptor gives the validators. A precompressed `.br` or `.gz` sibling is
+//! chosen when the client accepts it.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -90,35 +89,36 @@ pub struct Found {
     pub contents: Option<Bytes>,
 }
 
-/// `path` if it may be served: inside `root` once links are resolved, with no hidden
-/// component; or as it is with `follow_symlinks`.
-fn admissible(root: &Path, path: &Path, opts: &Options) -> Option<PathBuf> {
-    if opts.follow_symlinks {
-        return Some(path.to_path_buf());
-    }
-    let real = std::fs::canonicalize(path).ok()?;
-    let inside = real.strip_prefix(root).ok()?;
-    let hidden = inside
-        .components()
-        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
-    (!hidden).then_some(real)
-}
-
-/// A regular file at `path` (following links), if admissible.
-fn regular(root: &Path, path: &Path, opts: &Options) -> Option<(PathBuf, Metadata)> {
-    let real = admissible(root, path, opts)?;
-    let meta = std::fs::metadata(&real).ok()?;
-    meta.is_file().then_some((real, meta))
-}
-
-fn open(path: &Path) -> Option<(File, Metadata)> {
+/// `path` opened (following links), with its metadata, if it may be served: unless
+/// `follow_symlinks`, what the descriptor really is must lie inside `root` with no
+/// hidden component. The real path comes from `/proc/self/fd` (one `readlink`, and
+/// race-free: it is the file we hold), or from `canonicalize` without `/proc`.
+fn open_admissible(root: &Path, path: &Path, opts: &Options) -> Option<(File, Metadata)> {
+    use std::os::fd::AsRawFd;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .ok()?;
+    if !opts.follow_symlinks {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(path))
+            .ok()?;
+        let inside = real.strip_prefix(root).ok()?;
+        let hidden = inside
+            .components()
+            .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
+        if hidden {
+            return None;
+        }
+    }
     let meta = file.metadata().ok()?;
-    meta.is_file().then_some((file, meta))
+    Some((file, meta))
+}
+
+/// [`open_admissible`], for a regular file only.
+fn open_regular(root: &Path, path: &Path, opts: &Options) -> Option<(File, Metadata)> {
+    open_admissible(root, path, opts).filter(|(_, meta)| meta.is_file())
 }
 
 /// Look `segments` up under `root`; `trailing_slash` says the request path ended in `/`.
@@ -132,10 +132,7 @@ pub fn lookup(
 ) -> Lookup {
     let mut path = root.to_path_buf();
     path.extend(segments);
-    let Some(real) = admissible(root, &path, opts) else {
-        return Lookup::Missing;
-    };
-    let Ok(meta) = std::fs::metadata(&real) else {
+    let Some((file, meta)) = open_admissible(root, &path, opts) else {
         return Lookup::Missing;
     };
     let (name, plain) = if meta.is_dir() {
@@ -143,33 +140,35 @@ pub fn lookup(
             return Lookup::Missing;
         }
         let index = path.join("index.html");
-        let Some((real, _)) = regular(root, &index, opts) else {
+        let Some(found) = open_regular(root, &index, opts) else {
             return Lookup::Missing;
         };
         if !trailing_slash {
             return Lookup::AddSlash;
         }
-        (index, real)
+        (index, found)
     } else if meta.is_file() {
-        (path, real)
+        (path, (file, meta))
     } else {
         return Lookup::Missing;
     };
+    // Precompressed siblings: a `stat` each says whether the answer varies; only the one
+    // chosen is opened (and checked like any file).
     let sibling = |ext: &str| {
         let mut s = name.clone().into_os_string();
         s.push(ext);
-        regular(root, Path::new(&s), opts)
+        let p = PathBuf::from(s);
+        std::fs::metadata(&p).is_ok_and(|m| m.is_file()).then_some(p)
     };
-    let br = sibling(".br");
-    let gz = sibling(".gz");
+    let (br, gz) = (sibling(".br"), sibling(".gz"));
     let vary = br.is_some() || gz.is_some();
-    let (chosen, encoding) = match (br, gz) {
-        (Some((p, _)), _) if accepts.br => (p, Some("br")),
-        (_, Some((p, _))) if accepts.gzip => (p, Some("gzip")),
-        _ => (plain, None),
-    };
-    let Some((file, meta)) = open(&chosen) else {
-        return Lookup::Missing;
+    let compressed = [(accepts.br, br, "br"), (accepts.gzip, gz, "gzip")]
+        .into_iter()
+        .filter_map(|(ok, p, enc)| Some((p.filter(|_| ok)?, enc)))
+        .find_map(|(p, enc)| Some((open_regular(root, &p, opts)?, enc)));
+    let ((file, meta), encoding) = match compressed {
+        Some((found, enc)) => (found, Some(enc)),
+        None => (plain, None),
     };
     let contents = if want_contents && meta.len() <= SMALL {
         match crate::http::file::read_exact_at(&file, 0, meta.len() as usize) {
