@@ -765,7 +765,9 @@ def check_static(srv: Server) -> str | None:
         except (OSError, ValueError) as exc:
             return f"GET /static/{name}: {exc!r}"
         if status != 200 or got != want:
-            return f"GET /static/{name}: status {status}, {len(got)} bytes (wanted 200, {len(want)})"
+            return (
+                f"GET /static/{name}: status {status}, {len(got)} bytes (wanted 200, {len(want)})"
+            )
     status, _, _ = http_get(srv.port, "GET", "/static/nope.bin")
     if status != 404:
         return f"GET /static/nope.bin: status {status} (wanted 404)"

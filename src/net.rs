@@ -495,7 +495,10 @@ impl AsyncWrite for TrackedStream {
         if let (Some(queue), Stream::Plain(sock)) = (this.activity.sendfile.get(), &this.inner) {
             // Placeholders of file segments (`http::sendfile`): the slices before the
             // first one are written as usual, one in front goes out by `sendfile`.
-            match bufs.iter().position(|b| crate::http::sendfile::is_marker(b)) {
+            match bufs
+                .iter()
+                .position(|b| crate::http::sendfile::is_marker(b))
+            {
                 Some(0) => {
                     let res = crate::http::sendfile::poll_sendfile(sock, queue, bufs[0].len(), cx);
                     return this.stall.guard(cx, res);

@@ -23,8 +23,8 @@ import ssl
 import subprocess
 import threading
 import time
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -114,9 +114,10 @@ def test_file_with_validators_and_type(srv):
         "application/javascript",
     )
     assert srv.get("/static/sub/page.html").headers["content-type"] == "text/html"
-    assert srv.get("/static/big.bin", headers={"Range": "bytes=0-0"}).headers[
-        "content-type"
-    ] == "application/octet-stream"
+    assert (
+        srv.get("/static/big.bin", headers={"Range": "bytes=0-0"}).headers["content-type"]
+        == "application/octet-stream"
+    )
 
 
 def test_names_are_percent_decoded(srv):
@@ -284,9 +285,7 @@ def test_precompressed_siblings(srv, tree):
         r = c.get(srv.url + "/static/style.css", headers={"Accept-Encoding": "gzip"})
         assert r.headers["content-encoding"] == "gzip"
         assert r.content == plain  # httpx inflated it
-        r = c.get(
-            srv.url + "/static/style.css", headers={"Accept-Encoding": "br;q=0, gzip;q=0.5"}
-        )
+        r = c.get(srv.url + "/static/style.css", headers={"Accept-Encoding": "br;q=0, gzip;q=0.5"})
         assert r.headers["content-encoding"] == "gzip"
         r = c.get(srv.url + "/static/style.css", headers={"Accept-Encoding": "identity"})
         assert "content-encoding" not in r.headers
@@ -562,7 +561,7 @@ def test_application_files_over_tls(server, tree, certs):
         assert sha == tree["big_sha"]
 
 
-DJANGO_APP = '''
+DJANGO_APP = """
 import os
 from django.conf import settings
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="x" * 50,
@@ -583,7 +582,7 @@ def finished(sender, **kw):
 request_finished.connect(finished)
 urlpatterns = [path("download", download)]
 application = get_wsgi_application()
-'''
+"""
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])

@@ -13,9 +13,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{
-    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-};
+use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE};
 use http::HeaderMap;
 
 /// A file's validators.
@@ -156,24 +154,63 @@ mod tests {
     fn preconditions() {
         let lm = v().last_modified();
         assert_eq!(evaluate(&h(&[]), &v()), Outcome::Proceed);
-        assert_eq!(evaluate(&h(&[("if-none-match", "\"1-2-3\"")]), &v()), Outcome::NotModified);
-        assert_eq!(evaluate(&h(&[("if-none-match", "W/\"1-2-3\"")]), &v()), Outcome::NotModified);
-        assert_eq!(evaluate(&h(&[("if-none-match", "\"x\", \"1-2-3\"")]), &v()), Outcome::NotModified);
-        assert_eq!(evaluate(&h(&[("if-none-match", "*")]), &v()), Outcome::NotModified);
-        assert_eq!(evaluate(&h(&[("if-none-match", "\"x\"")]), &v()), Outcome::Proceed);
-        // If-None-Match wins over If-Modified-Since.
         assert_eq!(
-            evaluate(&h(&[("if-none-match", "\"x\""), ("if-modified-since", &lm)]), &v()),
+            evaluate(&h(&[("if-none-match", "\"1-2-3\"")]), &v()),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-none-match", "W/\"1-2-3\"")]), &v()),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-none-match", "\"x\", \"1-2-3\"")]), &v()),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-none-match", "*")]), &v()),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-none-match", "\"x\"")]), &v()),
             Outcome::Proceed
         );
-        assert_eq!(evaluate(&h(&[("if-modified-since", &lm)]), &v()), Outcome::NotModified);
+        // If-None-Match wins over If-Modified-Since.
+        assert_eq!(
+            evaluate(
+                &h(&[("if-none-match", "\"x\""), ("if-modified-since", &lm)]),
+                &v()
+            ),
+            Outcome::Proceed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-modified-since", &lm)]), &v()),
+            Outcome::NotModified
+        );
         let before = httpdate::fmt_http_date(v().modified - Duration::from_secs(1));
-        assert_eq!(evaluate(&h(&[("if-modified-since", &before)]), &v()), Outcome::Proceed);
-        assert_eq!(evaluate(&h(&[("if-modified-since", "garbage")]), &v()), Outcome::Proceed);
-        assert_eq!(evaluate(&h(&[("if-match", "\"x\"")]), &v()), Outcome::Failed);
-        assert_eq!(evaluate(&h(&[("if-match", "W/\"1-2-3\"")]), &v()), Outcome::Failed);
-        assert_eq!(evaluate(&h(&[("if-match", "\"1-2-3\"")]), &v()), Outcome::Proceed);
-        assert_eq!(evaluate(&h(&[("if-unmodified-since", &before)]), &v()), Outcome::Failed);
+        assert_eq!(
+            evaluate(&h(&[("if-modified-since", &before)]), &v()),
+            Outcome::Proceed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-modified-since", "garbage")]), &v()),
+            Outcome::Proceed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-match", "\"x\"")]), &v()),
+            Outcome::Failed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-match", "W/\"1-2-3\"")]), &v()),
+            Outcome::Failed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-match", "\"1-2-3\"")]), &v()),
+            Outcome::Proceed
+        );
+        assert_eq!(
+            evaluate(&h(&[("if-unmodified-since", &before)]), &v()),
+            Outcome::Failed
+        );
     }
 
     #[test]
@@ -184,6 +221,9 @@ mod tests {
         assert!(!if_range(&h(&[("if-range", "W/\"1-2-3\"")]), &v()));
         assert!(!if_range(&h(&[("if-range", "\"other\"")]), &v()));
         assert!(if_range(&h(&[("if-range", &lm)]), &v()));
-        assert!(!if_range(&h(&[("if-range", "Mon, 01 Jan 2001 00:00:00 GMT")]), &v()));
+        assert!(!if_range(
+            &h(&[("if-range", "Mon, 01 Jan 2001 00:00:00 GMT")]),
+            &v()
+        ));
     }
 }

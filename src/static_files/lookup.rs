@@ -72,7 +72,7 @@ pub enum Lookup {
     Missing,
     /// A directory asked for without its trailing slash (and it has an index).
     AddSlash,
-    Found(Found),
+    Found(Box<Found>),
 }
 
 /// An open file, ready to send.
@@ -158,7 +158,9 @@ pub fn lookup(
         let mut s = name.clone().into_os_string();
         s.push(ext);
         let p = PathBuf::from(s);
-        std::fs::metadata(&p).is_ok_and(|m| m.is_file()).then_some(p)
+        std::fs::metadata(&p)
+            .is_ok_and(|m| m.is_file())
+            .then_some(p)
     };
     let (br, gz) = (sibling(".br"), sibling(".gz"));
     let vary = br.is_some() || gz.is_some();
@@ -178,12 +180,12 @@ pub fn lookup(
     } else {
         None
     };
-    Lookup::Found(Found {
+    Lookup::Found(Box::new(Found {
         file,
         meta,
         name,
         encoding,
         vary,
         contents,
-    })
+    }))
 }

@@ -140,7 +140,7 @@ impl StaticFiles {
                     }
                     Lookup::Missing => self.plain(StatusCode::NOT_FOUND),
                     Lookup::AddSlash => self.add_slash(&parts.uri),
-                    Lookup::Found(found) => self.respond(&parts, found),
+                    Lookup::Found(found) => self.respond(&parts, *found),
                 }
             }
         };
@@ -309,5 +309,9 @@ fn boundary() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    format!("gristmill-{:016x}{:08x}", t ^ (std::process::id() as u64) << 32, n)
+    format!(
+        "gristmill-{:016x}{:08x}",
+        t ^ (std::process::id() as u64) << 32,
+        n
+    )
 }

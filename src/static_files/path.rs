@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn segments_refuse_escapes() {
         let ok = |s: &str| segments(s).unwrap();
-        assert_eq!(ok("/a/b%20c.txt"), (vec!["a".into(), "b c.txt".into()], false));
+        assert_eq!(
+            ok("/a/b%20c.txt"),
+            (vec!["a".into(), "b c.txt".into()], false)
+        );
         assert_eq!(ok("/dir/"), (vec!["dir".into()], true));
         assert_eq!(ok("//a//b"), (vec!["a".into(), "b".into()], false));
         assert_eq!(ok("/caf%C3%A9"), (vec!["café".into()], false));

@@ -108,14 +108,32 @@ mod tests {
         assert_eq!(parse("bytes=-10", 100), Satisfiable(vec![(90, 99)]));
         assert_eq!(parse("bytes=-1000", 100), Satisfiable(vec![(0, 99)]));
         assert_eq!(parse("bytes=50-1000", 100), Satisfiable(vec![(50, 99)]));
-        assert_eq!(parse("Bytes = 0-0 , 5-6", 100), Satisfiable(vec![(0, 0), (5, 6)]));
-        assert_eq!(parse("bytes=20-29,0-9", 100), Satisfiable(vec![(20, 29), (0, 9)]));
-        assert_eq!(parse("bytes=0-10,5-20,30-", 100), Satisfiable(vec![(0, 20), (30, 99)]));
+        assert_eq!(
+            parse("Bytes = 0-0 , 5-6", 100),
+            Satisfiable(vec![(0, 0), (5, 6)])
+        );
+        assert_eq!(
+            parse("bytes=20-29,0-9", 100),
+            Satisfiable(vec![(20, 29), (0, 9)])
+        );
+        assert_eq!(
+            parse("bytes=0-10,5-20,30-", 100),
+            Satisfiable(vec![(0, 20), (30, 99)])
+        );
         assert_eq!(parse("bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse("bytes=-0", 100), Unsatisfiable);
         assert_eq!(parse("bytes=0-", 0), Unsatisfiable);
         assert_eq!(parse("bytes=200-300,-0", 100), Unsatisfiable);
-        for ignored in ["items=0-1", "bytes=", "bytes=a-b", "bytes=5-1", "bytes=-", "0-1", "bytes=1-2-3", "bytes=+1-2"] {
+        for ignored in [
+            "items=0-1",
+            "bytes=",
+            "bytes=a-b",
+            "bytes=5-1",
+            "bytes=-",
+            "0-1",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+        ] {
             assert_eq!(parse(ignored, 100), Ignore, "{ignored}");
         }
         let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));

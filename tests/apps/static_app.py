@@ -43,7 +43,6 @@ async def asgi(scope, receive, send):
         await send({"type": "http.response.pathsend", "path": path})
         return
     body = f"app {scope['path']}".encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-    )
+    headers = [(b"content-type", b"text/plain")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
