@@ -500,7 +500,7 @@ impl AsyncWrite for TrackedStream {
                 .position(|b| crate::http::sendfile::is_marker(b))
             {
                 Some(0) => {
-                    let res = crate::http::sendfile::poll_sendfile(sock, queue, bufs[0].len(), cx);
+                    let res = crate::http::sendfile::poll_sendfile(sock, queue, &bufs[0], cx);
                     return this.stall.guard(cx, res);
                 }
                 Some(first) => {

@@ -549,6 +549,22 @@ def test_application_files(app_srv, tree):
         assert conn.response().body == tree["mid"]
 
 
+def test_application_files_cut_to_a_declared_length(app_srv, tree):
+    """A Content-Length shorter than the file sends that much, and the connection goes
+    on (over `sendfile`, the placeholder is cut with the body, never left over)."""
+    mode, srv = app_srv
+    route = "/pathsend" if mode.startswith("asgi") else "/file_wrapper"
+    with srv.raw(timeout=30) as conn:
+        for length in (100_000, 1, 150_000):
+            conn.send(
+                http_request("GET", f"{route}?path={tree['pub'] / 'mid.bin'}&length={length}")
+            )
+            r = conn.response()
+            assert r.status == 200 and r.body == tree["mid"][:length]
+        conn.send(http_request("GET", "/static-free"))
+        assert conn.response().body == b"app /static-free"
+
+
 def test_application_files_over_tls(server, tree, certs):
     ctx = ssl.create_default_context()
     certs.ca.configure_trust(ctx)

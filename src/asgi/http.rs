@@ -184,14 +184,13 @@ impl HttpShared {
         st.wake_waiter(bridge);
     }
 
-    /// Start the response to `http.response.pathsend` of a file of `len` bytes; the
-    /// returned channel takes its body.
+    /// Start the response to `http.response.pathsend` with the file's body (cut to a
+    /// declared Content-Length).
     fn start_file(
         self: &Arc<Self>,
         bridge: &Arc<Bridge>,
-        body: crate::http::file::FileBody,
+        mut body: crate::http::file::FileBody,
     ) -> PyResult<()> {
-        let len = body.len();
         let mut st = self.state.lock();
         if !(matches!(st.phase, Phase::Pending(..)) && st.head.is_some()) {
             // Another send() got in while the file was opened.
@@ -204,8 +203,12 @@ impl HttpShared {
             ));
         }
         if let Some(head) = st.head.as_mut() {
-            head.set_length_if_missing(len);
+            if let Some(declared) = head.content_length {
+                body.truncate(declared);
+            }
+            head.set_length_if_missing(body.len());
         }
+        let len = body.len();
         // The same body as a static file: `sendfile` on cleartext HTTP/1.1.
         self.send_head(bridge, &mut st, ResponseBody::file(body))
             .map_err(|_| HttpShared::gone(&mut st))?;

@@ -70,6 +70,26 @@ impl FileBody {
         Self::new(file, vec![Part::Range { offset, len }])
     }
 
+    /// Send at most `max` bytes: what a declared `Content-Length` allows (hyper would
+    /// cut the body there anyway; cut here, a `sendfile` placeholder is never cut).
+    pub fn truncate(&mut self, max: u64) {
+        let mut keep = max;
+        for part in self.parts.iter_mut() {
+            match part {
+                Part::Bytes(b) => {
+                    let n = (b.len() as u64).min(keep);
+                    b.truncate(n as usize);
+                    keep -= n;
+                }
+                Part::Range { len, .. } => {
+                    *len = (*len).min(keep);
+                    keep -= *len;
+                }
+            }
+        }
+        self.left = self.left.min(max);
+    }
+
     /// Bytes still to send.
     pub fn len(&self) -> u64 {
         self.left

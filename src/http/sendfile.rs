@@ -18,8 +18,13 @@
 //! region), and the queued segment advanced by the same count. `EAGAIN` (the socket's
 //! send buffer is full) registers for writability and returns `Pending`, which is
 //! hyper's backpressure as with any write, and the send timeout applies as to writes.
-//! A placeholder that does not match the segment in front of the queue (which would be
-//! a bug) fails the write and so the connection: the client never gets the zeros.
+//!
+//! Each segment's placeholder starts at its own place in the region ([`SLOTS`] places,
+//! in turn), so a placeholder names its segment by address: the one whose start plus
+//! bytes sent so far is the placeholder's address. Segments in front of it were
+//! abandoned (a body cut short by hyper) and are dropped; a placeholder that names no
+//! queued segment (which would be a bug) fails the write and so the connection: the
+//! client never gets the zeros, nor another file's bytes.
 //!
 //! Only connections that are cleartext, HTTP/1 and a real socket get a queue
 //! (`ConnActivity::enable_sendfile`); on TLS and HTTP/2 file bodies read chunks instead
@@ -42,15 +47,19 @@ use crate::net::Plain;
 /// also bounds one `sendfile` call, so one large file cannot hog the thread).
 pub const MARK_MAX: usize = 1 << 20;
 
+/// Where placeholders may start: this many places, [`SLOT`] bytes apart.
+const SLOTS: usize = 4096;
+const SLOT: usize = 256;
+
 fn region() -> &'static [u8] {
     static REGION: OnceLock<&'static [u8]> = OnceLock::new();
     // calloc'd zero pages that are never written or read: no resident memory.
-    REGION.get_or_init(|| Box::leak(vec![0u8; MARK_MAX].into_boxed_slice()))
+    REGION.get_or_init(|| Box::leak(vec![0u8; SLOTS * SLOT + MARK_MAX].into_boxed_slice()))
 }
 
-/// A placeholder chunk of `len` bytes (at most [`MARK_MAX`]).
-pub fn marker(len: usize) -> Bytes {
-    Bytes::from_static(&region()[..len])
+/// A placeholder chunk of `len` bytes (at most [`MARK_MAX`]) at `start` in the region.
+fn marker(start: usize, len: usize) -> Bytes {
+    Bytes::from_static(&region()[start..start + len])
 }
 
 /// Whether `buf` is (what is left of) a placeholder.
@@ -64,53 +73,66 @@ pub fn is_marker(buf: &[u8]) -> bool {
 struct Segment {
     file: Arc<File>,
     offset: u64,
+    /// Bytes left to send.
     len: usize,
+    /// Where the rest of its placeholder starts in the region.
+    at: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    segments: VecDeque<Segment>,
+    /// Placeholders handed out so far (picks the next one's slot).
+    handed: usize,
 }
 
 /// The file segments of one connection, in the order their placeholders were yielded.
 #[derive(Default)]
-pub struct FileQueue(parking_lot::Mutex<VecDeque<Segment>>);
+pub struct FileQueue(parking_lot::Mutex<Queue>);
 
 impl FileQueue {
     /// Queue a segment and return its placeholder (`len` at most [`MARK_MAX`]).
     pub fn push(&self, file: &Arc<File>, offset: u64, len: usize) -> Bytes {
         debug_assert!(len > 0 && len <= MARK_MAX);
-        self.0.lock().push_back(Segment {
+        let mut q = self.0.lock();
+        let at = (q.handed % SLOTS) * SLOT;
+        q.handed = q.handed.wrapping_add(1);
+        q.segments.push_back(Segment {
             file: file.clone(),
             offset,
             len,
+            at,
         });
-        marker(len)
+        marker(at, len)
     }
 }
 
-/// Send up to `want` bytes (the placeholder in front of hyper's buffers) of the segment
-/// in front of `queue` to `sock`.
+/// Send the segment that the placeholder `mark` (in front of hyper's buffers) stands for
+/// to `sock`, at most `mark.len()` bytes.
 pub fn poll_sendfile(
     sock: &Plain,
     queue: &FileQueue,
-    want: usize,
+    mark: &[u8],
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    let at = mark.as_ptr() as usize - region().as_ptr() as usize;
     let mut q = queue.0.lock();
-    let Some(seg) = q.front_mut() else {
+    while q.segments.front().is_some_and(|s| s.at != at) {
+        q.segments.pop_front(); // abandoned: its body was cut short
+    }
+    let Some(seg) = q.segments.front_mut() else {
         return Poll::Ready(Err(io::Error::other(
             "sendfile placeholder without a queued file segment",
         )));
     };
-    if seg.len != want {
-        return Poll::Ready(Err(io::Error::other(format!(
-            "sendfile placeholder of {want} bytes for a segment of {}",
-            seg.len
-        ))));
-    }
+    let want = mark.len().min(seg.len);
     loop {
         ready!(poll_write_ready(sock, cx))?;
         let (out, file) = (sock.raw_fd(), seg.file.as_raw_fd());
         let sent = try_io(sock, || {
             let mut off = seg.offset as libc::off_t;
             // SAFETY: two open descriptors owned by live objects; `off` is ours.
-            let n = unsafe { libc::sendfile(out, file, &mut off, seg.len) };
+            let n = unsafe { libc::sendfile(out, file, &mut off, want) };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -127,8 +149,9 @@ pub fn poll_sendfile(
             Ok(n) => {
                 seg.offset += n as u64;
                 seg.len -= n;
+                seg.at += n;
                 if seg.len == 0 {
-                    q.pop_front();
+                    q.segments.pop_front();
                 }
                 return Poll::Ready(Ok(n));
             }
@@ -161,7 +184,7 @@ mod tests {
 
     #[test]
     fn markers_are_recognised_by_address() {
-        let m = marker(100);
+        let m = marker(SLOT, 100);
         assert!(is_marker(&m));
         assert!(is_marker(&m[50..]));
         assert!(!is_marker(&m[..0]));

@@ -2,7 +2,7 @@
 answer everything they get with ``app <path>`` (so a test sees whether a request reached
 the application), plus the two ways an application hands the server a file:
 ``/file_wrapper?path=P`` (WSGI ``wsgi.file_wrapper``) and ``/pathsend?path=P`` (ASGI
-``http.response.pathsend``)."""
+``http.response.pathsend``), with ``&length=N`` declaring a Content-Length."""
 
 from urllib.parse import parse_qs
 
@@ -11,11 +11,17 @@ def _path_arg(query: str) -> str:
     return parse_qs(query)["path"][0]
 
 
+def _length(query: str) -> list[tuple[str, str]]:
+    length = parse_qs(query).get("length")
+    return [("Content-Length", length[0])] if length else []
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/file_wrapper":
         f = open(_path_arg(environ["QUERY_STRING"]), "rb")  # noqa: SIM115 (the server closes it)
-        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        headers = [("Content-Type", "application/octet-stream"), *_length(environ["QUERY_STRING"])]
+        start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f)
     body = f"app {path}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
@@ -36,7 +42,10 @@ async def asgi(scope, receive, send):
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream")],
+                "headers": [
+                    (b"content-type", b"application/octet-stream"),
+                    *((k.encode(), v.encode()) for k, v in _length(scope["query_string"].decode())),
+                ],
             }
         )
         path = _path_arg(scope["query_string"].decode())
