@@ -565,8 +565,12 @@ async fn serve_connection<H: Handler>(
             let tls = conn_ctx.tls.is_some();
             crate::http::proxy::apply(&config, &conn_ctx.addrs, tls, &mut req);
             let mut guard = activity.request_started();
+            // A static file is no application call: it takes no place under
+            // `--limit-concurrency` (a miss passed on to the application does, below).
+            let claimed = statics.as_ref().is_some_and(|s| s.claims(req.uri().path()));
             let busy = match &concurrency {
                 None => false,
+                Some(_) if claimed => false,
                 Some(places) => match places.clone().try_acquire_owned() {
                     Ok(permit) => {
                         guard.hold(permit);
@@ -579,6 +583,7 @@ async fn serve_connection<H: Handler>(
             let activity = activity.clone();
             let kind = crate::metrics::RequestKind::of(req.method(), req.version());
             let statics = statics.clone();
+            let concurrency = concurrency.clone();
             async move {
                 let started = Instant::now();
                 let mut checked =
@@ -606,8 +611,29 @@ async fn serve_connection<H: Handler>(
                                 s.serve(req, conn_ctx.addrs.peer, access, started).await
                             }
                         };
+                        let shed = match (&req, &concurrency) {
+                            (Err(_), Some(places)) if claimed => {
+                                match places.clone().try_acquire_owned() {
+                                    Ok(permit) => {
+                                        guard.hold(permit);
+                                        false
+                                    }
+                                    Err(_) => true,
+                                }
+                            }
+                            _ => false,
+                        };
                         match req {
                             Ok(resp) => crate::http::guarded(resp, guard),
+                            Err(req) if shed => {
+                                shed_log(config.limit_concurrency.unwrap_or(0));
+                                let (parts, _body) = req.into_parts();
+                                let rejection = validate::Rejection::OVERLOADED;
+                                let status = rejection.status.as_u16();
+                                handler.log_rejected(&parts, &conn_ctx, status, started);
+                                let resp = rejection.response(config.server_header);
+                                crate::http::guarded(resp, guard)
+                            }
                             Err(req) => handler.handle(req, &conn_ctx, guard, started).await,
                         }
                     }

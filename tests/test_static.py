@@ -351,6 +351,24 @@ def test_root_mount_with_fallthrough(server, tree):
     assert srv.get("/api/users").text == "app /api/users"
 
 
+def test_static_files_take_no_place_under_limit_concurrency(server, tree):
+    """`--limit-concurrency` bounds application calls; static files are none, but a miss
+    passed on to the application (fallthrough) is one."""
+    srv = server(
+        "static_app:asgi", *static_args(tree, "--static-fallthrough"), "--limit-concurrency", "1"
+    )
+    with httpx.Client(timeout=20) as c:
+        slow = threading.Thread(target=lambda: c.get(srv.url + "/sleep?s=4"))
+        slow.start()
+        try:
+            wait_until(lambda: c.get(srv.url + "/other").status_code == 503, 10)
+            assert c.get(srv.url + "/static/hello.txt").status_code == 200
+            assert c.get(srv.url + "/static/missing.txt").status_code == 503
+        finally:
+            slow.join(20)
+    assert srv.get("/static/missing.txt").text == "app /static/missing.txt"
+
+
 # --- safety ---------------------------------------------------------------------------------
 NASTY = [
     "/static/../secret.txt",

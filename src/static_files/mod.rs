@@ -103,6 +103,14 @@ impl StaticFiles {
         })
     }
 
+    /// Whether `path` is under a mount (its answer may still be the application's, with
+    /// fallthrough).
+    pub fn claims(&self, path: &str) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| path::strip_prefix(path, &m.prefix).is_some())
+    }
+
     /// Answer `req` when it is under a mount; otherwise (or on a missing file with
     /// fallthrough) hand it back for the application.
     pub async fn serve(

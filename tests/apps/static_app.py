@@ -2,8 +2,10 @@
 answer everything they get with ``app <path>`` (so a test sees whether a request reached
 the application), plus the two ways an application hands the server a file:
 ``/file_wrapper?path=P`` (WSGI ``wsgi.file_wrapper``) and ``/pathsend?path=P`` (ASGI
-``http.response.pathsend``), with ``&length=N`` declaring a Content-Length."""
+``http.response.pathsend``), with ``&length=N`` declaring a Content-Length. The ASGI
+``/sleep?s=N`` takes N seconds."""
 
+import asyncio
 from urllib.parse import parse_qs
 
 
@@ -51,6 +53,8 @@ async def asgi(scope, receive, send):
         path = _path_arg(scope["query_string"].decode())
         await send({"type": "http.response.pathsend", "path": path})
         return
+    if scope["path"] == "/sleep":
+        await asyncio.sleep(float(parse_qs(scope["query_string"].decode())["s"][0]))
     body = f"app {scope['path']}".encode()
     headers = [(b"content-type", b"text/plain")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
