@@ -487,6 +487,18 @@ def test_large_file_and_ranges_over_tls(server, tree, certs):
             assert c.get(url + "/static/hello.txt").content == b"hello, static world\n"
 
 
+def test_large_file_over_a_unix_socket(server, tree, tmp_path):
+    """`sendfile` to a Unix socket (a proxy in front on the same host)."""
+    path = str(tmp_path / "gm.sock")
+    srv = server("static_app:app", "--uds", path, *static_args(tree), expect_ready=False)
+    srv.wait_for_line(rf"Listening on unix:{path} \(1 worker\)")
+    transport = httpx.HTTPTransport(uds=path)
+    with httpx.Client(transport=transport, timeout=30) as c:
+        sha, version, _ = _sha_of(c, "http://gm/static/big.bin")
+        assert (sha, version) == (tree["big_sha"], "HTTP/1.1")
+        assert c.get("http://gm/x").text == "app /x"
+
+
 def test_keepalive_and_pipelining_after_a_large_file(srv, tree):
     with srv.raw(timeout=30) as conn:
         conn.send(
