@@ -182,3 +182,37 @@ pub fn read_exact_at(file: &File, mut offset: u64, n: usize) -> io::Result<Bytes
     }
     Ok(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_cuts_parts_in_order() {
+        let file = tempfile_like();
+        let mut body = FileBody::new(
+            file,
+            vec![
+                Part::Bytes(Bytes::from_static(b"head")),
+                Part::Range { offset: 0, len: 10 },
+                Part::Bytes(Bytes::from_static(b"tail")),
+            ],
+        );
+        assert_eq!(body.len(), 18);
+        body.truncate(7);
+        assert_eq!(body.len(), 7);
+        let lens: Vec<u64> = body
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Bytes(b) => b.len() as u64,
+                Part::Range { len, .. } => *len,
+            })
+            .collect();
+        assert_eq!(lens, vec![4, 3, 0]);
+    }
+
+    fn tempfile_like() -> File {
+        File::open("/dev/null").unwrap()
+    }
+}

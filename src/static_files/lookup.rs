@@ -189,3 +189,31 @@ pub fn lookup(
         contents,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn accepts(value: &str) -> (bool, bool) {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        let a = Accepts::parse(&h);
+        (a.br, a.gzip)
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert_eq!(accepts("gzip, deflate, br"), (true, true));
+        assert_eq!(accepts("gzip;q=0.5"), (false, true));
+        assert_eq!(accepts("br;q=0, gzip"), (false, true));
+        assert_eq!(accepts("*"), (true, true));
+        assert_eq!(accepts("*;q=0, br"), (true, false));
+        assert_eq!(accepts("identity"), (false, false));
+        assert_eq!(accepts("GZIP;Q=1"), (false, true));
+        assert!(!Accepts::parse(&HeaderMap::new()).gzip);
+    }
+}
