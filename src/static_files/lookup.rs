@@ -1,5 +1,11 @@
-//! Finding and opening a static file: the blocking part, run on a blocking thread
-//! (`spawn_blocking`) so that a slow disk never stalls the sockets.
+//! Finding and opening a static file without stalling the sockets on a slow disk.
+//!
+//! A lookup first runs on the I/O thread in [`Mode::Cached`]: path resolution only from
+//! the kernel's dentry cache (`openat2` with `RESOLVE_CACHED`), a small file's bytes
+//! only from the page cache (`preadv2` with `RWF_NOWAIT`). Whatever is not cached makes
+//! it give up ([`WouldBlock`]), and the same lookup runs again in [`Mode::Blocking`] on a
+//! blocking thread (`spawn_blocking`). Files served often are cached, so they cost no
+//! thread switch; the first request for a cold file pays one.
 //!
 //! Given the decoded segments (`path.rs`), the file is opened under the mount's
 //! directory (canonical since start-up), non-blocking (a FIFO cannot hang the thread).
@@ -10,11 +16,15 @@
 //! the open descriptor gives the validators. A precompressed `.br` or `.gz` sibling is
 //! chosen when the client accepts it.
 
+use std::ffi::CString;
 use std::fs::{File, Metadata, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Files up to this size are read whole on the blocking thread that opened them, and
 /// sent from memory: one trip to the blocking pool per request.
@@ -89,39 +99,165 @@ pub struct Found {
     pub contents: Option<Bytes>,
 }
 
+/// How a lookup may touch the file system.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// On a blocking thread: anything goes.
+    Blocking,
+    /// On an I/O thread: only what the kernel answers from its caches, failing with
+    /// [`WouldBlock`] where it would wait for a disk (see [`lookup`]).
+    Cached,
+}
+
+/// Something was not in the kernel's caches: do the lookup again on a blocking thread.
+#[derive(Debug)]
+pub struct WouldBlock;
+
+/// Set once `openat2` turned out unusable (an old kernel, a seccomp filter): every
+/// lookup then goes to a blocking thread straight away.
+static NO_CACHED_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Open `path` read-only and non-blocking (a FIFO cannot hang the thread), or as an
+/// `O_PATH` handle (enough to `fstat`); `Ok(None)` when it cannot be opened.
+fn open(path: &Path, o_path: bool, mode: Mode) -> Result<Option<File>, WouldBlock> {
+    let flags = if o_path {
+        libc::O_PATH | libc::O_CLOEXEC
+    } else {
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC
+    };
+    if mode == Mode::Blocking {
+        let mut opts = OpenOptions::new();
+        opts.read(!o_path).custom_flags(flags & !libc::O_CLOEXEC);
+        return Ok(opts.open(path).ok());
+    }
+    if NO_CACHED_OPEN.load(Ordering::Relaxed) {
+        return Err(WouldBlock);
+    }
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return Ok(None);
+    };
+    // SAFETY: `open_how` is plain data; zeroed is its "no options" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_CACHED;
+    // SAFETY: a valid NUL-terminated path and `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just gave us.
+        return Ok(Some(unsafe { File::from_raw_fd(fd as i32) }));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Err(WouldBlock),
+        Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
+            NO_CACHED_OPEN.store(true, Ordering::Relaxed);
+            Err(WouldBlock)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `path` opened (following links), with its metadata, if it may be served: unless
 /// `follow_symlinks`, what the descriptor really is must lie inside `root` with no
 /// hidden component. The real path comes from `/proc/self/fd` (one `readlink`, and
 /// race-free: it is the file we hold), or from `canonicalize` without `/proc`.
-fn open_admissible(root: &Path, path: &Path, opts: &Options) -> Option<(File, Metadata)> {
-    use std::os::fd::AsRawFd;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
+fn open_admissible(
+    root: &Path,
+    path: &Path,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Option<(File, Metadata)>, WouldBlock> {
+    let Some(file) = open(path, false, mode)? else {
+        return Ok(None);
+    };
     if !opts.follow_symlinks {
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .or_else(|_| std::fs::canonicalize(path))
-            .ok()?;
-        let inside = real.strip_prefix(root).ok()?;
+        let real = match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            Ok(real) => real,
+            Err(_) if mode == Mode::Cached => return Err(WouldBlock),
+            Err(_) => match std::fs::canonicalize(path) {
+                Ok(real) => real,
+                Err(_) => return Ok(None),
+            },
+        };
+        let Ok(inside) = real.strip_prefix(root) else {
+            return Ok(None);
+        };
         let hidden = inside
             .components()
             .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
         if hidden {
-            return None;
+            return Ok(None);
         }
     }
-    let meta = file.metadata().ok()?;
-    Some((file, meta))
+    Ok(file.metadata().ok().map(|meta| (file, meta)))
 }
 
 /// [`open_admissible`], for a regular file only.
-fn open_regular(root: &Path, path: &Path, opts: &Options) -> Option<(File, Metadata)> {
-    open_admissible(root, path, opts).filter(|(_, meta)| meta.is_file())
+fn open_regular(
+    root: &Path,
+    path: &Path,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Option<(File, Metadata)>, WouldBlock> {
+    Ok(open_admissible(root, path, opts, mode)?.filter(|(_, meta)| meta.is_file()))
+}
+
+/// Whether a regular file exists at `path` (following links).
+fn is_file(path: &Path, mode: Mode) -> Result<bool, WouldBlock> {
+    if mode == Mode::Blocking {
+        return Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()));
+    }
+    Ok(open(path, true, mode)?.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file())))
+}
+
+/// The first `len` bytes of a small file: on an I/O thread only from the page cache
+/// (`preadv2` with `RWF_NOWAIT`); `Ok(None)` when they are not all there (the body is
+/// then sent from the file, like a large one).
+fn read_small(file: &File, len: usize, mode: Mode) -> std::io::Result<Option<Bytes>> {
+    if mode == Mode::Blocking {
+        return crate::http::file::read_exact_at(file, 0, len).map(Some);
+    }
+    let mut buf = BytesMut::zeroed(len);
+    let mut filled = 0;
+    while filled < len {
+        let iov = libc::iovec {
+            iov_base: buf[filled..].as_mut_ptr().cast(),
+            iov_len: len - filled,
+        };
+        // SAFETY: one iovec over our own buffer; the descriptor is open.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                filled as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => filled += n as usize,
+            _ => return Ok(None), // EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here
+        }
+    }
+    Ok(Some(buf.freeze()))
 }
 
 /// Look `segments` up under `root`; `trailing_slash` says the request path ended in `/`.
+///
+/// [`Mode::Cached`] is for the I/O thread: the path is resolved only from the kernel's
+/// dentry cache (`openat2` with `RESOLVE_CACHED`) and a small file is read only from the
+/// page cache, so nothing waits for a disk; where that is not enough it answers
+/// [`WouldBlock`] and the caller repeats the lookup with [`Mode::Blocking`] on a
+/// blocking thread. A file served a moment ago is in both caches: the common case costs
+/// no thread switch.
 pub fn lookup(
     root: &Path,
     segments: &[String],
@@ -129,65 +265,69 @@ pub fn lookup(
     accepts: Accepts,
     want_contents: bool,
     opts: &Options,
-) -> Lookup {
+    mode: Mode,
+) -> Result<Lookup, WouldBlock> {
     let mut path = root.to_path_buf();
     path.extend(segments);
-    let Some((file, meta)) = open_admissible(root, &path, opts) else {
-        return Lookup::Missing;
+    let Some((file, meta)) = open_admissible(root, &path, opts, mode)? else {
+        return Ok(Lookup::Missing);
     };
     let (name, plain) = if meta.is_dir() {
         if !opts.index {
-            return Lookup::Missing;
+            return Ok(Lookup::Missing);
         }
         let index = path.join("index.html");
-        let Some(found) = open_regular(root, &index, opts) else {
-            return Lookup::Missing;
+        let Some(found) = open_regular(root, &index, opts, mode)? else {
+            return Ok(Lookup::Missing);
         };
         if !trailing_slash {
-            return Lookup::AddSlash;
+            return Ok(Lookup::AddSlash);
         }
         (index, found)
     } else if meta.is_file() {
         (path, (file, meta))
     } else {
-        return Lookup::Missing;
+        return Ok(Lookup::Missing);
     };
-    // Precompressed siblings: a `stat` each says whether the answer varies; only the one
-    // chosen is opened (and checked like any file).
-    let sibling = |ext: &str| {
+    // Precompressed siblings: whether each exists says whether the answer varies; only
+    // the one chosen is opened (and checked like any file).
+    let sibling = |ext: &str| -> Result<Option<PathBuf>, WouldBlock> {
         let mut s = name.clone().into_os_string();
         s.push(ext);
         let p = PathBuf::from(s);
-        std::fs::metadata(&p)
-            .is_ok_and(|m| m.is_file())
-            .then_some(p)
+        Ok(is_file(&p, mode)?.then_some(p))
     };
-    let (br, gz) = (sibling(".br"), sibling(".gz"));
+    let (br, gz) = (sibling(".br")?, sibling(".gz")?);
     let vary = br.is_some() || gz.is_some();
-    let compressed = [(accepts.br, br, "br"), (accepts.gzip, gz, "gzip")]
-        .into_iter()
-        .filter_map(|(ok, p, enc)| Some((p.filter(|_| ok)?, enc)))
-        .find_map(|(p, enc)| Some((open_regular(root, &p, opts)?, enc)));
-    let ((file, meta), encoding) = match compressed {
+    let mut chosen = None;
+    for (ok, p, enc) in [(accepts.br, br, "br"), (accepts.gzip, gz, "gzip")] {
+        if let (true, Some(p)) = (ok, p) {
+            if let Some(found) = open_regular(root, &p, opts, mode)? {
+                chosen = Some((found, enc));
+                break;
+            }
+        }
+    }
+    let ((file, meta), encoding) = match chosen {
         Some((found, enc)) => (found, Some(enc)),
         None => (plain, None),
     };
     let contents = if want_contents && meta.len() <= SMALL {
-        match crate::http::file::read_exact_at(&file, 0, meta.len() as usize) {
-            Ok(b) => Some(b),
-            Err(_) => return Lookup::Missing,
+        match read_small(&file, meta.len() as usize, mode) {
+            Ok(b) => b,
+            Err(_) => return Ok(Lookup::Missing),
         }
     } else {
         None
     };
-    Lookup::Found(Box::new(Found {
+    Ok(Lookup::Found(Box::new(Found {
         file,
         meta,
         name,
         encoding,
         vary,
         contents,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -203,6 +343,73 @@ mod tests {
         );
         let a = Accepts::parse(&h);
         (a.br, a.gzip)
+    }
+
+    /// Both modes find the same things (the cached one may give up, never differ).
+    #[test]
+    fn lookups_in_both_modes() {
+        let base = std::env::temp_dir().join(format!("gm-lookup-{}", std::process::id()));
+        let root = base.join("pub");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("a.txt"), b"aaa").unwrap();
+        std::fs::write(root.join("a.txt.gz"), b"gz").unwrap();
+        std::fs::write(root.join(".hidden"), b"h").unwrap();
+        std::fs::write(root.join("dir/index.html"), b"<i>").unwrap();
+        std::fs::write(base.join("secret"), b"s").unwrap();
+        let _ = std::os::unix::fs::symlink(base.join("secret"), root.join("out"));
+        let _ = std::os::unix::fs::symlink(root.join(".hidden"), root.join("to-hidden"));
+        let root = std::fs::canonicalize(&root).unwrap();
+        let opts = Options {
+            index: true,
+            follow_symlinks: false,
+        };
+        let gzip = Accepts {
+            br: false,
+            gzip: true,
+        };
+        let seg = |s: &str| -> Vec<String> { s.split('/').map(String::from).collect() };
+        for mode in [Mode::Blocking, Mode::Cached] {
+            let look = |path: &str, slash: bool, acc: Accepts| {
+                let mut tries = 0;
+                loop {
+                    match lookup(&root, &seg(path), slash, acc, true, &opts, mode) {
+                        Ok(l) => return l,
+                        Err(WouldBlock) if tries < 3 => tries += 1, // caches warm up
+                        Err(WouldBlock) => {
+                            return lookup(
+                                &root,
+                                &seg(path),
+                                slash,
+                                acc,
+                                true,
+                                &opts,
+                                Mode::Blocking,
+                            )
+                            .unwrap()
+                        }
+                    }
+                }
+            };
+            let Lookup::Found(f) = look("a.txt", false, Accepts::default()) else {
+                panic!("a.txt not found ({mode:?})");
+            };
+            assert_eq!(f.contents.as_deref(), Some(&b"aaa"[..]));
+            assert!(f.vary && f.encoding.is_none());
+            let Lookup::Found(f) = look("a.txt", false, gzip) else {
+                panic!("a.txt.gz not found ({mode:?})");
+            };
+            assert_eq!(f.encoding, Some("gzip"));
+            assert_eq!(f.contents.as_deref(), Some(&b"gz"[..]));
+            assert!(matches!(look("dir", false, gzip), Lookup::AddSlash));
+            assert!(matches!(look("dir", true, gzip), Lookup::Found(_)));
+            for missing in ["nope", "out", "to-hidden"] {
+                assert!(
+                    matches!(look(missing, false, gzip), Lookup::Missing),
+                    "{missing} ({mode:?})"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

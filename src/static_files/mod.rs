@@ -3,8 +3,9 @@
 //! file is missing and `--static-fallthrough` is on.
 //!
 //! - `path.rs`: matching a prefix and turning the rest into safe path segments;
-//! - `lookup.rs`: finding and opening the file on a blocking thread (symbolic links,
-//!   dotfiles, `index.html`, precompressed siblings);
+//! - `lookup.rs`: finding and opening the file from the kernel's caches, or on a
+//!   blocking thread when they do not have it (symbolic links, dotfiles, `index.html`,
+//!   precompressed siblings);
 //! - `conditional.rs`: ETag, Last-Modified and the `If-*` preconditions (304, 412);
 //! - `range.rs`: `Range` (206, 416, `multipart/byteranges`);
 //! - here: routing by the longest prefix, methods (`GET`, `HEAD`; else 405 with
@@ -35,7 +36,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::http::file::{FileBody, Part};
 use crate::http::ResponseBody;
 use conditional::{Outcome, Validators};
-use lookup::{Accepts, Found, Lookup, Options};
+use lookup::{Accepts, Found, Lookup, Mode, Options};
 use range::Ranges;
 
 /// The `static*` settings (`Settings.static_files`, present when `--static` is given).
@@ -133,15 +134,40 @@ impl StaticFiles {
             Err(path::Refused::NotFound) => self.plain(StatusCode::NOT_FOUND),
             Ok((segments, trailing)) => {
                 let accepts = Accepts::parse(&parts.headers);
-                let root = mount.root.clone();
-                let opts = self.opts.clone();
                 // Small files are read at once, unless nothing of them will be sent.
                 let want_contents = parts.method == Method::GET;
-                let looked = tokio::task::spawn_blocking(move || {
-                    lookup::lookup(&root, &segments, trailing, accepts, want_contents, &opts)
-                })
-                .await
-                .unwrap_or(Lookup::Missing);
+                let (root, opts) = (&mount.root, &self.opts);
+                let cached = lookup::lookup(
+                    root,
+                    &segments,
+                    trailing,
+                    accepts,
+                    want_contents,
+                    opts,
+                    Mode::Cached,
+                );
+                let looked = match cached {
+                    Ok(looked) => looked,
+                    Err(lookup::WouldBlock) => {
+                        let (root, opts) = (root.clone(), opts.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let mode = Mode::Blocking;
+                            lookup::lookup(
+                                &root,
+                                &segments,
+                                trailing,
+                                accepts,
+                                want_contents,
+                                &opts,
+                                mode,
+                            )
+                        })
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(Lookup::Missing)
+                    }
+                };
                 match looked {
                     Lookup::Missing if self.fallthrough => {
                         return Err(Request::from_parts(parts, body));
