@@ -7,9 +7,11 @@
 //! - on cleartext HTTP/1.1, each range becomes `sendfile` placeholders (see
 //!   `http::sendfile`): the bytes go from the page cache to the socket, never through
 //!   user space;
-//! - elsewhere (TLS, HTTP/2), the range is read in [`READ_CHUNK`] pieces, each on a
-//!   blocking thread (`spawn_blocking`), one at a time and only when hyper asks for the
-//!   next frame: a slow client holds back the reads, and no thread waits on it.
+//! - elsewhere (TLS, HTTP/2), the range is read in [`READ_CHUNK`] pieces, one at a time
+//!   and only when hyper asks for the next frame: a slow client holds back the reads,
+//!   and no thread waits on it. A piece in the page cache is read on the spot
+//!   (`preadv2` with `RWF_NOWAIT`, which never waits for a disk); one that is not is
+//!   read on a blocking thread (`spawn_blocking`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -137,6 +139,10 @@ impl FileBody {
                         return Poll::Ready(Some(Ok(marker)));
                     }
                     let n = len.min(READ_CHUNK as u64) as usize;
+                    if let Some(b) = read_cached(&self.file, offset, n) {
+                        self.advance(b.len() as u64);
+                        return Poll::Ready(Some(Ok(b)));
+                    }
                     let file = self.file.clone();
                     self.reading = Some(tokio::task::spawn_blocking(move || {
                         read_exact_at(&file, offset, n)
@@ -158,6 +164,33 @@ impl FileBody {
             }
         }
     }
+}
+
+/// Up to `n` bytes of `file` at `offset` if the page cache has them now, without
+/// waiting for a disk; `None` when it has none of them (or cannot say: no `RWF_NOWAIT`
+/// on this file system), and at the end of the file (the blocking read reports it).
+fn read_cached(file: &File, offset: u64, n: usize) -> Option<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = BytesMut::zeroed(n);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: n,
+    };
+    // SAFETY: one iovec over our own buffer; the descriptor is open.
+    let got = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    if got <= 0 {
+        return None;
+    }
+    buf.truncate(got as usize);
+    Some(buf.freeze())
 }
 
 /// Exactly `n` bytes of `file` at `offset`; a file that ends before is an error.
