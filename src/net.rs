@@ -492,25 +492,22 @@ impl AsyncWrite for TrackedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let (Some(queue), Stream::Plain(sock)) = (this.activity.sendfile.get(), &this.inner) {
-            // Placeholders of file segments (`http::sendfile`): the slices before the
-            // first one are written as usual, one in front goes out by `sendfile`.
-            match bufs
+        // Placeholders of file segments (`http::sendfile`), on connections that send
+        // them: the slices before the first one are written as usual, one in front goes
+        // out by `sendfile`.
+        let marker = match (this.activity.sendfile.get(), &this.inner) {
+            (Some(_), Stream::Plain(_)) => bufs
                 .iter()
-                .position(|b| crate::http::sendfile::is_marker(b))
-            {
-                Some(0) => {
-                    let res = crate::http::sendfile::poll_sendfile(sock, queue, &bufs[0], cx);
-                    return this.stall.guard(cx, res);
-                }
-                Some(first) => {
-                    let res = Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..first]);
-                    return this.stall.guard(cx, res);
-                }
-                None => {}
+                .position(|b| crate::http::sendfile::is_marker(b)),
+            _ => None,
+        };
+        let res = match (marker, this.activity.sendfile.get(), &this.inner) {
+            (Some(0), Some(queue), Stream::Plain(sock)) => {
+                crate::http::sendfile::poll_sendfile(sock, queue, &bufs[0], cx)
             }
-        }
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            (Some(first), ..) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..first]),
+            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        };
         if let Poll::Ready(Ok(n)) = res {
             crate::metrics::bytes_sent(n);
         }

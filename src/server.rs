@@ -629,6 +629,7 @@ async fn serve_connection<H: Handler>(
                                 shed_log(config.limit_concurrency.unwrap_or(0));
                                 let (parts, _body) = req.into_parts();
                                 let rejection = validate::Rejection::OVERLOADED;
+                                crate::metrics::rejected_status(rejection.status);
                                 let status = rejection.status.as_u16();
                                 handler.log_rejected(&parts, &conn_ctx, status, started);
                                 let resp = rejection.response(config.server_header);

@@ -732,3 +732,22 @@ def test_concurrent_downloads(srv, tree):
     for t in threads:
         t.join(60)
     assert results == [tree["big_sha"]] * 4
+
+
+def test_metrics_count_static_responses_and_sendfile_bytes(server, tree):
+    """Static answers count as requests, and bytes sent by `sendfile` as bytes sent."""
+    pytest.importorskip("prometheus_client")
+    from test_metrics import scrape, start, value
+
+    srv, url = start(server, "static_app:app", *static_args(tree))
+    with httpx.Client(timeout=30) as c:
+        assert _sha_of(c, srv.url + "/static/big.bin")[0] == tree["big_sha"]
+        assert c.get(srv.url + "/static/nope").status_code == 404
+
+    def counted() -> bool:
+        s = scrape(url)
+        return value(s, "gristmill_sent_bytes_total") >= BIG and (
+            value(s, "gristmill_requests_total") >= 2
+        )
+
+    wait_until(counted, 15, message="static bytes and requests in the metrics")
