@@ -75,3 +75,206 @@ def test_get_post_stream_in_every_mode(server, certs, mode):
 
     run(main())
     srv.wait_for_line(r'"GET /env\?x=1 HTTP/3" 200', timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["wsgi-pool", "asgi-one-thread", "asgi-loop-thread"])
+def test_100_concurrent_streams_on_one_connection(server, certs, mode):
+    args, env = MODES[mode]
+    srv = h3_server(server, certs, args, env)
+    slow = mode.startswith("asgi")
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            # ASGI runs them side by side: 100 requests of 1 s each end within a few.
+            path = "/slow?1&{}" if slow else "/env?i={}"
+            began = time.monotonic()
+            sids = [conn.start("GET", path.format(i)) for i in range(100)]
+            responses = await asyncio.gather(*(conn.response(s) for s in sids))
+            elapsed = time.monotonic() - began
+            assert all(r.status == 200 for r in responses)
+            if slow:
+                assert all(r.body == b"slow done" for r in responses)
+                assert elapsed < 10, elapsed
+            else:
+                for i, r in enumerate(responses):
+                    assert json.loads(r.body)["QUERY_STRING"] == f"i={i}"
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", ["wsgi-inline", "asgi-one-thread"])
+def test_client_vanishing_mid_response_is_noticed(server, certs, mode):
+    """A client that goes quiet mid-body (no CONNECTION_CLOSE): the connection times
+    out (--http3-idle-timeout), the application is told, the worker serves on; one that
+    closes its connection is noticed at once."""
+    args, env = MODES[mode]
+    srv = h3_server(server, certs, args, env, "--http3-idle-timeout", "2")
+
+    async def read_some_then(leave, tag):
+        async with h3_connect(srv.port, certs) as conn:
+            sid = conn.start("GET", f"/endless?{tag}")
+            got = 0
+            while got < 256 * 1024:
+                ev = await conn.next_event(sid)
+                if ev.kind == "data":
+                    got += len(ev.value)
+            leave(conn)
+
+    run(read_some_then(lambda c: c.vanish(), "gone"))
+    srv.wait_for_line("GM-H3-CLOSED gone", timeout=20)
+    run(read_some_then(lambda c: c.close(), "closed"))
+    srv.wait_for_line("GM-H3-CLOSED closed", timeout=5)
+
+    async def still_serving():
+        async with h3_connect(srv.port, certs) as conn:
+            assert (await conn.get("/")).text == "hello h3"
+
+    run(still_serving())
+
+
+@pytest.mark.parametrize("mode", ["wsgi-pool", "asgi-one-thread"])
+def test_stop_finishes_streams_in_flight(server, certs, mode):
+    """SIGTERM during requests: they are answered, a request started after the drain
+    began is refused with H3_REQUEST_REJECTED (or meets the closed connection), then
+    the connection closes with H3_NO_ERROR and the server exits 0."""
+    args, env = MODES[mode]
+    srv = h3_server(server, certs, args, env)
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            sids = [conn.start("GET", "/slow?1.5") for _ in range(2)]
+            srv.wait_for_line("GM-H3-SLOW-START", timeout=10)
+            mark = srv.mark()
+            srv.send_signal(signal.SIGTERM)
+            srv.wait_for_line("Draining", start=mark, timeout=10)
+            late = conn.start("GET", "/")
+            for sid in sids:
+                r = await conn.response(sid)
+                assert (r.status, r.body) == (200, b"slow done")
+            try:
+                r = await conn.response(late)
+            except (H3Closed, Exception) as e:  # refused: never started
+                assert "0x10b" in str(e) or isinstance(e, H3Closed), e
+            else:
+                raise AssertionError(f"a request after GOAWAY was served: {r}")
+            term = await conn.wait_terminated()
+            assert term.error_code == H3_NO_ERROR, term
+
+    run(main())
+    assert srv.stop(timeout=20) == 0
+
+
+def test_alt_svc_on_http1_and_http2(server, certs):
+    ctx = ssl.create_default_context()
+    certs.ca.configure_trust(ctx)
+    srv = server(WSGI, "--http3", *certs.server_args())
+    want = f'h3=":{srv.port}"; ma=86400'
+    for http2 in (False, True):
+        with httpx.Client(verify=ctx, http2=http2, timeout=10) as c:
+            r = c.get(f"https://localhost:{srv.port}/")
+        assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert r.headers.get("alt-svc") == want
+    off = server(WSGI, "--http3", "--no-http3-alt-svc", *certs.server_args())
+    without = server(WSGI, *certs.server_args())
+    for s in (off, without):
+        with httpx.Client(verify=ctx, http2=True, timeout=10) as c:
+            assert "alt-svc" not in c.get(f"https://localhost:{s.port}/").headers
+
+
+def test_http3_needs_tls(gristmill_exit):
+    code, out = gristmill_exit([WSGI, "--http3"])
+    assert code == 2
+    assert "--http3 needs --ssl-certfile and --ssl-keyfile" in out
+
+
+def test_limits_apply(server, certs):
+    srv = h3_server(
+        server, certs, [ASGI], None, "--max-body-size", "1000", "--max-header-size", "4096"
+    )
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            r = await conn.request(
+                "POST", "/sha", headers=[("content-length", "5000")], body=b"a" * 5000
+            )
+            assert r.status == 413
+            r = await conn.get("/", headers=[("x-big", "b" * 8000)])
+            assert r.status == 431
+            r = await conn.get("/")
+            assert r.status == 200
+
+    run(main())
+
+
+def test_two_workers_many_connections(server, certs):
+    """Each worker binds the UDP port with SO_REUSEPORT: many connections spread over
+    both, and every request of one connection reaches the same worker."""
+    srv = h3_server(server, certs, [WSGI, "--workers", "2"])
+    assert srv.workers == 2
+
+    async def one_connection(i):
+        async with h3_connect(srv.port, certs) as conn:
+            pids = set()
+            for j in range(5):
+                r = await conn.get(f"/env?c={i}&r={j}")
+                assert r.status == 200
+                pids.add(json.loads(r.body)["pid"])
+            assert len(pids) == 1, pids  # one connection, one worker
+            return pids.pop()
+
+    async def main():
+        return await asyncio.gather(*(one_connection(i) for i in range(40)))
+
+    served_by = run(main())
+    assert set(served_by) <= srv.worker_pids()
+    assert len(set(served_by)) == 2, served_by
+
+
+@pytest.mark.parametrize("asgi_mode_env", ["one-thread", "loop-thread"])
+def test_fastapi_over_http3(server, certs, asgi_mode_env):
+    from _frameworks import FRAMEWORKS_DIR
+    from _support import ASGI_MODES
+
+    srv = server(
+        "fastapi_app:app",
+        "--http3",
+        *certs.server_args(),
+        cwd=FRAMEWORKS_DIR,
+        env=ASGI_MODES[asgi_mode_env],
+    )
+    upload = os.urandom(3 << 20)
+    req = httpx.Request(
+        "POST", "https://localhost/upload", files={"file": ("three.bin", upload)}
+    )
+    multipart = req.read()
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            item = json.dumps({"name": "mill", "price": 2.5, "tags": ["x"]}).encode()
+            r = await conn.request(
+                "POST",
+                "/items",
+                headers=[("content-type", "application/json")],
+                body=item,
+            )
+            assert r.status == 200, r.body
+            assert json.loads(r.body)["total"] == 5.0
+            r = await conn.request(
+                "POST",
+                "/upload",
+                headers=[("content-type", req.headers["content-type"])],
+                body=multipart,
+            )
+            assert r.status == 200, r.body[:2000]
+            import hashlib
+
+            assert json.loads(r.body) == {
+                "filename": "three.bin",
+                "size": len(upload),
+                "sha256": hashlib.sha256(upload).hexdigest(),
+            }
+            r = await conn.get("/stream?n=50")
+            assert r.status == 200
+            assert r.body == "".join(f"chunk {i}\n" for i in range(50)).encode()
+
+    run(main())

@@ -8,11 +8,14 @@
 //! disconnect. Trailers, when the client sends them, end the body as a trailers frame.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
-use h3::error::StreamError;
+use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
 use http_body::{Body, Frame, SizeHint};
 
@@ -26,9 +29,13 @@ enum State {
     Done,
 }
 
+/// Where the receiving half lives: shared with the request's task, which takes it
+/// away once the response is complete ([`RecvRelease`]).
+type Slot = Arc<Mutex<Option<RecvHalf>>>;
+
 /// A request body read from its HTTP/3 stream (see the module docs).
 pub struct H3Body {
-    stream: RecvHalf,
+    slot: Slot,
     /// A frame (or failure) found while peeking at the stream (see [`H3Body::new`]).
     pending: Option<Result<Frame<Bytes>, H3BodyError>>,
     state: State,
@@ -86,7 +93,12 @@ impl H3Body {
     /// The stream is looked at once without waiting: a request without a body (a GET)
     /// usually arrives with its stream's end, and knowing that now lets the interfaces
     /// treat the body as empty instead of streaming it.
-    pub fn new(mut stream: RecvHalf, declared: Option<u64>) -> Self {
+    ///
+    /// The request ends for `h3` (and for the graceful stop, which waits for it) when
+    /// both halves of its stream are dropped; the application may keep its body object
+    /// long after its response, so the request's task drops the receiving half itself
+    /// through the returned [`RecvRelease`] once the response is complete.
+    pub fn new(mut stream: RecvHalf, declared: Option<u64>) -> (Self, RecvRelease) {
         let peeked = match stream.recv_data().now_or_never() {
             None => None,
             Some(Ok(Some(mut data))) => Some(Ok(Some(data.copy_to_bytes(data.remaining())))),
@@ -94,7 +106,7 @@ impl H3Body {
             Some(Err(e)) => Some(Err(H3BodyError::from(e))),
         };
         let mut body = H3Body {
-            stream,
+            slot: Arc::new(Mutex::new(None)),
             pending: None,
             state: State::Data,
             declared,
@@ -118,7 +130,7 @@ impl H3Body {
                     body.state = State::Done;
                 } else {
                     body.state = State::Trailers;
-                    match body.stream.recv_trailers().now_or_never() {
+                    match stream.recv_trailers().now_or_never() {
                         None => {}
                         Some(Ok(None)) => body.state = State::Done,
                         Some(Ok(Some(t))) => {
@@ -137,7 +149,11 @@ impl H3Body {
                 body.state = State::Done;
             }
         }
-        body
+        if body.state != State::Done {
+            *body.slot.lock() = Some(stream);
+        }
+        let release = RecvRelease(body.slot.clone());
+        (body, release)
     }
 
     fn check_length(&self, at_end: bool) -> Result<(), H3BodyError> {
@@ -169,48 +185,52 @@ impl Body for H3Body {
         if let Some(frame) = this.pending.take() {
             return Poll::Ready(Some(frame));
         }
-        loop {
+        if this.state == State::Done {
+            return Poll::Ready(None);
+        }
+        let mut slot = this.slot.lock();
+        let Some(stream) = slot.as_mut() else {
+            this.state = State::Done;
+            return Poll::Ready(Some(Err(H3BodyError {
+                incomplete: true,
+                message: "read after the response was complete".into(),
+            })));
+        };
+        let (state, result) = loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
-                State::Data => match this.stream.poll_recv_data(cx) {
+                State::Data => match stream.poll_recv_data(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(Some(mut data))) => {
                         let data = data.copy_to_bytes(data.remaining());
                         this.received += data.len() as u64;
                         if let Err(e) = this.check_length(false) {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(e)));
+                            break (State::Done, Some(Err(e)));
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     Poll::Ready(Ok(None)) => {
                         if let Err(e) = this.check_length(true) {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(e)));
+                            break (State::Done, Some(Err(e)));
                         }
                         this.state = State::Trailers;
                     }
-                    Poll::Ready(Err(e)) => {
-                        this.state = State::Done;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
+                    Poll::Ready(Err(e)) => break (State::Done, Some(Err(e.into()))),
                 },
-                State::Trailers => {
-                    let polled = this.stream.poll_recv_trailers(cx);
-                    if polled.is_pending() {
-                        return Poll::Pending;
+                State::Trailers => match stream.poll_recv_trailers(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Some(trailers))) => {
+                        break (State::Done, Some(Ok(Frame::trailers(trailers))))
                     }
-                    this.state = State::Done;
-                    return match polled {
-                        Poll::Ready(Ok(Some(trailers))) => {
-                            Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-                        }
-                        Poll::Ready(Ok(None)) | Poll::Pending => Poll::Ready(None),
-                        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-                    };
-                }
+                    Poll::Ready(Ok(None)) => break (State::Done, None),
+                    Poll::Ready(Err(e)) => break (State::Done, Some(Err(e.into()))),
+                },
             }
-        }
+        };
+        // The body is over: its half of the stream is no longer needed.
+        this.state = state;
+        *slot = None;
+        Poll::Ready(result)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -234,6 +254,20 @@ impl H3Body {
         match &self.pending {
             Some(Ok(f)) => f.data_ref().map_or(0, |b| b.len() as u64),
             _ => 0,
+        }
+    }
+}
+
+/// Held by the request's task: ends the receiving half of the stream once the response
+/// is complete, whoever still holds the body (see [`H3Body::new`]).
+pub struct RecvRelease(Slot);
+
+impl RecvRelease {
+    /// Drop the receiving half; a body not read to its end is refused with
+    /// STOP_SENDING(H3_NO_ERROR), as RFC 9114 §4.1 allows once the response is complete.
+    pub fn release(self) {
+        if let Some(mut stream) = self.0.lock().take() {
+            stream.stop_sending(Code::H3_NO_ERROR);
         }
     }
 }

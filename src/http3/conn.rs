@@ -103,6 +103,9 @@ pub async fn serve<H: Handler>(
         tls: Some(Arc::new(tls_info(&conn))),
     });
     let activity = ConnActivity::new();
+    // The request tasks of this connection: the drain waits for them (`h3` itself ends
+    // `accept` only after a GOAWAY from the client, not after its own).
+    let mut requests = tokio::task::JoinSet::new();
     let mut draining = false;
     loop {
         if !draining && *shutdown.borrow() {
@@ -112,14 +115,17 @@ pub async fn serve<H: Handler>(
                 break;
             }
         }
+        if draining && requests.is_empty() {
+            break;
+        }
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s), if !draining => continue,
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    tokio::spawn(request(resolver, ctx.clone(), shared.clone(), activity.clone()));
+                    requests.spawn(request(resolver, ctx.clone(), shared.clone(), activity.clone()));
                 }
-                // Draining and every accepted request is done.
                 Ok(None) => break,
                 Err(e) => {
                     if !e.is_h3_no_error() {
@@ -128,11 +134,14 @@ pub async fn serve<H: Handler>(
                             &format!("HTTP/3 connection with {peer} ended: {e}"),
                         );
                     }
+                    // What is still running fails on its own; it is not cut short here.
+                    requests.detach_all();
                     return;
                 }
             },
         }
     }
+    requests.detach_all();
     // The last responses are written but perhaps not yet acknowledged: closing now
     // would discard them. Give the client a few round trips (it may close first).
     let linger = (conn.rtt() * 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -172,7 +181,8 @@ async fn request<H: Handler>(
         });
     }
     let declared = checked.as_ref().ok().copied().flatten();
-    let body = Incoming::H3(Box::new(H3Body::new(recv, declared)));
+    let (body, recv_release) = H3Body::new(recv, declared);
+    let body = Incoming::H3(Box::new(body));
     let mut req = Request::from_parts(parts, body);
     crate::http::proxy::apply(config, &ctx.addrs, true, &mut req);
     let mut guard = activity.request_started();
@@ -198,4 +208,5 @@ async fn request<H: Handler>(
         }
     };
     super::response::send(&mut send, resp, head_request, config.send_timeout).await;
+    recv_release.release();
 }

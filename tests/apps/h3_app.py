@@ -11,6 +11,7 @@
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import time
 
@@ -52,7 +53,7 @@ def application(environ, start_response):
             "SSL_PROTOCOL",
             "CONTENT_LENGTH",
         )
-        body = json.dumps({k: environ.get(k) for k in keys}).encode()
+        body = json.dumps({"pid": os.getpid(), **{k: environ.get(k) for k in keys}}).encode()
     elif path == "/sha":
         h, n = hashlib.sha256(), 0
         while block := environ["wsgi.input"].read(65536):
@@ -67,7 +68,7 @@ def application(environ, start_response):
         return _Endless(query)
     elif path == "/slow":
         _say("GM-H3-SLOW-START")
-        time.sleep(float(query or 1))
+        time.sleep(float(query.split("&")[0] or 1))
         body = b"slow done"
     else:
         body = b"hello h3"
@@ -116,6 +117,7 @@ async def app(scope, receive, send):
                 "server_port": scope["server"][1],
                 "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
                 "tls": "tls" in scope.get("extensions", {}),
+                "pid": os.getpid(),
             }
         ).encode()
     elif path == "/sha":
@@ -138,7 +140,7 @@ async def app(scope, receive, send):
         return
     elif path == "/slow":
         _say("GM-H3-SLOW-START")
-        await asyncio.sleep(float(query or 1))
+        await asyncio.sleep(float(query.split("&")[0] or 1))
         body = b"slow done"
     else:
         body = b"hello h3"
