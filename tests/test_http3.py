@@ -278,3 +278,53 @@ def test_fastapi_over_http3(server, certs, asgi_mode_env):
             assert r.body == "".join(f"chunk {i}\n" for i in range(50)).encode()
 
     run(main())
+
+
+def test_malformed_input_gets_http3_error_codes(server, certs):
+    """Frames out of order and a second control stream are connection errors with the
+    codes RFC 9114 names; the worker serves on."""
+    srv = h3_server(server, certs, [ASGI])
+
+    async def data_before_headers():
+        async with h3_connect(srv.port, certs) as conn:
+            sid = conn._quic.get_next_available_stream_id()
+            conn._quic.send_stream_data(sid, b"\x00\x01x", end_stream=True)  # DATA first
+            conn.transmit()
+            return (await conn.wait_terminated()).error_code
+
+    async def second_control_stream():
+        async with h3_connect(srv.port, certs) as conn:
+            await conn.get("/")  # the client's control stream is open by now
+            sid = conn._quic.get_next_available_stream_id(is_unidirectional=True)
+            conn._quic.send_stream_data(sid, b"\x00\x04\x00")  # type 0x00, empty SETTINGS
+            conn.transmit()
+            return (await conn.wait_terminated()).error_code
+
+    async def still_serving():
+        async with h3_connect(srv.port, certs) as conn:
+            return (await conn.get("/")).text
+
+    assert run(data_before_headers()) == 0x105  # H3_FRAME_UNEXPECTED
+    assert run(second_control_stream()) == 0x103  # H3_STREAM_CREATION_ERROR
+    assert run(still_serving()) == "hello h3"
+
+
+def test_sighup_reload_finishes_http3_requests(server, certs):
+    """SIGHUP replaces the worker the way SIGTERM stops it: the request in flight on the
+    old worker is answered, and a new connection is served by the new worker."""
+    srv = h3_server(server, certs, [ASGI])
+    old = srv.worker_pids()
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            sid = conn.start("GET", "/slow?1.5")
+            srv.wait_for_line("GM-H3-SLOW-START", timeout=10)
+            srv.send_signal(signal.SIGHUP)
+            r = await conn.response(sid)
+            assert (r.status, r.body) == (200, b"slow done")
+        wait_until(lambda: srv.worker_pids() and not (srv.worker_pids() & old), timeout=20)
+        async with h3_connect(srv.port, certs) as conn:
+            r = await conn.get("/env")
+            assert json.loads(r.body)["pid"] in srv.worker_pids()
+
+    run(main())
