@@ -243,9 +243,7 @@ def test_fastapi_over_http3(server, certs, asgi_mode_env):
         env=ASGI_MODES[asgi_mode_env],
     )
     upload = os.urandom(3 << 20)
-    req = httpx.Request(
-        "POST", "https://localhost/upload", files={"file": ("three.bin", upload)}
-    )
+    req = httpx.Request("POST", "https://localhost/upload", files={"file": ("three.bin", upload)})
     multipart = req.read()
 
     async def main():
