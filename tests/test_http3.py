@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from _h3 import H3_NO_ERROR, H3Closed, h3_connect, run, sha_line
-from _support import every_mode, wait_until
+from _support import APPS_DIR, every_mode, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,6 +68,10 @@ def test_get_post_stream_in_every_mode(server, certs, mode):
             # A streamed response, read as it comes.
             r = await conn.get("/stream?64")
             assert r.status == 200 and r.body == b"x" * (64 * 16384)
+            # Files: wsgi.file_wrapper and http.response.pathsend.
+            r = await conn.get("/file")
+            assert r.status == 200
+            assert r.body == (APPS_DIR / "h3_app.py").read_bytes()
             # HEAD gets the head alone. (On a route without Content-Length: aioquic
             # checks a HEAD response's Content-Length against its empty body.)
             r = await conn.request("HEAD", "/stream?4")
@@ -198,6 +202,9 @@ def test_limits_apply(server, certs):
                 "POST", "/sha", headers=[("content-length", "5000")], body=b"a" * 5000
             )
             assert r.status == 413
+            # Without a declared length the interface counts the bytes.
+            r = await conn.request("POST", "/sha", body=b"a" * 5000)
+            assert r.status == 413
             r = await conn.get("/", headers=[("x-big", "b" * 8000)])
             assert r.status == 431
             r = await conn.get("/")
@@ -326,3 +333,17 @@ def test_sighup_reload_finishes_http3_requests(server, certs):
             assert json.loads(r.body)["pid"] in srv.worker_pids()
 
     run(main())
+
+
+def test_udp_port_taken_is_one_clear_error(gristmill_exit, certs):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        code, out = gristmill_exit(
+            [WSGI, "--host", "127.0.0.1", "--port", str(port), "--http3", *certs.server_args()]
+        )
+    assert code == 1
+    assert f"cannot serve HTTP/3 on udp 127.0.0.1:{port}" in out
+    assert "Worker" not in out  # refused before any worker started

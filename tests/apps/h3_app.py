@@ -5,7 +5,8 @@
 - ``/stream?N`` N chunks of 16 KiB, one at a time;
 - ``/endless?TAG`` an endless body that says on stderr when the server stops it
   (``GM-H3-CLOSED TAG``);
-- ``/slow?SECONDS`` answers after a sleep (``GM-H3-SLOW-START`` on stderr first).
+- ``/slow?SECONDS`` answers after a sleep (``GM-H3-SLOW-START`` on stderr first);
+- ``/file`` this file, through ``wsgi.file_wrapper`` / ``http.response.pathsend``.
 """
 
 import asyncio
@@ -66,6 +67,9 @@ def application(environ, start_response):
     elif path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _Endless(query)
+    elif path == "/file":
+        start_response("200 OK", [("Content-Type", "text/x-python")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)
     elif path == "/slow":
         _say("GM-H3-SLOW-START")
         time.sleep(float(query.split("&")[0] or 1))
@@ -137,6 +141,10 @@ async def app(scope, receive, send):
                 await asyncio.sleep(0.01)
         except OSError:
             _say(f"GM-H3-CLOSED {query}")
+        return
+    elif path == "/file":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": os.path.abspath(__file__)})
         return
     elif path == "/slow":
         _say("GM-H3-SLOW-START")
