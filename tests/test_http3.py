@@ -347,3 +347,29 @@ def test_udp_port_taken_is_one_clear_error(gristmill_exit, certs):
     assert code == 1
     assert f"cannot serve HTTP/3 on udp 127.0.0.1:{port}" in out
     assert "Worker" not in out  # refused before any worker started
+
+
+@pytest.mark.parametrize("target", [WSGI, ASGI])
+def test_body_that_differs_from_content_length_is_refused(server, certs, target):
+    """RFC 9114 §4.1.2: a body longer or shorter than its Content-Length is malformed.
+    The application never gets it as complete; the connection serves on."""
+    srv = h3_server(server, certs, [target])
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            statuses = []
+            for declared, body in ((10, b"a" * 5), (10, b"a" * 20), (70000, b"a" * 100000)):
+                r = await conn.request(
+                    "POST", "/sha", headers=[("content-length", str(declared))], body=body
+                )
+                statuses.append(r.status)
+            assert (await conn.get("/")).text == "hello h3"
+            return statuses
+
+    statuses = run(main())
+    if target == WSGI:
+        assert statuses == [400, 400, 400]
+    else:
+        # Too short reaches the application as a disconnect (this one then fails: 500);
+        # too long is refused by the server.
+        assert statuses[0] in (400, 500) and statuses[1:] in ([400, 400], [500, 400])
