@@ -129,6 +129,16 @@ def test_client_vanishing_mid_response_is_noticed(server, certs, mode):
     run(read_some_then(lambda c: c.close(), "closed"))
     srv.wait_for_line("GM-H3-CLOSED closed", timeout=5)
 
+    async def reset_stream():
+        async with h3_connect(srv.port, certs) as conn:
+            sid = conn.start("GET", "/endless?reset")
+            assert (await conn.next_event(sid)).kind == "headers"
+            conn.reset(sid)  # the request alone is abandoned; the connection goes on
+            srv.wait_for_line("GM-H3-CLOSED reset", timeout=5)
+            assert (await conn.get("/")).text == "hello h3"
+
+    run(reset_stream())
+
     async def still_serving():
         async with h3_connect(srv.port, certs) as conn:
             assert (await conn.get("/")).text == "hello h3"
@@ -191,9 +201,10 @@ def test_http3_needs_tls(gristmill_exit):
     assert "--http3 needs --ssl-certfile and --ssl-keyfile" in out
 
 
-def test_limits_apply(server, certs):
+@pytest.mark.parametrize("target", [WSGI, ASGI])
+def test_limits_apply(server, certs, target):
     srv = h3_server(
-        server, certs, [ASGI], None, "--max-body-size", "1000", "--max-header-size", "4096"
+        server, certs, [target], None, "--max-body-size", "1000", "--max-header-size", "4096"
     )
 
     async def main():
