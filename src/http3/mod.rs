@@ -200,3 +200,25 @@ async fn accept_loop<H: Handler>(
     // Draining: new connections are refused; the open ones finish (see `conn`).
     endpoint.set_server_config(None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alt_svc_names_the_port() {
+        assert_eq!(alt_svc(8443), "h3=\":8443\"; ma=86400");
+    }
+
+    #[test]
+    fn workers_share_the_udp_port() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let a = bind_udp(addr, &tcp).unwrap();
+        let b = bind_udp(addr, &tcp).unwrap(); // a second worker's socket
+        assert_eq!(a.local_addr().unwrap(), addr);
+        assert_eq!(b.local_addr().unwrap(), addr);
+        // A socket without SO_REUSEPORT is kept out.
+        assert!(std::net::UdpSocket::bind(addr).is_err());
+    }
+}
