@@ -384,3 +384,16 @@ def test_body_that_differs_from_content_length_is_refused(server, certs, target)
         # Too short reaches the application as a disconnect (this one then fails: 500);
         # too long is refused by the server.
         assert statuses[0] in (400, 500) and statuses[1:] in ([400, 400], [500, 400])
+
+
+def test_wildcard_bind_reports_the_address_reached(server, certs):
+    srv = server(WSGI, "--host", "0.0.0.0", "--http3", *certs.server_args(), expect_ready=False)
+    port = int(srv.wait_for_line(r"Listening on https://0\.0\.0\.0:(\d+) ", timeout=30).group(1))
+
+    async def main():
+        async with h3_connect(port, certs) as conn:
+            return json.loads((await conn.get("/env")).body)
+
+    env = run(main())
+    assert env["SERVER_NAME"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(port)

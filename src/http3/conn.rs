@@ -95,7 +95,8 @@ pub async fn serve<H: Handler>(
     let ctx = Arc::new(ConnCtx {
         addrs: Arc::new(Addrs {
             peer: Some(peer),
-            server_host: local.ip().to_string(),
+            // The address the client reached (a wildcard bind has many).
+            server_host: conn.local_ip().unwrap_or(local.ip()).to_string(),
             server_port: local.port(),
         }),
         slot,

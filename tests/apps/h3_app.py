@@ -50,6 +50,7 @@ def application(environ, start_response):
             "REQUEST_METHOD",
             "PATH_INFO",
             "QUERY_STRING",
+            "SERVER_NAME",
             "SERVER_PORT",
             "SSL_PROTOCOL",
             "CONTENT_LENGTH",
