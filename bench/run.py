@@ -393,10 +393,14 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
                 "{cert}",
                 "--keyfile",
                 "{key}",
+                # hypercorn 0.18 answers QUIC only in its single-process mode
+                # (`--workers 0`) and with the asyncio worker class: with worker processes
+                # or uvloop its QUIC endpoint never replies. So one process, whatever the
+                # suite's worker count; the h3 row runs in the 1-worker suite only.
                 "--workers",
-                w,
+                "0",
                 "--worker-class",
-                "uvloop",
+                "asyncio",
                 "--log-level",
                 "warning",
                 "asgi_app:app",
