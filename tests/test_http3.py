@@ -397,3 +397,33 @@ def test_wildcard_bind_reports_the_address_reached(server, certs):
     env = run(main())
     assert env["SERVER_NAME"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(port)
+
+
+@pytest.mark.parametrize("target", [WSGI, ASGI])
+def test_metrics_count_http3(server, certs, target):
+    """--metrics-bind counts HTTP/3 like the other versions: requests by version, the
+    QUIC connection (open, then closed), its handshake and its bytes."""
+    from test_metrics import key, settle, start, value
+
+    srv, url = start(server, target, "--http3", *certs.server_args())
+    data = b"z" * 100_000
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            for _ in range(3):
+                assert (await conn.get("/")).status == 200
+            r = await conn.request("POST", "/sha", body=data)
+            assert r.text == sha_line(data)
+            big = [("content-length", "5000")]
+            assert (await conn.request("POST", "/sha", headers=big, body=b"a" * 5000)).status == 200
+
+    run(main())
+    req = "gristmill_requests_total"
+    s = settle(url, {key(req, http_version="3"): 5, key("gristmill_connections_open"): 0})
+    assert value(s, req, method="GET", http_version="3", status_class="2xx") == 3
+    assert value(s, req, method="POST", http_version="3", status_class="2xx") == 2
+    assert value(s, "gristmill_tls_handshakes_total", result="ok") == 1
+    assert value(s, "gristmill_connections_total") == 1
+    assert value(s, "gristmill_received_bytes_total") > len(data)
+    assert value(s, "gristmill_requests_in_flight") == 0
+    assert srv.stop() == 0

@@ -53,6 +53,18 @@ fn tls_info(conn: &quinn::Connection) -> TlsInfo {
     }
 }
 
+/// Counts a connection's UDP bytes (QUIC and HTTP/3 framing included) in the metrics
+/// when it ends.
+struct Traffic(quinn::Connection);
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        let stats = self.0.stats();
+        crate::metrics::bytes_received(stats.udp_rx.bytes as usize);
+        crate::metrics::bytes_sent(stats.udp_tx.bytes as usize);
+    }
+}
+
 /// Serve one QUIC connection to its end (see the module docs). `slot` is its place
 /// under `max_connections`.
 pub async fn serve<H: Handler>(
@@ -64,9 +76,14 @@ pub async fn serve<H: Handler>(
 ) {
     let config = shared.config.clone();
     let peer = incoming.remote_address();
+    let _open = crate::metrics::Open::connection();
     let conn = match tokio::time::timeout(config.header_read_timeout, incoming).await {
-        Ok(Ok(conn)) => conn,
+        Ok(Ok(conn)) => {
+            crate::metrics::tls_handshake(0);
+            conn
+        }
         Ok(Err(e)) => {
+            crate::metrics::tls_handshake(1);
             log::log(
                 log::DEBUG,
                 &format!("QUIC handshake failed with {peer}: {e}"),
@@ -74,10 +91,12 @@ pub async fn serve<H: Handler>(
             return;
         }
         Err(_) => {
+            crate::metrics::tls_handshake(2);
             log::log(log::DEBUG, &format!("QUIC handshake timed out with {peer}"));
             return;
         }
     };
+    let _traffic = Traffic(conn.clone());
     let mut builder = h3::server::builder();
     builder.max_field_section_size(config.max_header_size as u64);
     let built = builder.build(h3_quinn::Connection::new(conn.clone()));
@@ -172,6 +191,7 @@ async fn request<H: Handler>(
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
     let head_request = parts.method == http::Method::HEAD;
+    let kind = crate::metrics::RequestKind::of(&parts.method, Version::HTTP_3);
     let started = Instant::now();
     let mut checked =
         validate::check_request(Version::HTTP_3, &parts.headers, config.max_body_size);
@@ -201,6 +221,7 @@ async fn request<H: Handler>(
     let resp = match checked {
         Ok(_) => shared.handler.handle(req, &ctx, guard, started).await,
         Err(rejection) => {
+            crate::metrics::rejected_status(rejection.status);
             let (parts, _body) = req.into_parts();
             shared
                 .handler
@@ -208,6 +229,7 @@ async fn request<H: Handler>(
             guarded(rejection.response(config.server_header), guard)
         }
     };
+    kind.answered(resp.status());
     super::response::send(&mut send, resp, head_request, config.send_timeout).await;
     recv_release.release();
 }
