@@ -88,6 +88,7 @@ class Server:
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
     tls: bool = False  # serves HTTPS (``{cert}``/``{key}`` in cmd); runs only the TLS tests
+    h3: bool = False  # serves HTTP/3 (QUIC, with ``tls``); checked, and runs only the h3 row
     # A twin is another configuration of the server named here (Granian's `--http 2`
     # baseline for the h2 row, a server with its access log on): `--servers NAME` brings
     # its twins along, so that a row never loses its baseline to a different name.
@@ -113,7 +114,7 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
     w = str(workers)
 
     def gristmill(
-        interface: str, target: str, access_log: bool = False, tls: bool = False
+        interface: str, target: str, access_log: bool = False, tls: bool = False, h3: bool = False
     ) -> list[str]:
         # The access log on is gristmill's default: the default format, on stdout.
         # Over TLS, `--http auto` (the default) offers ALPN h2 and http/1.1 on one port.
@@ -132,6 +133,7 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             "--threads",
             str(threads),
             *tls_args,
+            *(["--http3"] if h3 else []),
         ] + ([] if access_log else ["--no-access-log"])
 
     def granian(
@@ -360,6 +362,56 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             tls=True,
             twin_of="granian-asgi-tls",
         ),
+        # HTTP/3: gristmill with `--http3` and hypercorn with `--quic-bind` (aioquic), each
+        # on its TLS port (UDP beside TCP); only the h3 row, measured by req/CPU-s.
+        Server(
+            "gristmill-wsgi-h3",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application", tls=True, h3=True),
+            http1=False,
+            tls=True,
+            h3=True,
+            twin_of="gristmill-wsgi-tls",
+        ),
+        Server(
+            "gristmill-asgi-h3",
+            "asgi",
+            gristmill("asgi", "asgi_app:app", tls=True, h3=True),
+            http1=False,
+            tls=True,
+            h3=True,
+            twin_of="gristmill-asgi-tls",
+        ),
+        Server(
+            "hypercorn-h3",
+            "asgi",
+            [
+                str(vbin / "hypercorn"),
+                "--bind",
+                f"{HOST}:{{port}}",
+                "--quic-bind",
+                f"{HOST}:{{port}}",
+                "--certfile",
+                "{cert}",
+                "--keyfile",
+                "{key}",
+                # hypercorn 0.18 answers QUIC only in its single-process mode
+                # (`--workers 0`) and with the asyncio worker class: with worker processes
+                # or uvloop its QUIC endpoint never replies. So one process, whatever the
+                # suite's worker count; the h3 row runs in the 1-worker suite only.
+                "--workers",
+                "0",
+                "--worker-class",
+                "asyncio",
+                "--log-level",
+                "warning",
+                "asgi_app:app",
+            ],
+            http1=False,
+            tls=True,
+            h3=True,
+            twin_of="hypercorn",
+        ),
         Server(
             "ceiling",
             "rust",
@@ -400,7 +452,7 @@ class Test:
 
     key: str
     title: str
-    kind: str  # "h1" (wrk), "h2" (h2load) or "ws" (wsload.py)
+    kind: str  # "h1" (wrk), "h2" (h2load), "ws" (wsload.py) or "h3" (h3load.py)
     path: str = "/"
     conns: int = 64
     streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
@@ -470,6 +522,16 @@ TESTS = [
         8,
         16,
         ws_args=("--deflate", "--size", "1024"),
+    ),
+    # The load generator (aioquic, pure Python) is the bottleneck here: compare req/CPU-s.
+    Test(
+        "tls-h3",
+        "HTTP/3 (QUIC) `/`, 8 connections x 8 streams: compare req/CPU-s, not req/s",
+        "h3",
+        "/",
+        8,
+        8,
+        tls=True,
     ),
 ]
 
@@ -811,6 +873,24 @@ def check_h2(srv: Server) -> str | None:
     return None
 
 
+def check_h3(srv: Server, python_bin: Path) -> str | None:
+    cmd = [
+        str(python_bin),
+        str(BENCH / "h3load.py"),
+        "--check",
+        "--connections",
+        "2",
+        f"https://{HOST}:{srv.port}/",
+    ]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "HTTP/3 check timed out"
+    if res.returncode != 0:
+        return f"HTTP/3 check failed: {(res.stdout or res.stderr).strip()[-200:]}"
+    return None
+
+
 def check_ws(srv: Server, python_bin: Path) -> str | None:
     cmd = [
         str(python_bin),
@@ -922,6 +1002,18 @@ def load_command(
             script.write_text(test.lua)
             cmd += ["-s", str(script)]
         return cmd + [url]
+    if test.kind == "h3":
+        return [
+            str(python_bin),
+            str(BENCH / "h3load.py"),
+            "--connections",
+            str(test.conns),
+            "--streams",
+            str(test.streams),
+            "--duration",
+            str(duration),
+            url,
+        ]
     if test.kind == "h2":
         return [
             "h2load",
@@ -950,7 +1042,21 @@ def load_command(
     ]
 
 
-PARSERS = {"h1": parse_wrk, "h2": parse_h2load, "ws": parse_wsload}
+def parse_h3load(out: str) -> dict:
+    try:
+        data = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        data = {"errors": 1}
+    return {
+        "rps": float(data.get("rps", 0.0)),
+        "requests": int(data.get("requests", 0)),
+        "p50_ms": None,
+        "p99_ms": None,
+        "errors": int(data.get("errors", 0)),
+    }
+
+
+PARSERS = {"h1": parse_wrk, "h2": parse_h2load, "ws": parse_wsload, "h3": parse_h3load}
 
 
 def run_once(
@@ -1004,6 +1110,8 @@ def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
         return any(o.access_log and o.twin_of == srv.name for o in servers)
     if srv.access_log or srv.tls != test.tls or srv.static != test.static:
         return False
+    if test.kind == "h3" or srv.h3:
+        return test.kind == "h3" and srv.h3
     if test.kind == "h1":
         return srv.http1
     if test.kind == "h2":
@@ -1163,6 +1271,11 @@ def check(srv: Server, python_bin: Path) -> None:
         if why:
             srv.h2 = False
             srv.notes.append(f"no h2 row: {why}")
+    if srv.h3:
+        why = check_h3(srv, python_bin)
+        if why:
+            srv.skipped = why
+            return
     if srv.ws:
         why = check_ws(srv, python_bin)
         if why:
@@ -1443,8 +1556,8 @@ def baseline_name(info: dict, test: Test) -> str | None:
     interface = info["interface"]
     if interface == "static":
         return "granian-static"
-    if interface not in ("wsgi", "asgi"):
-        return None
+    if interface not in ("wsgi", "asgi") or test.kind == "h3":
+        return None  # no Granian speaks HTTP/3: the h3 row compares with hypercorn-h3
     if test.tls:
         return f"granian-{interface}-tls-h2" if test.kind == "h2" else f"granian-{interface}-tls"
     if test.kind == "h2":

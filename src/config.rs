@@ -103,6 +103,13 @@ pub struct Config {
     pub http2_keep_alive_interval: Option<Duration>,
     #[pyo3(from_py_with = seconds)]
     pub http2_keep_alive_timeout: Duration,
+    /// Serve HTTP/3 over QUIC beside each TLS listener (`crate::http3`).
+    pub http3: bool,
+    /// Advertise it with `Alt-Svc` on HTTP/1.1 and HTTP/2 TLS responses.
+    pub http3_alt_svc: bool,
+    pub http3_max_concurrent_streams: u32,
+    #[pyo3(from_py_with = seconds)]
+    pub http3_idle_timeout: Duration,
     /// `None` serves cleartext. `Settings.tls` is the settings object itself when it
     /// configures TLS, else `None`.
     pub tls: Option<TlsSettings>,

@@ -17,6 +17,7 @@ mod config;
 mod errors;
 mod heartbeat;
 mod http;
+mod http3;
 mod lifecycle;
 mod log;
 mod metrics;

@@ -37,7 +37,6 @@ use std::os::fd::RawFd;
 
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,7 +44,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpMode};
-use crate::http::{validate, ResponseBody};
+use crate::http::{validate, Incoming, ResponseBody};
 use crate::lifecycle::{self, RequestCount, SupervisorPipe};
 use crate::log;
 use crate::net::{
@@ -138,6 +137,20 @@ pub async fn run<H: Handler>(
     let builder = Arc::new(Builders::new(&config)?);
 
     let mut accept_tasks = Vec::new();
+    let http3 = if config.http3 {
+        let shared = Arc::new(crate::http3::Shared {
+            handler: handler.clone(),
+            config: config.clone(),
+            requests: requests.clone(),
+            concurrency: builder.concurrency.clone(),
+            statics: builder.statics.clone(),
+        });
+        let (http3, tasks) = crate::http3::start(shared, &listeners, slots.clone(), &shutdown_rx)?;
+        accept_tasks.extend(tasks);
+        Some(http3)
+    } else {
+        None
+    };
     for listener in listeners {
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
@@ -197,6 +210,9 @@ pub async fn run<H: Handler>(
                 "graceful timeout reached with requests in flight; stopping anyway",
             );
         }
+    }
+    if let Some(http3) = http3 {
+        http3.finish().await;
     }
     if let Some(access) = handler.access_log() {
         access.flush();
@@ -480,6 +496,7 @@ async fn serve_connection<H: Handler>(
     ctl: Ctl,
 ) {
     let fd = plain.raw_fd();
+    let local_port = addrs.server_port;
     let addrs = match config.proxy_protocol {
         false => addrs,
         true => match crate::http::proxy_protocol::accept(&mut plain, addrs, &config).await {
@@ -546,6 +563,9 @@ async fn serve_connection<H: Handler>(
         Proto::Http1 => {}
     }
     let io = TokioIo::new(io);
+    // Point TLS clients to HTTP/3 on the same port (`crate::http3`).
+    let alt_svc = (config.http3 && config.http3_alt_svc && tls.is_some() && local_port != 0)
+        .then(|| crate::http3::alt_svc(local_port));
     let conn_ctx = Arc::new(ConnCtx {
         addrs: Arc::new(addrs),
         slot,
@@ -558,7 +578,8 @@ async fn serve_connection<H: Handler>(
         let concurrency = builder.concurrency.clone();
         let statics = builder.statics.clone();
         let requests = ctl.requests.clone();
-        service_fn(move |mut req: Request<Incoming>| {
+        service_fn(move |req: Request<hyper::body::Incoming>| {
+            let mut req = req.map(Incoming::from);
             requests.count();
             let handler = handler.clone();
             let conn_ctx = conn_ctx.clone();
@@ -584,6 +605,7 @@ async fn serve_connection<H: Handler>(
             let kind = crate::metrics::RequestKind::of(req.method(), req.version());
             let statics = statics.clone();
             let concurrency = concurrency.clone();
+            let alt_svc = alt_svc.clone();
             async move {
                 let started = Instant::now();
                 let mut checked =
@@ -601,7 +623,7 @@ async fn serve_connection<H: Handler>(
                         reason: "both Content-Length and Transfer-Encoding",
                     });
                 }
-                let resp = match checked {
+                let mut resp = match checked {
                     Ok(_) => {
                         // Static files first: the application never sees their requests.
                         let req = match &statics {
@@ -647,6 +669,9 @@ async fn serve_connection<H: Handler>(
                     }
                 };
                 kind.answered(resp.status());
+                if let Some(v) = alt_svc {
+                    resp.headers_mut().insert(http::header::ALT_SVC, v);
+                }
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -669,7 +694,7 @@ async fn serve_connection<H: Handler>(
 
 /// Log that `--limit-concurrency` turned requests away: at most once a second per
 /// worker, with how many since the last line, so an overload does not flood the log.
-fn shed_log(limit: u64) {
+pub(crate) fn shed_log(limit: u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SHED: AtomicU64 = AtomicU64::new(0);
     static LAST: AtomicU64 = AtomicU64::new(0);

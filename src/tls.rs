@@ -208,7 +208,7 @@ impl TlsInfo {
     }
 }
 
-fn client_cert(der: &[u8]) -> ClientCert {
+pub(crate) fn client_cert(der: &[u8]) -> ClientCert {
     use x509_cert::der::{Decode, EncodePem};
     let parsed = x509_cert::Certificate::from_der(der).ok();
     let pem = parsed

@@ -634,6 +634,36 @@ class Settings:
         metavar="SECONDS",
     )
 
+    # --- HTTP/3 ----------------------------------------------------------------------
+    http3: bool = _setting(
+        False,
+        "Also serve HTTP/3 over QUIC, on UDP at the host and port of every TCP listener, "
+        "with the TLS certificate (needs `--ssl-certfile`/`--ssl-keyfile`). Each worker "
+        "binds its own UDP socket with SO_REUSEPORT; 0-RTT is off "
+        '(see docs/deployment.md, "HTTP/3").',
+        group="HTTP/3",
+        negatable=True,
+    )
+    http3_alt_svc: bool = _setting(
+        True,
+        'With `--http3`, send `Alt-Svc: h3=":PORT"; ma=86400` on HTTP/1.1 and HTTP/2 TLS '
+        "responses, so that browsers and curl switch to HTTP/3.",
+        group="HTTP/3",
+        negatable=True,
+    )
+    http3_max_concurrent_streams: int = _setting(
+        100,
+        "HTTP/3 (QUIC) request streams one connection may have open at once.",
+        group="HTTP/3",
+    )
+    http3_idle_timeout: float = _setting(
+        30.0,
+        "Seconds without a packet after which a QUIC connection is closed (its "
+        "max_idle_timeout transport parameter).",
+        group="HTTP/3",
+        metavar="SECONDS",
+    )
+
     # --- TLS -------------------------------------------------------------------------
     ssl_certfile: str | None = _setting(
         None,
@@ -976,6 +1006,7 @@ def validate(s: Settings) -> Settings:
         "ws_send_timeout",
         "ws_ping_timeout",
         "http2_keep_alive_timeout",
+        "http3_idle_timeout",
     ):
         if not 0 < getattr(s, name) < _MAX_SECONDS:
             raise ConfigError(f"{name} must be a positive number of seconds")
@@ -995,6 +1026,7 @@ def validate(s: Settings) -> Settings:
         )
     _validate_http2(s)
     _validate_tls(s)
+    _validate_http3(s)
     if s.uds_permissions is not None:
         try:
             mode = int(s.uds_permissions, 8)
@@ -1088,6 +1120,15 @@ def _validate_tls(s: Settings) -> None:
         raise ConfigError(
             "ssl_client_verify needs ssl_ca_certs (the CAs that sign client certificates)"
         )
+
+
+def _validate_http3(s: Settings) -> None:
+    if s.http3 and not s.ssl_certfile:
+        raise ConfigError(
+            "--http3 needs --ssl-certfile and --ssl-keyfile (HTTP/3 always runs over TLS)"
+        )
+    if not 1 <= s.http3_max_concurrent_streams <= 2**32 - 1:
+        raise ConfigError("http3_max_concurrent_streams must be between 1 and 4294967295")
 
 
 def from_sources(cli: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Settings:

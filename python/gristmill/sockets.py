@@ -95,6 +95,8 @@ def bind_all(s: Settings, environ: dict[str, str] | None = None) -> list[Bound]:
             else:
                 host, port = value  # type: ignore[misc]
                 out.append(_bind_tcp(s, host, port))
+        if s.http3:
+            _check_udp_ports(out)
     except BaseException:
         close_all(out)
         raise
@@ -170,6 +172,30 @@ def _bind_tcp(s: Settings, host: str, port: int) -> Bound:
         sock.close()
         raise ServerError(f"cannot listen on {_hostport(host, port)}: {e.strerror or e}") from None
     return Bound(sock, _display(s, sock), reserved=s.reuse_port)
+
+
+def _check_udp_ports(bound: list[Bound]) -> None:
+    """With ``--http3`` each worker binds UDP on every TCP address (SO_REUSEPORT, see
+    ``src/http3``): try that once here, so a port another program holds is one clear
+    error at start-up instead of workers failing one after the other."""
+    for b in bound:
+        family = b.sock.family
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        addr = b.sock.getsockname()
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                v6only = b.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            probe.bind(addr)
+        except OSError as e:
+            where = _hostport(addr[0], addr[1])
+            raise ServerError(f"cannot serve HTTP/3 on udp {where}: {e.strerror or e}") from None
+        finally:
+            probe.close()
 
 
 def _bind_uds(s: Settings, path: str) -> Bound:

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::http::Incoming;
 use ::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use ::http::request::Parts;
 use ::http::{HeaderMap, Response, StatusCode};
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;

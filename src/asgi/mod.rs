@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::http::Incoming;
 use ::http::request::Parts;
 use ::http::{Request, Response, StatusCode};
 use bytes::Bytes;
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

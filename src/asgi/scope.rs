@@ -22,6 +22,7 @@ pub fn http_version(v: Version) -> &'static str {
     match v {
         Version::HTTP_10 => "1.0",
         Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
         _ => "1.1",
     }
 }

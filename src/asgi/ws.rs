@@ -67,6 +67,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A `GET` with `Upgrade` over HTTP/2 is not one: `h2` resets such a stream as
 /// malformed (RFC 9113 §8.2.2) before it gets here.
 pub fn is_upgrade_request<B>(req: &::http::Request<B>) -> bool {
+    if req.version() == ::http::Version::HTTP_3 {
+        return false; // WebSocket over HTTP/3 (RFC 9220) is not served
+    }
     if req.version() == ::http::Version::HTTP_2 {
         return req.method() == ::http::Method::CONNECT
             && req

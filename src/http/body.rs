@@ -19,10 +19,10 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
+use crate::http::Incoming;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::net::ActiveGuard;
@@ -179,7 +179,7 @@ pub enum BodyReadError {
     /// No bytes arrived for this long.
     TimedOut(Duration),
     /// hyper's error: a malformed body, or the client went away.
-    Failed(hyper::Error),
+    Failed(crate::http::BodyError),
 }
 
 /// The next non-empty piece of `body`, `None` at its end; trailers are skipped.

@@ -7,6 +7,7 @@ pub mod body;
 pub mod file;
 pub mod framing;
 pub mod head;
+pub mod incoming;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod request_body;
@@ -18,6 +19,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SERVER};
 use http::{Response, StatusCode};
 
 pub use body::ResponseBody;
+pub use incoming::{BodyError, Incoming};
 
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("gristmill");
 

@@ -18,10 +18,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::http::Incoming;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use http_body::Body as _;
 
 use super::body::{read_whole, BodyReadError};
 use super::{error_response, guarded, ResponseBody};
@@ -41,7 +42,7 @@ pub enum Start {
     /// Still on the connection: read as the application asks for it.
     Stream(Incoming),
     /// Reading the small body failed (malformed, or the client went away).
-    Failed(hyper::Error),
+    Failed(crate::http::BodyError),
 }
 
 /// A small body stalled for this long; answer with [`Stalled::respond`].

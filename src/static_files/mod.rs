@@ -29,7 +29,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::http::Incoming;
 use pyo3::prelude::*;
 
 use crate::access_log::{AccessLog, Record};

@@ -13,8 +13,8 @@
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::http::Incoming;
 use bytes::{Buf, BytesMut};
-use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::time::Duration;
