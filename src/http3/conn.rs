@@ -216,8 +216,7 @@ async fn request<H: Handler>(
                 Ok(resp) => {
                     let resp = guarded(resp, guard);
                     kind.answered(resp.status());
-                    super::response::send(&mut send, resp, head_request, config.send_timeout)
-                        .await;
+                    super::response::send(&mut send, resp, head_request, config.send_timeout).await;
                     recv_release.release();
                     return;
                 }

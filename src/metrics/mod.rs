@@ -89,8 +89,8 @@ rejections! {
     LimitConcurrency = "limit_concurrency", 503;
     // --request-timeout: the application call ran too long, 504.
     RequestTimeout = "request_timeout", 504;
-    // New kinds go here (and nowhere else), e.g. for static files:
-    // StaticNotFound = "static_not_found", 404;
+    // New kinds go here (and nowhere else). A static file's 404 is an answer, not a
+    // rejection: it counts in the requests by status class.
 }
 
 /// Why workers start and exit (`gristmill_worker_{starts,exits}_total{reason}`): the
