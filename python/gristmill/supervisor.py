@@ -43,6 +43,7 @@ from typing import Any
 
 from . import loader, metrics, reloader, sockets, watchdog, worker
 from . import logging as gm_logging
+from ._proc import rss_kib
 from .errors import AppLoadError, ConfigError, ServerError
 from .settings import Settings
 
@@ -214,7 +215,7 @@ class Supervisor:
                 "the Rust core gristmill._core is not built: run `make build` or `pip install .`"
             )
         _check_tls(s)
-        if s.worker_max_rss and _rss_kib(os.getpid()) is None:
+        if s.worker_max_rss and rss_kib(os.getpid()) is None:
             log.warning("--worker-max-rss needs /proc/PID/status (Linux); it is ignored")
 
     def _preload(self) -> None:
@@ -828,7 +829,7 @@ class Supervisor:
         for w in list(self.workers.values()):
             if not w.ready or w.recycle:
                 continue
-            rss = _rss_kib(w.pid)
+            rss = rss_kib(w.pid)
             if rss is None:
                 continue
             w.rss = (w.rss + [rss])[-RSS_SAMPLES:]
@@ -906,19 +907,6 @@ def _with_jitter(setting: float, actual: float) -> str:
     if not extra:
         return f"{setting:g}"
     return f"{setting:g} + {extra:.3g} jitter"
-
-
-def _rss_kib(pid: int) -> int | None:
-    """A process's resident set size in KiB (``VmRSS`` in ``/proc/PID/status``), or
-    ``None`` when it cannot be read (the process is gone, or no ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _absolute_tls_paths(s: Settings) -> dict[str, str]:

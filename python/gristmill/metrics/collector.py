@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .. import _core
+from .._proc import rss_kib
 
 __all__ = ["SegmentCollector", "Snapshot"]
 
@@ -144,7 +145,7 @@ class SegmentCollector(Collector):
         )
         alive = 0
         for pid, _, _ in snap.live:
-            kib = _rss_kib(pid)
+            kib = rss_kib(pid)
             if kib is None:
                 continue
             alive += 1
@@ -160,14 +161,3 @@ def _signed(v: int) -> int:
 
 def _le(bound: float) -> str:
     return repr(float(bound))
-
-
-def _rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
