@@ -849,3 +849,29 @@ class PidLoad:
     def served_by(self, pids: set[int]) -> int:
         with self.lock:
             return sum(n for pid, n in self.served.items() if pid in pids)
+
+
+def autobahn(
+    kosoku: list[str], port: int, out: Path, select: list[str], timeout: float
+) -> tuple[dict[str, dict], str]:
+    """Run the Autobahn fuzzing client ``kosoku`` (its command line) against
+    ``127.0.0.1:port`` with the case selection ``select`` (``-i``/``-x`` arguments),
+    4 cases at a time, reports under ``out``: each case's result by case id, and the
+    client's output for the assertion message."""
+    proc = subprocess.run(
+        [*kosoku, "-m", "fuzzingclient", "-p", "4", "-o", str(out), *select, f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    (results,) = json.loads((out / "index.json").read_text()).values()
+    return results, proc.stdout + proc.stderr
+
+
+def autobahn_failures(results: dict[str, dict], allowed: set[str]) -> dict[str, tuple[str, str]]:
+    """The cases whose behaviour or close behaviour is outside ``allowed``."""
+    return {
+        case: (r["behavior"], r["behaviorClose"])
+        for case, r in results.items()
+        if {r["behavior"], r["behaviorClose"]} - allowed
+    }

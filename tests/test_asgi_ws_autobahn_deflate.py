@@ -12,12 +12,12 @@ runs (`-k "not autobahn"`). kosoku 0.1.0 needs the small fix in ``_kosoku.py``.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _support import autobahn, autobahn_failures
 
 # Every test here runs once per ASGI mode (one thread, loop thread).
 pytestmark = pytest.mark.usefixtures("asgi_mode")
@@ -36,29 +36,8 @@ def test_autobahn_deflate_sections_12_and_13(server, tmp_path, asgi_mode):
         cases = ["12.*", "13.1.*"]
     else:
         cases = [f"13.{n}.*" for n in range(2, 8)]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(KOSOKU),
-            "-m",
-            "fuzzingclient",
-            "-p",
-            "4",
-            "-o",
-            str(out),
-            *(arg for case in cases for arg in ("-i", case)),
-            f"127.0.0.1:{srv.port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    index = json.loads((out / "index.json").read_text())
-    (results,) = index.values()
-    assert len(results) == 108, proc.stdout + proc.stderr
-    bad = {
-        case: (r["behavior"], r["behaviorClose"])
-        for case, r in results.items()
-        if {r["behavior"], r["behaviorClose"]} - {"OK", "NON-STRICT"}
-    }
+    select = [arg for case in cases for arg in ("-i", case)]
+    results, output = autobahn([sys.executable, str(KOSOKU)], srv.port, out, select, timeout=540)
+    assert len(results) == 108, output
+    bad = autobahn_failures(results, {"OK", "NON-STRICT"})
     assert bad == {}, bad
