@@ -873,40 +873,25 @@ def check_h2(srv: Server) -> str | None:
     return None
 
 
-def check_h3(srv: Server, python_bin: Path) -> str | None:
-    cmd = [
-        str(python_bin),
-        str(BENCH / "h3load.py"),
-        "--check",
-        "--connections",
-        "2",
-        f"https://{HOST}:{srv.port}/",
-    ]
+def _check_with_loadgen(script: str, url: str, what: str, python_bin: Path) -> str | None:
+    """Run one of the bench's Python load generators in its ``--check`` mode (2
+    connections, every request or message must succeed) against ``url``."""
+    cmd = [str(python_bin), str(BENCH / script), "--check", "--connections", "2", url]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
-        return "HTTP/3 check timed out"
+        return f"{what} check timed out"
     if res.returncode != 0:
-        return f"HTTP/3 check failed: {(res.stdout or res.stderr).strip()[-200:]}"
+        return f"{what} check failed: {(res.stdout or res.stderr).strip()[-200:]}"
     return None
+
+
+def check_h3(srv: Server, python_bin: Path) -> str | None:
+    return _check_with_loadgen("h3load.py", f"https://{HOST}:{srv.port}/", "HTTP/3", python_bin)
 
 
 def check_ws(srv: Server, python_bin: Path) -> str | None:
-    cmd = [
-        str(python_bin),
-        str(BENCH / "wsload.py"),
-        "--check",
-        "--connections",
-        "2",
-        f"ws://{HOST}:{srv.port}/ws",
-    ]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "WebSocket check timed out"
-    if res.returncode != 0:
-        return f"WebSocket check failed: {(res.stdout or res.stderr).strip()[-200:]}"
-    return None
+    return _check_with_loadgen("wsload.py", f"ws://{HOST}:{srv.port}/ws", "WebSocket", python_bin)
 
 
 def stop_server(srv: Server) -> None:
