@@ -336,4 +336,6 @@ def test_process_titles(server, target, name, shown):
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: len(srv.worker_pids() - {first}) == 2, 20, message="a replacement")
     (new,) = srv.worker_pids() - before
-    assert _title(new) == f"gristmill: worker 3 [{shown}]"
+    # The child sets its title just after the fork: until then it shows the supervisor's.
+    expected = f"gristmill: worker 3 [{shown}]"
+    wait_until(lambda: _title(new) == expected, 10, message=f"the title {expected!r}")
