@@ -17,7 +17,8 @@ the raw runs go to ``bench/results/latest.json``.
 
 Suites: "1 worker, pinned" (server on CPU 0, load generator on CPU 1, via ``taskset``) and,
 with ``--full``, "2 workers, unpinned". Load: ``wrk`` for HTTP/1.1, ``h2load`` for h2c,
-``wsload.py`` (next to this file) for WebSocket echo. The HTTPS rows (HTTP/1.1 with ``wrk``,
+``wsload.py`` (next to this file) for WebSocket echo, ``wsh2load.py`` for WebSocket over
+HTTP/2 (RFC 8441) and ``h3load.py`` for HTTP/3. The HTTPS rows (HTTP/1.1 with ``wrk``,
 HTTP/2 by ALPN with ``h2load``) run separate TLS instances of gristmill and Granian with a
 self-signed certificate made at bench time with ``openssl`` (see :func:`tls_files`). The
 1-worker suite's access-log test measures each server with its access log on next to the
@@ -87,6 +88,7 @@ class Server:
     http1: bool = True  # runs the HTTP/1.1 tests
     h2: bool = False  # expected to speak h2c; checked, and dropped from the h2 row if not
     ws: bool = False  # expected to speak WebSocket; checked likewise
+    ws_h2: bool = False  # expected to speak WebSocket over HTTP/2 (RFC 8441, h2c); likewise
     tls: bool = False  # serves HTTPS (``{cert}``/``{key}`` in cmd); runs only the TLS tests
     h3: bool = False  # serves HTTP/3 (QUIC, with ``tls``); checked, and runs only the h3 row
     # A twin is another configuration of the server named here (Granian's `--http 2`
@@ -188,7 +190,14 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             "wsgi",
             gunicorn + ["--worker-class", "gthread", "--threads", "4", "wsgi_app:application"],
         ),
-        Server("gristmill-asgi", "asgi", gristmill("asgi", "asgi_app:app"), h2=True, ws=True),
+        Server(
+            "gristmill-asgi",
+            "asgi",
+            gristmill("asgi", "asgi_app:app"),
+            h2=True,
+            ws=True,
+            ws_h2=True,
+        ),
         Server("granian-asgi", "asgi", granian("asgi", "asgi_app:app", "1"), ws=True),
         # The eager task start (Python 3.12+) off, to measure what it gains.
         Server(
@@ -197,6 +206,7 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             gristmill("asgi", "asgi_app:app") + ["--no-eager-tasks"],
             h2=True,
             ws=True,
+            ws_h2=True,
             opt_in=True,
         ),
         # Worker recycling every 10,000 requests (`--max-requests`), to measure what the
@@ -270,6 +280,7 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             ],
             h2=True,
             ws=True,
+            ws_h2=True,
         ),
         Server(
             "granian-wsgi-h2",
@@ -452,21 +463,33 @@ class Test:
 
     key: str
     title: str
-    kind: str  # "h1" (wrk), "h2" (h2load), "ws" (wsload.py) or "h3" (h3load.py)
+    # "h1" (wrk), "h2" (h2load), "ws" (wsload.py), "ws-h2" (wsh2load.py) or "h3" (h3load.py)
+    kind: str
     path: str = "/"
     conns: int = 64
-    streams: int = 1  # h2: concurrent streams per connection; ws: messages in flight
+    # h2: concurrent streams per connection; ws: messages in flight; ws-h2: WebSockets per
+    # connection (messages in flight on each: ``--window`` in ws_args)
+    streams: int = 1
     lua: str | None = None  # wrk script, for the POST
     access_log: bool = False  # runs the access-log twins, each next to its log-off server
     tls: bool = False  # HTTPS: runs the TLS servers only (and only they run it)
-    ws_args: tuple[str, ...] = ()  # ws: more wsload.py arguments
+    ws_args: tuple[str, ...] = ()  # ws, ws-h2: more wsload.py / wsh2load.py arguments
     static: bool = False  # a file under /static: runs the static-file servers only
+    note: str | None = None  # a line under the row's table
 
 
 ECHO_LUA = (
     'wrk.method = "POST"\n'
     f'wrk.body = string.rep("x", {ECHO_SIZE})\n'
     'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+)
+
+WS_H2_NOTE = (
+    "Granian and uvicorn have no row here: neither supports WebSocket over HTTP/2 (RFC 8441). "
+    "Granian's HTTP/2 does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL; uvicorn's "
+    "experimental HTTP/2 carries no WebSocket. The load generator (bench/wsh2load.py, on the "
+    "pure-Python h2 library) is the bottleneck: compare servers by msgs per server "
+    "CPU-second (the msgs/CPU-s column); every echo is checked byte for byte."
 )
 
 TESTS = [
@@ -522,6 +545,30 @@ TESTS = [
         8,
         16,
         ws_args=("--deflate", "--size", "1024"),
+    ),
+    # WebSocket over HTTP/2 (RFC 8441 extended CONNECT, h2c): the load generator (the h2
+    # library, pure Python) is the bottleneck here: compare msgs per server CPU-second.
+    Test(
+        "ws-h2",
+        "WebSocket over HTTP/2 (RFC 8441, h2c) echo, 1 KiB JSON-like text messages, "
+        "4 connections x 8 WebSockets x 4 in flight: compare msgs/CPU-s, not msgs/s",
+        "ws-h2",
+        "/ws",
+        4,
+        8,
+        ws_args=("--window", "4", "--size", "1024"),
+        note=WS_H2_NOTE,
+    ),
+    Test(
+        "ws-h2-deflate",
+        "WebSocket over HTTP/2 (RFC 8441, h2c) echo with permessage-deflate, 1 KiB JSON-like "
+        "text messages, 4 connections x 8 WebSockets x 4 in flight: compare msgs/CPU-s",
+        "ws-h2",
+        "/ws",
+        4,
+        8,
+        ws_args=("--window", "4", "--size", "1024", "--deflate"),
+        note=WS_H2_NOTE,
     ),
     # The load generator (aioquic, pure Python) is the bottleneck here: compare req/CPU-s.
     Test(
@@ -894,6 +941,12 @@ def check_ws(srv: Server, python_bin: Path) -> str | None:
     return _check_with_loadgen("wsload.py", f"ws://{HOST}:{srv.port}/ws", "WebSocket", python_bin)
 
 
+def check_ws_h2(srv: Server, python_bin: Path) -> str | None:
+    return _check_with_loadgen(
+        "wsh2load.py", f"ws://{HOST}:{srv.port}/ws", "WebSocket over HTTP/2", python_bin
+    )
+
+
 def stop_server(srv: Server) -> None:
     if srv.proc is None or srv.proc.poll() is not None:
         return
@@ -951,6 +1004,7 @@ def parse_h2load(out: str) -> dict:
 
 
 def parse_wsload(out: str) -> dict:
+    """wsload.py's JSON line, or wsh2load.py's (which adds latency percentiles)."""
     try:
         data = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -958,8 +1012,8 @@ def parse_wsload(out: str) -> dict:
     return {
         "rps": float(data.get("msgs_per_s", 0.0)),
         "requests": int(data.get("messages", 0)),
-        "p50_ms": None,
-        "p99_ms": None,
+        "p50_ms": data.get("p50_ms"),
+        "p99_ms": data.get("p99_ms"),
         "errors": int(data.get("errors", 0)),
     }
 
@@ -1013,6 +1067,19 @@ def load_command(
             url,
         ]
     ws = f"ws://{HOST}:{srv.port}{test.path}"
+    if test.kind == "ws-h2":
+        return [
+            str(python_bin),
+            str(BENCH / "wsh2load.py"),
+            "--connections",
+            str(test.conns),
+            "--streams",
+            str(test.streams),
+            "--duration",
+            str(duration),
+            *test.ws_args,
+            ws,
+        ]
     return [
         str(python_bin),
         str(BENCH / "wsload.py"),
@@ -1041,7 +1108,13 @@ def parse_h3load(out: str) -> dict:
     }
 
 
-PARSERS = {"h1": parse_wrk, "h2": parse_h2load, "ws": parse_wsload, "h3": parse_h3load}
+PARSERS = {
+    "h1": parse_wrk,
+    "h2": parse_h2load,
+    "ws": parse_wsload,
+    "ws-h2": parse_wsload,
+    "h3": parse_h3load,
+}
 
 
 def run_once(
@@ -1101,6 +1174,8 @@ def takes_part(srv: Server, test: Test, servers: list[Server]) -> bool:
         return srv.http1
     if test.kind == "h2":
         return srv.h2
+    if test.kind == "ws-h2":
+        return srv.ws_h2
     return srv.ws
 
 
@@ -1266,6 +1341,11 @@ def check(srv: Server, python_bin: Path) -> None:
         if why:
             srv.ws = False
             srv.notes.append(f"no WebSocket row: {why}")
+    if srv.ws_h2:
+        why = check_ws_h2(srv, python_bin)
+        if why:
+            srv.ws_h2 = False
+            srv.notes.append(f"no WebSocket-over-HTTP/2 row: {why}")
 
 
 # --- RSS growth mode -------------------------------------------------------------------------
@@ -1541,8 +1621,9 @@ def baseline_name(info: dict, test: Test) -> str | None:
     interface = info["interface"]
     if interface == "static":
         return "granian-static"
-    if interface not in ("wsgi", "asgi") or test.kind == "h3":
-        return None  # no Granian speaks HTTP/3: the h3 row compares with hypercorn-h3
+    if interface not in ("wsgi", "asgi") or test.kind in ("h3", "ws-h2"):
+        # No Granian speaks HTTP/3 or RFC 8441: those rows compare with hypercorn.
+        return None
     if test.tls:
         return f"granian-{interface}-tls-h2" if test.kind == "h2" else f"granian-{interface}-tls"
     if test.kind == "h2":
@@ -1630,6 +1711,14 @@ def _static_ratios(per_server: dict) -> list[str]:
     ]
 
 
+def _per_cpu_vs(per_server: dict, ours: str, peer: str, unit: str) -> list[str]:
+    """A line with ``ours``'s median per-CPU-second rate divided by ``peer``'s."""
+    per_cpu = {n: _median([r["req_per_cpu_s"] for r in rs]) for n, rs in per_server.items()}
+    if not per_cpu.get(ours) or not per_cpu.get(peer):
+        return []
+    return [f"{ours}, {unit}/CPU-s: {per_cpu[ours] / per_cpu[peer]:.2f}× {peer}.", ""]
+
+
 def render_suite(result: dict) -> str:
     suite = result["suite"]
     servers = result["servers"]
@@ -1639,12 +1728,12 @@ def render_suite(result: dict) -> str:
         per_server = result["runs"].get(test.key, {})
         if not per_server:
             continue
-        unit = "msgs/s" if test.kind == "ws" else "req/s"
+        unit = "msgs/s" if test.kind in ("ws", "ws-h2") else "req/s"
         lines += [
             f"### {test.title}",
             "",
             f"| server | {unit} | spread | p50 | p99 | vs Granian | vs ceiling | CPU % "
-            f"| req/CPU-s | RSS MiB | errors | load-gen CPU % |",
+            f"| {unit[:-2]}/CPU-s | RSS MiB | errors | load-gen CPU % |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         medians = {name: _median([r["rps"] for r in rs]) for name, rs in per_server.items()}
@@ -1676,6 +1765,10 @@ def render_suite(result: dict) -> str:
         lines.append("")
         if test.static:
             lines += _static_ratios(per_server)
+        if test.kind == "ws-h2":
+            lines += _per_cpu_vs(per_server, "gristmill-asgi", "hypercorn", "msgs")
+        if test.note:
+            lines += [test.note, ""]
         lines += _missing_baselines(test, per_server, servers)
         if test.access_log:
             lines += _access_log_cost(per_server, servers)
@@ -1744,12 +1837,13 @@ def render(env: dict, suites: list[dict]) -> str:
         f"server order rotated per round, after a {env['warmup']:g} s warm-up; "
         "medians, spread = min–max over rounds",
         f"- Versions: {versions}",
-        f"- Load generators: {env['wrk']}; {env['h2load']}; WebSocket: bench/wsload.py",
+        f"- Load generators: {env['wrk']}; {env['h2load']}; WebSocket: bench/wsload.py; "
+        "WebSocket over HTTP/2: bench/wsh2load.py",
         "",
-        "Ratios compare medians from this run only. p50/p99 come from wrk; h2load and "
-        "wsload report none. CPU % and RSS cover the server's whole process tree (100 = one "
-        "core). A row whose load-gen CPU % is near 100 while the server's is well below "
-        "was limited by the load generator: read its req/CPU-s instead. "
+        "Ratios compare medians from this run only. p50/p99 come from wrk and wsh2load; "
+        "h2load and wsload report none. CPU % and RSS cover the server's whole process "
+        "tree (100 = one core). A row whose load-gen CPU % is near 100 while the server's "
+        "is well below was limited by the load generator: read its req/CPU-s instead. "
         "See bench/RESULTS.md for how to read the table.",
         "",
     ]
