@@ -96,7 +96,6 @@ class Stream:
         self.mismatches = 0
         self.opened: asyncio.Future = asyncio.get_running_loop().create_future()
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.received: list[bytes] = []  # --check: the echoes
 
 
 class Connection(asyncio.Protocol):
@@ -113,7 +112,6 @@ class Connection(asyncio.Protocol):
         self.transport = None
         self.streams: dict[int, Stream] = {}
         self.settings: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.lost: BaseException | None = None
 
     # --- asyncio.Protocol
 
@@ -182,7 +180,6 @@ class Connection(asyncio.Protocol):
             self.transport.write(out)
 
     def fail(self, exc: BaseException) -> None:
-        self.lost = self.lost or exc
         if not self.settings.done():
             self.settings.set_exception(exc)
         for sid in list(self.streams):
@@ -291,8 +288,6 @@ class Connection(asyncio.Protocol):
             st.expect += 1
             if payload != want:
                 st.mismatches += 1
-            if self.args.check:
-                st.received.append(payload)
             if now is None:
                 now = time.perf_counter()
             self.latencies.append(now - st.sent_at)
