@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -677,6 +678,138 @@ def test_sendfile_is_used_on_cleartext_http1(server, tree):
         r = srv.get(f"/file_wrapper?path={tree['pub'] / 'big.bin'}")
         assert hashlib.sha256(r.content).hexdigest() == tree["big_sha"]
         wait_until(lambda: out.read_text().count("sendfile(") > before, 10, message="file_wrapper")
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+
+
+# --- the cache of small files (--static-cache) ----------------------------------------------
+def _warm(srv, path: str, **kw) -> httpx.Response:
+    """Ask three times: the first lookup watches the directories, the second fills the
+    cache, the third is answered from it."""
+    return [srv.get(path, **kw) for _ in range(3)][-1]
+
+
+def test_cached_file_changes_are_seen(srv, tree):
+    d = tree["pub"] / f"cached-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    f = d / "a.txt"
+    f.write_bytes(b"one")
+    url = f"/static/{d.name}/a.txt"
+    assert _warm(srv, url).content == b"one"
+    # Rewritten in place: same size, most likely the same second.
+    f.write_bytes(b"two")
+    assert srv.get(url).content == b"two"
+    _warm(srv, url)
+    # Replaced by a rename, as deployments do.
+    (d / "a.tmp").write_bytes(b"three")
+    os.replace(d / "a.tmp", f)
+    assert srv.get(url).content == b"three"
+    etag = _warm(srv, url).headers["etag"]
+    # Touched: the validators follow.
+    os.utime(f, (time.time() + 5, time.time() + 5))
+    assert srv.get(url).headers["etag"] != etag
+    _warm(srv, url, headers={"Accept-Encoding": "gzip"})
+    _warm(srv, url, headers={"Accept-Encoding": "identity"})
+    # A precompressed sibling appears: chosen, and the answer now varies.
+    (d / "a.txt.gz").write_bytes(gzip.compress(b"three"))
+    r = srv.get(url, headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and r.content == b"three"
+    assert srv.get(url, headers={"Accept-Encoding": "identity"}).headers["vary"] == (
+        "Accept-Encoding"
+    )
+    _warm(srv, url)
+    # Removed, then back.
+    f.unlink()
+    (d / "a.txt.gz").unlink()
+    assert srv.get(url).status_code == 404
+    f.write_bytes(b"four")
+    assert srv.get(url).content == b"four"
+
+
+def test_cached_file_in_a_replaced_directory(srv, tree):
+    d = tree["pub"] / f"dir-{uuid.uuid4().hex[:8]}"
+    (d / "deeper").mkdir(parents=True)
+    (d / "deeper" / "x.txt").write_bytes(b"old")
+    url = f"/static/{d.name}/deeper/x.txt"
+    assert _warm(srv, url).content == b"old"
+    os.rename(d, d.with_name(d.name + "-moved"))
+    assert srv.get(url).status_code == 404
+    (d / "deeper").mkdir(parents=True)
+    (d / "deeper" / "x.txt").write_bytes(b"new")
+    assert srv.get(url).content == b"new"
+    assert _warm(srv, url).content == b"new"
+    shutil.rmtree(d / "deeper")
+    assert srv.get(url).status_code == 404
+
+
+def test_cached_files_when_the_static_directory_or_its_parent_is_replaced(server, tmp_path):
+    site = tmp_path / "site"
+    pub = site / "pub"
+    pub.mkdir(parents=True)
+    (pub / "x.txt").write_bytes(b"v1")
+    srv = server("static_app:app", "--static", f"/s={pub}")
+    assert _warm(srv, "/s/x.txt").content == b"v1"
+    # The directory's parent swapped for another (the directory path stays the same).
+    os.rename(site, tmp_path / "site-1")
+    pub.mkdir(parents=True)
+    (pub / "x.txt").write_bytes(b"v2")
+    assert srv.get("/s/x.txt").content == b"v2"
+    assert _warm(srv, "/s/x.txt").content == b"v2"
+    # The directory itself swapped.
+    os.rename(pub, site / "pub-2")
+    pub.mkdir()
+    (pub / "x.txt").write_bytes(b"v3")
+    assert srv.get("/s/x.txt").content == b"v3"
+
+
+def test_files_behind_symbolic_links_are_not_cached(server, tmp_path):
+    """A link's target may change in a directory that is not watched: such files are
+    looked up every time."""
+    pub = tmp_path / "pub"
+    (pub / "sub").mkdir(parents=True)
+    (pub / "sub" / "in.txt").write_bytes(b"in-1")
+    (pub / "in.txt").symlink_to(pub / "sub" / "in.txt")
+    (tmp_path / "out.txt").write_bytes(b"out-1")
+    (pub / "out.txt").symlink_to(tmp_path / "out.txt")
+    srv = server("static_app:app", "--static", f"/s={pub}", "--static-follow-symlinks")
+    assert _warm(srv, "/s/in.txt").content == b"in-1"
+    assert _warm(srv, "/s/out.txt").content == b"out-1"
+    (pub / "sub" / "in.txt").write_bytes(b"in-2")
+    (tmp_path / "out.txt").write_bytes(b"out-2")
+    assert srv.get("/s/in.txt").content == b"in-2"
+    assert srv.get("/s/out.txt").content == b"out-2"
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_cached_file_is_answered_without_the_file_system(server, tree, cache):
+    """From the cache, a small file costs no `openat2`; with `--no-static-cache`, each
+    request opens it."""
+    flag = "--static-cache" if cache else "--no-static-cache"
+    srv = server("static_app:app", *static_args(tree), flag)
+    (worker,) = srv.worker_pids()
+    out = Path(tree["root"]) / f"strace-cache-{worker}.txt"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=openat2,recvfrom", "-o", str(out), "-p", str(worker)],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def traced() -> bool:
+            srv.get("/static/hello.txt")
+            return out.exists() and "recvfrom(" in out.read_text()
+
+        wait_until(traced, 15, message="strace saw a request")
+        _warm(srv, "/static/hello.txt")
+        before = out.read_text().count("openat2(")
+        for _ in range(10):
+            assert srv.get("/static/hello.txt").content == b"hello, static world\n"
+        wait_until(
+            lambda: out.read_text().count("recvfrom(") >= 10, 10, message="strace saw them"
+        )
+        opened = out.read_text().count("openat2(") - before
+        assert (opened == 0) if cache else (opened >= 10), opened
     finally:
         tracer.terminate()
         tracer.wait(10)

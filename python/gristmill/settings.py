@@ -751,6 +751,15 @@ class Settings:
         group="Static files",
         negatable=True,
     )
+    static_cache: bool = _setting(
+        True,
+        "Keep small static files (up to 16 KiB) in memory, watched with inotify so that "
+        "any change to them or their directories is seen by the next request. Off: every "
+        "request reads the file system (for files changed in ways inotify does not "
+        "report: through a shared mmap, or by another machine on a network file system).",
+        group="Static files",
+        negatable=True,
+    )
 
     # --- Logging ---------------------------------------------------------------------
     log_level: str = _setting(

@@ -97,6 +97,10 @@ pub struct Found {
     pub vary: bool,
     /// The whole content, for a small file.
     pub contents: Option<Bytes>,
+    /// Everything looked at (the file, its directory's index, the siblings) was reached
+    /// without a symbolic link: a change to any of it shows in the directories on the
+    /// way, which is what the cache (`cache.rs`) watches.
+    pub direct: bool,
 }
 
 /// How a lookup may touch the file system.
@@ -113,71 +117,133 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct WouldBlock;
 
-/// Set once `openat2` turned out unusable (an old kernel, a seccomp filter): every
-/// lookup then goes to a blocking thread straight away.
+/// Set once `openat2` with `RESOLVE_CACHED` turned out unusable (an old kernel, a
+/// seccomp filter): every lookup then goes to a blocking thread straight away.
 static NO_CACHED_OPEN: AtomicBool = AtomicBool::new(false);
+/// Set once `openat2` turned out unusable altogether: blocking lookups then open with
+/// `open(2)` and always check the real path.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
-/// Open `path` read-only and non-blocking (a FIFO cannot hang the thread), or as an
-/// `O_PATH` handle (enough to `fstat`); `Ok(None)` when it cannot be opened.
-fn open(path: &Path, o_path: bool, mode: Mode) -> Result<Option<File>, WouldBlock> {
-    let flags = if o_path {
-        libc::O_PATH | libc::O_CLOEXEC
-    } else {
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC
-    };
-    if mode == Mode::Blocking {
-        let mut opts = OpenOptions::new();
-        opts.read(!o_path).custom_flags(flags & !libc::O_CLOEXEC);
-        return Ok(opts.open(path).ok());
-    }
-    if NO_CACHED_OPEN.load(Ordering::Relaxed) {
-        return Err(WouldBlock);
-    }
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return Ok(None);
-    };
+/// `openat2(AT_FDCWD, path, flags, resolve)`, or the `errno`.
+fn openat2(path: &CString, flags: i32, resolve: u64) -> Result<File, i32> {
     // SAFETY: `open_how` is plain data; zeroed is its "no options" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_CACHED;
+    how.resolve = resolve;
     // SAFETY: a valid NUL-terminated path and `open_how` of the size passed.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
             libc::AT_FDCWD,
-            c_path.as_ptr(),
+            path.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )
     };
     if fd >= 0 {
         // SAFETY: a descriptor the kernel just gave us.
-        return Ok(Some(unsafe { File::from_raw_fd(fd as i32) }));
+        Ok(unsafe { File::from_raw_fd(fd as i32) })
+    } else {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => Err(WouldBlock),
-        Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
-            NO_CACHED_OPEN.store(true, Ordering::Relaxed);
-            Err(WouldBlock)
+}
+
+/// Whether an `openat2` error says the call (or one of its `resolve` flags) is not
+/// available here, rather than anything about the path.
+fn unsupported(errno: i32) -> bool {
+    matches!(errno, libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG)
+}
+
+/// An open file, and whether it was reached without any symbolic link (`direct`): then
+/// it is exactly the path asked for (the mount directory is canonical, the segments
+/// hold no `.`), so it lies inside the directory and no component is hidden.
+struct Opened {
+    file: File,
+    direct: bool,
+}
+
+/// Open `path` read-only and non-blocking (a FIFO cannot hang the thread), or as an
+/// `O_PATH` handle (enough to `fstat`); `Ok(None)` when it cannot be opened.
+///
+/// First without following any symbolic link (`RESOLVE_NO_SYMLINKS`): the common case,
+/// which needs no check of where the file really is. When a link is in the way, again
+/// following links (the caller then checks the real path).
+fn open(path: &Path, o_path: bool, mode: Mode) -> Result<Option<Opened>, WouldBlock> {
+    let flags = if o_path {
+        libc::O_PATH | libc::O_CLOEXEC
+    } else {
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC
+    };
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return Ok(None);
+    };
+    let cached = mode == Mode::Cached;
+    if cached && NO_CACHED_OPEN.load(Ordering::Relaxed) {
+        return Err(WouldBlock);
+    }
+    if cached || !NO_OPENAT2.load(Ordering::Relaxed) {
+        let resolve = if cached {
+            libc::RESOLVE_CACHED | libc::RESOLVE_NO_SYMLINKS
+        } else {
+            libc::RESOLVE_NO_SYMLINKS
+        };
+        match openat2(&c_path, flags, resolve) {
+            Ok(file) => return Ok(Some(Opened { file, direct: true })),
+            Err(libc::ELOOP) => {} // a symbolic link on the way: follow it below
+            Err(libc::EAGAIN) if cached => return Err(WouldBlock),
+            Err(e) if unsupported(e) && cached => {
+                NO_CACHED_OPEN.store(true, Ordering::Relaxed);
+                return Err(WouldBlock);
+            }
+            Err(e) if unsupported(e) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            Err(_) => return Ok(None),
         }
-        _ => Ok(None),
     }
+    if !cached && NO_OPENAT2.load(Ordering::Relaxed) {
+        // `is_file` asks for no `O_PATH` handle then.
+        let mut opts = OpenOptions::new();
+        opts.read(true).custom_flags(flags & !libc::O_CLOEXEC);
+        return Ok(opts.open(path).ok().map(|file| Opened {
+            file,
+            direct: false,
+        }));
+    }
+    let resolve = if cached { libc::RESOLVE_CACHED } else { 0 };
+    match openat2(&c_path, flags, resolve) {
+        Ok(file) => Ok(Some(Opened {
+            file,
+            direct: false,
+        })),
+        Err(libc::EAGAIN) if cached => Err(WouldBlock),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A file that may be served: what was opened, its metadata, and whether it was reached
+/// without a symbolic link.
+struct Admitted {
+    file: File,
+    meta: Metadata,
+    direct: bool,
 }
 
 /// `path` opened (following links), with its metadata, if it may be served: unless
 /// `follow_symlinks`, what the descriptor really is must lie inside `root` with no
-/// hidden component. The real path comes from `/proc/self/fd` (one `readlink`, and
-/// race-free: it is the file we hold), or from `canonicalize` without `/proc`.
+/// hidden component. A file reached without links is that already; otherwise the real
+/// path comes from `/proc/self/fd` (one `readlink`, and race-free: it is the file we
+/// hold), or from `canonicalize` without `/proc`.
 fn open_admissible(
     root: &Path,
     path: &Path,
     opts: &Options,
     mode: Mode,
-) -> Result<Option<(File, Metadata)>, WouldBlock> {
-    let Some(file) = open(path, false, mode)? else {
+) -> Result<Option<Admitted>, WouldBlock> {
+    let Some(Opened { file, direct }) = open(path, false, mode)? else {
         return Ok(None);
     };
-    if !opts.follow_symlinks {
+    if !direct && !opts.follow_symlinks {
         let real = match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
             Ok(real) => real,
             Err(_) if mode == Mode::Cached => return Err(WouldBlock),
@@ -196,7 +262,7 @@ fn open_admissible(
             return Ok(None);
         }
     }
-    Ok(file.metadata().ok().map(|meta| (file, meta)))
+    Ok(file.metadata().ok().map(|meta| Admitted { file, meta, direct }))
 }
 
 /// [`open_admissible`], for a regular file only.
@@ -205,16 +271,20 @@ fn open_regular(
     path: &Path,
     opts: &Options,
     mode: Mode,
-) -> Result<Option<(File, Metadata)>, WouldBlock> {
-    Ok(open_admissible(root, path, opts, mode)?.filter(|(_, meta)| meta.is_file()))
+) -> Result<Option<Admitted>, WouldBlock> {
+    Ok(open_admissible(root, path, opts, mode)?.filter(|a| a.meta.is_file()))
 }
 
-/// Whether a regular file exists at `path` (following links).
-fn is_file(path: &Path, mode: Mode) -> Result<bool, WouldBlock> {
-    if mode == Mode::Blocking {
-        return Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()));
+/// Whether a regular file exists at `path` (following links): `Some(direct)`, where
+/// `direct` says it was reached without a symbolic link.
+fn is_file(path: &Path, mode: Mode) -> Result<Option<bool>, WouldBlock> {
+    if mode == Mode::Blocking && NO_OPENAT2.load(Ordering::Relaxed) {
+        return Ok(std::fs::metadata(path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(false));
     }
-    Ok(open(path, true, mode)?.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file())))
+    Ok(open(path, true, mode)?
+        .and_then(|o| o.file.metadata().is_ok_and(|m| m.is_file()).then_some(o.direct)))
 }
 
 /// The first `len` bytes of a small file: on an I/O thread only from the page cache
@@ -269,33 +339,41 @@ pub fn lookup(
 ) -> Result<Lookup, WouldBlock> {
     let mut path = root.to_path_buf();
     path.extend(segments);
-    let Some((file, meta)) = open_admissible(root, &path, opts, mode)? else {
+    let Some(first) = open_admissible(root, &path, opts, mode)? else {
         return Ok(Lookup::Missing);
     };
-    let (name, plain) = if meta.is_dir() {
+    let (name, plain) = if first.meta.is_dir() {
         if !opts.index {
             return Ok(Lookup::Missing);
         }
         let index = path.join("index.html");
-        let Some(found) = open_regular(root, &index, opts, mode)? else {
+        let Some(mut found) = open_regular(root, &index, opts, mode)? else {
             return Ok(Lookup::Missing);
         };
         if !trailing_slash {
             return Ok(Lookup::AddSlash);
         }
+        found.direct &= first.direct;
         (index, found)
-    } else if meta.is_file() {
-        (path, (file, meta))
+    } else if first.meta.is_file() {
+        (path, first)
     } else {
         return Ok(Lookup::Missing);
     };
+    let mut direct = plain.direct;
     // Precompressed siblings: whether each exists says whether the answer varies; only
     // the one chosen is opened (and checked like any file).
-    let sibling = |ext: &str| -> Result<Option<PathBuf>, WouldBlock> {
+    let mut sibling = |ext: &str| -> Result<Option<PathBuf>, WouldBlock> {
         let mut s = name.clone().into_os_string();
         s.push(ext);
         let p = PathBuf::from(s);
-        Ok(is_file(&p, mode)?.then_some(p))
+        Ok(match is_file(&p, mode)? {
+            Some(d) => {
+                direct &= d;
+                Some(p)
+            }
+            None => None,
+        })
     };
     let (br, gz) = (sibling(".br")?, sibling(".gz")?);
     let vary = br.is_some() || gz.is_some();
@@ -308,8 +386,11 @@ pub fn lookup(
             }
         }
     }
-    let ((file, meta), encoding) = match chosen {
-        Some((found, enc)) => (found, Some(enc)),
+    let (Admitted { file, meta, .. }, encoding) = match chosen {
+        Some((found, enc)) => {
+            direct &= found.direct;
+            (found, Some(enc))
+        }
         None => (plain, None),
     };
     let contents = if want_contents && meta.len() <= SMALL {
@@ -327,6 +408,7 @@ pub fn lookup(
         encoding,
         vary,
         contents,
+        direct,
     })))
 }
 

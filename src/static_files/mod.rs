@@ -15,6 +15,7 @@
 //! chunked reads elsewhere (see `http::file`). A small one is read whole when it is
 //! opened. The same bodies carry `wsgi.file_wrapper` and ASGI `http.response.pathsend`.
 
+mod cache;
 mod conditional;
 mod lookup;
 mod path;
@@ -54,6 +55,8 @@ pub struct StaticSettings {
     pub fallthrough: bool,
     #[pyo3(attribute("static_follow_symlinks"))]
     pub follow_symlinks: bool,
+    #[pyo3(attribute("static_cache"))]
+    pub cache: bool,
 }
 
 struct Mount {
@@ -70,6 +73,43 @@ pub struct StaticFiles {
     fallthrough: bool,
     opts: Arc<Options>,
     server_header: bool,
+    cache: Option<cache::Cache>,
+}
+
+/// What a response needs of a file found: its validators and headers, computed once per
+/// lookup (or kept in the [`cache::Cache`]), and its contents when it is small.
+pub struct Representation {
+    validators: Validators,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    content_type: HeaderValue,
+    len: u64,
+    encoding: Option<&'static str>,
+    vary: bool,
+    contents: Option<Bytes>,
+}
+
+impl Representation {
+    fn of(found: &Found) -> Self {
+        let validators = Validators::of(&found.meta);
+        let mime = mime_guess::from_path(&found.name).first_or_octet_stream();
+        Representation {
+            etag: HeaderValue::from_str(&validators.etag).ok(),
+            last_modified: HeaderValue::from_str(&validators.last_modified()).ok(),
+            content_type: HeaderValue::from_str(mime.essence_str())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            validators,
+            len: found.meta.len(),
+            encoding: found.encoding,
+            vary: found.vary,
+            contents: found.contents.clone(),
+        }
+    }
+
+    /// The length of the contents held, if they are.
+    fn contents_len(&self) -> Option<usize> {
+        self.contents.as_ref().map(Bytes::len)
+    }
 }
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD");
@@ -101,6 +141,11 @@ impl StaticFiles {
                 follow_symlinks: s.follow_symlinks,
             }),
             server_header,
+            cache: if s.cache {
+                cache::Cache::new(s.mounts.len())
+            } else {
+                None
+            },
         })
     }
 
@@ -122,18 +167,33 @@ impl StaticFiles {
         started: Instant,
     ) -> Result<Response<ResponseBody>, Request<Incoming>> {
         let path = req.uri().path();
-        let Some((mount, skip)) = self.mounts.iter().find_map(|m| {
-            path::strip_prefix(path, &m.prefix).map(|rest| (m, path.len() - rest.len()))
+        let Some((index, mount, skip)) = self.mounts.iter().enumerate().find_map(|(i, m)| {
+            path::strip_prefix(path, &m.prefix).map(|rest| (i, m, path.len() - rest.len()))
         }) else {
             return Err(req);
         };
         let (parts, body) = req.into_parts();
         let rest = &parts.uri.path()[skip..];
+        let accepts = Accepts::parse(&parts.headers);
+        // A cached answer needs no checks of the path: it passed them when it was kept.
+        let variant = usize::from(accepts.br) | usize::from(accepts.gzip) << 1;
+        let mut ticket = None;
+        if let Some(cache) = &self.cache {
+            if parts.method == Method::GET || parts.method == Method::HEAD {
+                match cache.get(index, rest, variant) {
+                    Ok(rep) => {
+                        let resp = self.respond(&parts, &rep, None);
+                        self.log(access, &parts, peer, &resp, started);
+                        return Ok(resp);
+                    }
+                    Err(t) => ticket = Some(t),
+                }
+            }
+        }
         let resp = match path::segments(rest) {
             Err(path::Refused::BadRequest) => self.plain(StatusCode::BAD_REQUEST),
             Err(path::Refused::NotFound) => self.plain(StatusCode::NOT_FOUND),
             Ok((segments, trailing)) => {
-                let accepts = Accepts::parse(&parts.headers);
                 // Small files are read at once, unless nothing of them will be sent.
                 let want_contents = parts.method == Method::GET;
                 let (root, opts) = (&mount.root, &self.opts);
@@ -174,20 +234,39 @@ impl StaticFiles {
                     }
                     Lookup::Missing => self.plain(StatusCode::NOT_FOUND),
                     Lookup::AddSlash => self.add_slash(&parts.uri),
-                    Lookup::Found(found) => self.respond(&parts, *found),
+                    Lookup::Found(found) => {
+                        let rep = Arc::new(Representation::of(&found));
+                        if let (Some(cache), Some(ticket), true) =
+                            (&self.cache, ticket, found.direct)
+                        {
+                            cache.offer(ticket, index, rest, variant, root, &found.name, &rep);
+                        }
+                        self.respond(&parts, &rep, Some(found.file))
+                    }
                 }
             }
         };
+        self.log(access, &parts, peer, &resp, started);
+        Ok(resp)
+    }
+
+    fn log(
+        &self,
+        access: Option<&AccessLog>,
+        parts: &http::request::Parts,
+        peer: Option<std::net::SocketAddr>,
+        resp: &Response<ResponseBody>,
+        started: Instant,
+    ) {
         if let Some(access) = access {
             let bytes = if parts.method == Method::HEAD {
                 0
             } else {
                 http_body::Body::size_hint(resp.body()).exact().unwrap_or(0)
             };
-            let record = Record::new(&parts, peer, resp.status().as_u16(), bytes, started);
+            let record = Record::new(parts, peer, resp.status().as_u16(), bytes, started);
             access.emit_detached(&record);
         }
-        Ok(resp)
     }
 
     fn plain(&self, status: StatusCode) -> Response<ResponseBody> {
@@ -208,21 +287,28 @@ impl StaticFiles {
         resp
     }
 
-    fn respond(&self, req: &http::request::Parts, found: Found) -> Response<ResponseBody> {
-        let v = Validators::of(&found.meta);
-        let len = found.meta.len();
+    /// The answer to `req` with `rep`; `file` is what a body not held in `rep` is read
+    /// from.
+    fn respond(
+        &self,
+        req: &http::request::Parts,
+        rep: &Representation,
+        file: Option<std::fs::File>,
+    ) -> Response<ResponseBody> {
+        let v = &rep.validators;
+        let len = rep.len;
         let mut resp = Response::new(ResponseBody::empty());
         let h = resp.headers_mut();
-        if let Ok(etag) = HeaderValue::from_str(&v.etag) {
-            h.insert(header::ETAG, etag);
+        if let Some(etag) = &rep.etag {
+            h.insert(header::ETAG, etag.clone());
         }
-        if let Ok(lm) = HeaderValue::from_str(&v.last_modified()) {
-            h.insert(header::LAST_MODIFIED, lm);
+        if let Some(lm) = &rep.last_modified {
+            h.insert(header::LAST_MODIFIED, lm.clone());
         }
         if let Some(cc) = &self.cache_control {
             h.insert(header::CACHE_CONTROL, cc.clone());
         }
-        if found.vary {
+        if rep.vary {
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         if self.server_header {
@@ -233,7 +319,7 @@ impl StaticFiles {
             resp.headers_mut().insert(header::ALLOW, ALLOW);
             return resp;
         }
-        match conditional::evaluate(&req.headers, &v) {
+        match conditional::evaluate(&req.headers, v) {
             Outcome::Proceed => {}
             Outcome::NotModified => {
                 *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -247,15 +333,13 @@ impl StaticFiles {
                 return resp;
             }
         }
-        let mime = mime_guess::from_path(&found.name).first_or_octet_stream();
-        let content_type = HeaderValue::from_str(mime.essence_str())
-            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let content_type = rep.content_type.clone();
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Some(enc) = found.encoding {
+        if let Some(enc) = rep.encoding {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
         }
         let ranges = match req.headers.get(header::RANGE) {
-            Some(r) if req.method == Method::GET && conditional::if_range(&req.headers, &v) => {
+            Some(r) if req.method == Method::GET && conditional::if_range(&req.headers, v) => {
                 r.to_str().map_or(Ranges::Ignore, |r| range::parse(r, len))
             }
             _ => Ranges::Ignore,
@@ -288,7 +372,7 @@ impl StaticFiles {
                 for (a, b) in list {
                     let head = format!(
                         "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n",
-                        mime.essence_str()
+                        content_type.to_str().unwrap_or("application/octet-stream")
                     );
                     parts.push(Part::Bytes(Bytes::from(head)));
                     parts.push(Part::Range {
@@ -318,8 +402,8 @@ impl StaticFiles {
         if req.method == Method::HEAD || total == 0 {
             return resp;
         }
-        *resp.body_mut() = match found.contents {
-            Some(all) => ResponseBody::chunks(
+        *resp.body_mut() = match (&rep.contents, file) {
+            (Some(all), _) => ResponseBody::chunks(
                 parts
                     .into_iter()
                     .map(|p| match p {
@@ -330,7 +414,10 @@ impl StaticFiles {
                     })
                     .collect::<VecDeque<_>>(),
             ),
-            None => ResponseBody::file(FileBody::new(found.file, parts)),
+            (None, Some(file)) => ResponseBody::file(FileBody::new(file, parts)),
+            (None, None) => {
+                return self.plain(StatusCode::INTERNAL_SERVER_ERROR);
+            }
         };
         resp
     }
