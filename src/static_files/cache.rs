@@ -108,10 +108,18 @@ impl Cache {
 
     /// The representation of `rest` under mount `mount` for the encodings `variant`,
     /// or the [`Ticket`] to [`offer`](Self::offer) one after a lookup.
-    pub fn get(&self, mount: usize, rest: &str, variant: usize) -> Result<Arc<Representation>, Ticket> {
+    pub fn get(
+        &self,
+        mount: usize,
+        rest: &str,
+        variant: usize,
+    ) -> Result<Arc<Representation>, Ticket> {
         let mut inner = self.inner.lock();
         self.drain(&mut inner);
-        match inner.entries[mount].get(rest).and_then(|s| s[variant].as_ref()) {
+        match inner.entries[mount]
+            .get(rest)
+            .and_then(|s| s[variant].as_ref())
+        {
             Some(rep) => Ok(rep.clone()),
             None => Err(Ticket(inner.generation)),
         }
@@ -142,7 +150,7 @@ impl Cache {
         let dirs = watch_list(root, name);
         let missing: Vec<_> = dirs
             .into_iter()
-            .filter(|(d, mask)| !inner.watched.get(d).is_some_and(|(_, m)| m & mask == *mask))
+            .filter(|(d, mask)| inner.watched.get(d).is_none_or(|(_, m)| m & mask != *mask))
             .collect();
         if !missing.is_empty() {
             inner.generation += 1;
@@ -184,16 +192,16 @@ impl Cache {
         let mut changed = false;
         loop {
             // SAFETY: reading into our own buffer of the length passed.
-            let n = unsafe {
-                libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-            };
+            let n =
+                unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break; // EAGAIN: nothing queued
             }
             let events = &buf[..n as usize];
             let mut at = 0;
             while at + 16 <= events.len() {
-                let field = |i: usize| u32::from_ne_bytes(events[at + i..at + i + 4].try_into().unwrap());
+                let field =
+                    |i: usize| u32::from_ne_bytes(events[at + i..at + i + 4].try_into().unwrap());
                 if field(4) & libc::IN_IGNORED == 0 {
                     changed = true;
                 }

@@ -8,10 +8,12 @@
 //! thread switch; the first request for a cold file pays one.
 //!
 //! Given the decoded segments (`path.rs`), the file is opened under the mount's
-//! directory (canonical since start-up), non-blocking (a FIFO cannot hang the thread).
-//! Unless `--static-follow-symlinks`, what the descriptor really is must lie inside the
-//! directory with no hidden component: a symbolic link that leads out (or to a
-//! dotfile) is a missing file. A directory is served through its `index.html` with
+//! directory (canonical since start-up), non-blocking (a FIFO cannot hang the thread),
+//! first refusing symbolic links on the way (`RESOLVE_NO_SYMLINKS`): a file opened so is
+//! the path asked for, inside the directory, nothing hidden. When a link is in the way,
+//! it is opened following links and, unless `--static-follow-symlinks`, what the
+//! descriptor really is must lie inside the directory with no hidden component: a
+//! symbolic link that leads out (or to a dotfile) is a missing file. A directory is served through its `index.html` with
 //! `--static-index`, else it is missing. Only regular files are served; the metadata of
 //! the open descriptor gives the validators. A precompressed `.br` or `.gz` sibling is
 //! chosen when the client accepts it.
@@ -153,7 +155,10 @@ fn openat2(path: &CString, flags: i32, resolve: u64) -> Result<File, i32> {
 /// Whether an `openat2` error says the call (or one of its `resolve` flags) is not
 /// available here, rather than anything about the path.
 fn unsupported(errno: i32) -> bool {
-    matches!(errno, libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG)
+    matches!(
+        errno,
+        libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG
+    )
 }
 
 /// An open file, and whether it was reached without any symbolic link (`direct`): then
@@ -262,7 +267,10 @@ fn open_admissible(
             return Ok(None);
         }
     }
-    Ok(file.metadata().ok().map(|meta| Admitted { file, meta, direct }))
+    Ok(file
+        .metadata()
+        .ok()
+        .map(|meta| Admitted { file, meta, direct }))
 }
 
 /// [`open_admissible`], for a regular file only.
@@ -283,8 +291,12 @@ fn is_file(path: &Path, mode: Mode) -> Result<Option<bool>, WouldBlock> {
             .is_ok_and(|m| m.is_file())
             .then_some(false));
     }
-    Ok(open(path, true, mode)?
-        .and_then(|o| o.file.metadata().is_ok_and(|m| m.is_file()).then_some(o.direct)))
+    Ok(open(path, true, mode)?.and_then(|o| {
+        o.file
+            .metadata()
+            .is_ok_and(|m| m.is_file())
+            .then_some(o.direct)
+    }))
 }
 
 /// The first `len` bytes of a small file: on an I/O thread only from the page cache

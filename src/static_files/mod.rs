@@ -6,6 +6,7 @@
 //! - `lookup.rs`: finding and opening the file from the kernel's caches, or on a
 //!   blocking thread when they do not have it (symbolic links, dotfiles, `index.html`,
 //!   precompressed siblings);
+//! - `cache.rs`: small files' answers kept in memory, emptied by any `inotify` event;
 //! - `conditional.rs`: ETag, Last-Modified and the `If-*` preconditions (304, 412);
 //! - `range.rs`: `Range` (206, 416, `multipart/byteranges`);
 //! - here: routing by the longest prefix, methods (`GET`, `HEAD`; else 405 with
