@@ -47,7 +47,7 @@ pub const MAX_ENTRIES: usize = 1024;
 /// Bytes of content kept at most.
 pub const MAX_BYTES: usize = 8 << 20;
 /// Directories watched at most.
-pub const MAX_WATCHES: usize = 512;
+pub const MAX_WATCHES: usize = 128;
 
 /// Changes to a directory's entries, or to the files in it, or to itself.
 const CONTENT_EVENTS: u32 = libc::IN_MODIFY
