@@ -110,6 +110,8 @@ pub struct Config {
     pub http3_max_concurrent_streams: u32,
     #[pyo3(from_py_with = seconds)]
     pub http3_idle_timeout: Duration,
+    /// The listen backlog; also bounds the QUIC connections waiting for a place.
+    pub backlog: usize,
     /// `None` serves cleartext. `Settings.tls` is the settings object itself when it
     /// configures TLS, else `None`.
     pub tls: Option<TlsSettings>,

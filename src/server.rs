@@ -145,7 +145,13 @@ pub async fn run<H: Handler>(
             concurrency: builder.concurrency.clone(),
             statics: builder.statics.clone(),
         });
-        let (http3, tasks) = crate::http3::start(shared, &listeners, slots.clone(), &shutdown_rx)?;
+        let (http3, tasks) = crate::http3::start(
+            shared,
+            &listeners,
+            slots.clone(),
+            pressure_tx.clone(),
+            &shutdown_rx,
+        )?;
         accept_tasks.extend(tasks);
         Some(http3)
     } else {

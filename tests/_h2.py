@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hpack
 from hyperframe.frame import (
@@ -39,6 +39,7 @@ class Response:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    trailers: list[tuple[str, str]] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -199,7 +200,7 @@ class H2Raw:
 
     def response(self, sid: int) -> Response:
         """Read the response of stream ``sid`` (frames of other streams are dropped)."""
-        status, headers, body = 0, [], b""
+        status, headers, body, trailers = 0, [], b"", []
         while True:
             held = self.held.get(sid)
             f = held.pop(0) if held else self.read_frame()
@@ -218,12 +219,14 @@ class H2Raw:
                 if not status:
                     status = int(dict(decoded)[":status"])
                     headers = [(k, v) for k, v in decoded if not k.startswith(":")]
+                else:
+                    trailers = list(decoded)
             elif isinstance(f, DataFrame):
                 body += f.data
                 if f.flow_controlled_length and "END_STREAM" not in f.flags:
                     self.send(WindowUpdateFrame(sid, window_increment=f.flow_controlled_length))
             if "END_STREAM" in f.flags:
-                return Response(status, headers, body)
+                return Response(status, headers, body, trailers)
 
 
 def h2_tls_context(ca, alpn: list[str]) -> ssl.SSLContext:

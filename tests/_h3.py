@@ -195,6 +195,12 @@ class H3Client(QuicConnectionProtocol):
     async def get(self, path: str, **kw) -> H3Response:
         return await self.request("GET", path, **kw)
 
+    def stop_reading(self) -> None:
+        """Stop granting the server more stream credit (MAX_STREAM_DATA), as a client
+        that no longer reads: its writes block once a stream's window is full. The
+        connection's window still grows, so new streams are served."""
+        self._quic._write_stream_limits = lambda *args, **kwargs: None  # type: ignore[method-assign]
+
     # --- ending ------------------------------------------------------------------------
     def vanish(self) -> None:
         """Stop talking: no CONNECTION_CLOSE, the socket just goes quiet."""

@@ -457,3 +457,101 @@ def test_static_files_over_http3(server, certs, target, tmp_path):
 
     run(main())
     srv.wait_for_line(r'"GET /s/blob.bin HTTP/3" 200', timeout=10)
+
+
+ASGI_MODES_ONLY = ["asgi-one-thread", "asgi-loop-thread"]
+
+
+@pytest.mark.parametrize("mode", ASGI_MODES_ONLY)
+def test_asgi_response_trailers_over_http3(server, certs, mode):
+    """The scope announces ``http.response.trailers`` over HTTP/3; trailers sent in two
+    messages (``more_trailers``) arrive as one trailing HEADERS frame after the body,
+    after a streamed body and after a single body message alike."""
+    args, env = MODES[mode]
+    srv = h3_server(server, certs, args, env)
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            scope = json.loads((await conn.get("/env")).body)
+            assert scope["trailers_ext"] is True
+            for n, body in ((3, b"part 0\npart 1\npart 2\n"), (0, b"whole")):
+                r = await conn.get(f"/trailers?{n}")
+                assert (r.status, r.body) == (200, body)
+                assert r.trailers == [(b"x-checksum", b"abc"), (b"x-count", b"%d" % n)]
+            assert (await conn.get("/")).text == "hello h3"  # the connection goes on
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", ASGI_MODES_ONLY)
+def test_asgi_response_trailers_over_http2_and_not_http1(server, certs, mode):
+    """The same application over TCP: HTTP/2 announces and sends the trailers; HTTP/1.1
+    does not announce them, so the application sends none."""
+    from _h2 import H2Raw, h2_tls_context
+
+    args, env = MODES[mode]
+    srv = h3_server(server, certs, args, env)
+    with H2Raw(srv.port, tls=h2_tls_context(certs.ca, ["h2"])) as conn:
+        r = conn.response(conn.request("/trailers?2"))
+        assert (r.status, r.body) == (200, b"part 0\npart 1\n")
+        assert r.trailers == [("x-checksum", "abc"), ("x-count", "2")]
+    ctx = ssl.create_default_context()
+    certs.ca.configure_trust(ctx)
+    with httpx.Client(verify=ctx, timeout=10) as c:
+        assert c.get(f"https://localhost:{srv.port}/env").json()["trailers_ext"] is False
+        assert c.get(f"https://localhost:{srv.port}/trailers?2").text == "part 0\npart 1\n"
+
+
+@pytest.mark.parametrize("target", [WSGI, ASGI])
+def test_431_is_counted_like_http1(server, certs, target):
+    """A header section over --max-header-size is answered 431 by ``h3`` before
+    anything of the request is decoded: the rejection counter counts it as it counts
+    HTTP/1.1's; like HTTP/1.1's, it has no access log line (no request line was read)."""
+    from test_metrics import key, settle, start, value
+
+    srv, url = start(
+        server, target, "--http3", "--max-header-size", "4096", "--access-log",
+        *certs.server_args(),
+    )
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            r = await conn.get("/big", headers=[("x-big", "b" * 8000)])
+            assert r.status == 431
+            assert (await conn.get("/after")).status == 200
+
+    run(main())
+    s = settle(url, {key("gristmill_rejections_total", reason="headers_too_large", status="431"): 1})
+    assert value(s, "gristmill_rejections_total", reason="headers_too_large", status="431") == 1
+    srv.wait_for_line(r'"GET /after HTTP/3" 200', timeout=10)
+    assert '"GET /big' not in srv.output()
+
+
+@pytest.fixture(params=list(MODES))
+def any_mode(request):
+    return request.param
+
+
+def test_send_timeout_cuts_off_a_client_that_stops_reading(server, certs, any_mode):
+    """A client that stops granting credit mid-response: the write stays blocked, and
+    after --send-timeout the stream is reset and the application is told (WSGI
+    ``close()``, ASGI ``send()`` raising); the connection serves on."""
+    args, env = MODES[any_mode]
+    srv = h3_server(server, certs, args, env, "--send-timeout", "2")
+
+    async def main():
+        async with h3_connect(srv.port, certs) as conn:
+            conn.stop_reading()
+            sid = conn.start("GET", "/endless?stalled")
+            began = time.monotonic()
+            reset = None
+            while reset is None:
+                ev = await conn.next_event(sid, timeout=20)
+                if ev.kind == "reset":
+                    reset = ev.value
+            assert reset == 0x102  # H3_INTERNAL_ERROR: the response is not complete
+            srv.wait_for_line("GM-H3-CLOSED stalled", timeout=10)
+            assert time.monotonic() - began >= 1.5
+            assert (await conn.get("/")).text == "hello h3"
+
+    run(main())

@@ -7,6 +7,12 @@
 //! channel makes `send()` return a future that completes when there is room
 //! (backpressure). Every protocol violation raises from `send()` with what was
 //! expected and what came, and the request ends with a 500 if nothing was sent.
+//!
+//! Response trailers (`"trailers": true` in `http.response.start`): the body always
+//! streams, the `http.response.body` without `more_body` leaves it open, and the
+//! `http.response.trailers` without `more_trailers` ends it with the trailers (sent
+//! over HTTP/2 and HTTP/3, which the scope's `http.response.trailers` extension
+//! announces; see `crate::http::body`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,6 +71,12 @@ struct State {
     head: Option<Head>,
     phase: Phase,
     trailers: bool,
+    /// With `trailers`: where they go, taken when they are sent.
+    trailers_tx: Option<oneshot::Sender<HeaderMap>>,
+    /// Trailers gathered from `http.response.trailers` with `more_trailers`.
+    trailers_sofar: HeaderMap,
+    /// With `trailers`: the body is complete, the trailers are still to come.
+    awaiting_trailers: bool,
     disconnected: bool,
     /// A `receive()` waiting for `http.disconnect`.
     waiter: Option<Py<PyAny>>,
@@ -114,6 +126,9 @@ impl HttpShared {
                 head: None,
                 phase: Phase::Pending(reply, guard),
                 trailers: false,
+                trailers_tx: None,
+                trailers_sofar: HeaderMap::new(),
+                awaiting_trailers: false,
                 disconnected,
                 waiter: None,
                 status: 0,
@@ -553,9 +568,12 @@ impl HttpProtocol {
             None => false,
         };
         let none = || ready(py, py.None());
+        if st.awaiting_trailers {
+            return Err(unexpected("'http.response.trailers'", "http.response.body"));
+        }
         if let Phase::Pending(..) = st.phase {
             st.bytes += body.len() as u64;
-            if !more {
+            if !more && !st.trailers {
                 self.shared
                     .send_head(&self.bridge, st, ResponseBody::full(body))
                     .map_err(|_| HttpShared::gone(st))?;
@@ -563,8 +581,16 @@ impl HttpProtocol {
                 return none();
             }
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            let stream = if st.trailers {
+                let (trailers_tx, trailers_rx) = oneshot::channel();
+                st.trailers_tx = Some(trailers_tx);
+                st.awaiting_trailers = !more;
+                ResponseBody::stream_with_trailers(rx, trailers_rx)
+            } else {
+                ResponseBody::stream(rx)
+            };
             self.shared
-                .send_head(&self.bridge, st, ResponseBody::stream(rx))
+                .send_head(&self.bridge, st, stream)
                 .map_err(|_| HttpShared::gone(st))?;
             if !body.is_empty() {
                 let _ = tx.try_send(Ok(body));
@@ -582,7 +608,9 @@ impl HttpProtocol {
         };
         let tx = tx.clone();
         st.bytes += body.len() as u64;
-        if !more {
+        if !more && st.trailers {
+            st.awaiting_trailers = true;
+        } else if !more {
             HttpShared::response_finished(&self.bridge, st);
         }
         if body.is_empty() {
@@ -629,6 +657,42 @@ impl HttpProtocol {
                 Ok(fut)
             }
         }
+    }
+
+    /// `http.response.trailers`, once the body is complete: gathered until the one
+    /// without `more_trailers`, which ends the response with them.
+    fn trailers(
+        &self,
+        py: Python<'_>,
+        st: &mut State,
+        msg: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        if let Some(list) = msg.get_item(intern!(py, "headers"))? {
+            let (headers, _) = parse_headers(&list)?;
+            for (name, value) in headers.iter() {
+                st.trailers_sofar.append(name.clone(), value.clone());
+            }
+        }
+        let more = match msg.get_item(intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        if more {
+            return ready(py, py.None());
+        }
+        st.awaiting_trailers = false;
+        let trailers = std::mem::take(&mut st.trailers_sofar);
+        // Read only once every chunk queued before is taken (see `crate::http::body`);
+        // refused when the response was dropped (the client went away).
+        let sent = st
+            .trailers_tx
+            .take()
+            .is_some_and(|tx| tx.send(trailers).is_ok());
+        if !sent {
+            return Err(HttpShared::gone(st));
+        }
+        HttpShared::response_finished(&self.bridge, st);
+        ready(py, py.None())
     }
 
     /// `http.response.pathsend`. The file is opened and measured on a blocking thread,
@@ -753,10 +817,7 @@ impl HttpProtocol {
                 drop(st); // the file is opened unlocked
                 self.pathsend(py, msg)
             }
-            "http.response.trailers" if st.trailers => {
-                // Trailers are accepted and not sent (HTTP/1.1 clients rarely read them).
-                ready(py, py.None())
-            }
+            "http.response.trailers" if st.awaiting_trailers => self.trailers(py, &mut st, msg),
             _ if pending && st.head.is_none() => Err(unexpected("'http.response.start'", &typ)),
             _ if st.disconnected => Err(ClientDisconnected::new_err("client disconnected")),
             _ => Err(unexpected("'http.response.body'", &typ)),

@@ -259,9 +259,17 @@ pub fn http_scope<'py>(
         // Spec: a shallow copy per request, so requests cannot replace each other's keys.
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
     }
-    if let Some(tls) = tls {
+    // Response trailers go out over HTTP/2 and HTTP/3 (HTTP/1.1 clients rarely read
+    // them, and hyper sends them only to a request with `TE: trailers`).
+    let trailers = matches!(parts.version, Version::HTTP_2 | Version::HTTP_3);
+    if tls.is_some() || trailers {
         let extensions = base.extensions.bind(py).copy()?;
-        extensions.set_item("tls", tls_extension(py, tls)?)?;
+        if let Some(tls) = tls {
+            extensions.set_item("tls", tls_extension(py, tls)?)?;
+        }
+        if trailers {
+            extensions.set_item("http.response.trailers", PyDict::new(py))?;
+        }
         scope.set_item(intern!(py, "extensions"), extensions)?;
     }
     Ok(scope)

@@ -6,6 +6,11 @@
 //! the response is fully sent or abandoned; dropping a stream body closes the channel,
 //! which is how the producer learns that the client went away.
 //!
+//! A stream body may end with trailers ([`ResponseBody::stream_with_trailers`]): they
+//! come through a one-shot channel that is read only after the last chunk, so they
+//! follow the data whatever thread queued what; hyper sends them over HTTP/2 (and
+//! HTTP/1.1 when the request said `TE: trailers`), `crate::http3` over HTTP/3.
+//!
 //! [`body_bytes`] turns a Python `bytes` object into a chunk for either.
 //!
 //! Reading a request body ([`next_data`], [`read_whole`]) is here too: both interfaces
@@ -14,6 +19,7 @@
 //! sent before still reaches the client before the abort.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -23,7 +29,7 @@ use crate::http::Incoming;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::net::ActiveGuard;
 
@@ -45,7 +51,11 @@ pub type Chunk = Result<Bytes, BodyAborted>;
 
 enum Kind {
     Chunks(VecDeque<Bytes>, u64),
-    Stream(mpsc::Receiver<Chunk>),
+    /// Chunks, then the trailers if the sender of the one-shot gives any.
+    Stream(
+        mpsc::Receiver<Chunk>,
+        Option<oneshot::Receiver<http::HeaderMap>>,
+    ),
     /// Read from a file (`http::file`): by `sendfile` or in chunks.
     File(Box<super::file::FileBody>),
 }
@@ -81,7 +91,21 @@ impl ResponseBody {
 
     pub fn stream(rx: mpsc::Receiver<Chunk>) -> Self {
         ResponseBody {
-            kind: Kind::Stream(rx),
+            kind: Kind::Stream(rx, None),
+            aborted: None,
+            _guard: None,
+            _notifier: None,
+        }
+    }
+
+    /// A stream body that ends with the trailers sent on `trailers` once the channel
+    /// closes (none if that sender is dropped unused).
+    pub fn stream_with_trailers(
+        rx: mpsc::Receiver<Chunk>,
+        trailers: oneshot::Receiver<http::HeaderMap>,
+    ) -> Self {
+        ResponseBody {
+            kind: Kind::Stream(rx, Some(trailers)),
             aborted: None,
             _guard: None,
             _notifier: None,
@@ -138,7 +162,7 @@ impl Body for ResponseBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Stream(rx) => match rx.poll_recv(cx) {
+            Kind::Stream(rx, trailers) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 Poll::Ready(Some(Err(e))) => {
                     // An error drops what hyper has not written yet: HTTP/1.1 returns it
@@ -150,7 +174,16 @@ impl Body for ResponseBody {
                     cx.waker().wake_by_ref();
                     Poll::Pending
                 }
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(None) => match trailers {
+                    None => Poll::Ready(None),
+                    Some(wait) => match Pin::new(wait).poll(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(got) => {
+                            *trailers = None;
+                            Poll::Ready(got.ok().map(|t| Ok(Frame::trailers(t))))
+                        }
+                    },
+                },
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -160,7 +193,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Chunks(c, _) => c.is_empty(),
             Kind::File(f) => f.len() == 0,
-            Kind::Stream(_) => false,
+            Kind::Stream(..) => false,
         }
     }
 
@@ -168,7 +201,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Chunks(_, len) => SizeHint::with_exact(*len),
             Kind::File(f) => SizeHint::with_exact(f.len()),
-            Kind::Stream(_) => SizeHint::default(),
+            Kind::Stream(..) => SizeHint::default(),
         }
     }
 }

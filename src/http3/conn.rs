@@ -2,7 +2,8 @@
 //! task per request stream that runs the request through the worker's [`Handler`].
 //!
 //! A request gets the same checks as over TCP before the application sees it: the
-//! header section is bounded by `max_header_size` (`h3` answers a larger one with 431)
+//! header section is bounded by `max_header_size` (`h3` answers a larger one with 431,
+//! which the metrics count as a rejection)
 //! and `max_headers`, `Content-Length` by `max_body_size` (413), and
 //! `--limit-concurrency` sheds with 503. The response goes out through [`response`].
 //!
@@ -11,7 +12,8 @@
 //! were never started); the requests in flight finish; then the connection waits a few
 //! round trips for the client to acknowledge the last bytes (or to close itself) and
 //! closes with `H3_NO_ERROR`. Idle connections end by the QUIC idle timeout
-//! (`--http3-idle-timeout`).
+//! (`--http3-idle-timeout`), or the same way as the drain when a new connection waits
+//! for a place under `max_connections` (as idle keep-alive connections over TCP).
 //!
 //! [`response`]: super::response
 
@@ -66,12 +68,14 @@ impl Drop for Traffic {
 }
 
 /// Serve one QUIC connection to its end (see the module docs). `slot` is its place
-/// under `max_connections`.
+/// under `max_connections`; a change of `pressure` while the connection is idle (it
+/// served a request and has none in flight) closes it as the drain does, to make room.
 pub async fn serve<H: Handler>(
     incoming: quinn::Incoming,
     local: SocketAddr,
     slot: Arc<ConnSlot>,
     shared: Arc<Shared<H>>,
+    mut pressure: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
@@ -127,8 +131,11 @@ pub async fn serve<H: Handler>(
     // `accept` only after a GOAWAY from the client, not after its own).
     let mut requests = tokio::task::JoinSet::new();
     let mut draining = false;
+    // Asked to make room under `max_connections` while idle: closed as in the drain.
+    let mut shed = false;
+    let mut pressure_live = true;
     loop {
-        if !draining && *shutdown.borrow() {
+        if !draining && (shed || *shutdown.borrow()) {
             draining = true;
             // GOAWAY: no request stream after the last accepted one will be served.
             if h3.shutdown(0).await.is_err() {
@@ -141,6 +148,13 @@ pub async fn serve<H: Handler>(
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s), if !draining => continue,
+            r = pressure.changed(), if !draining && pressure_live => {
+                match r {
+                    Err(_) => pressure_live = false,
+                    Ok(()) => shed = activity.is_idle_keepalive(),
+                }
+                continue;
+            }
             Some(_) = requests.join_next(), if !requests.is_empty() => continue,
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
@@ -181,6 +195,11 @@ async fn request<H: Handler>(
     let (req, stream) = match resolved.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            if matches!(e, h3::error::StreamError::HeaderTooBig { .. }) {
+                // `h3` answered 431 itself, before anything of the request was decoded:
+                // counted as HTTP/1.1's 431 from hyper is, with no access log line.
+                crate::metrics::rejected(crate::metrics::Rejection::HeadersTooLarge);
+            }
             log::log(log::DEBUG, &format!("HTTP/3 request failed: {e}"));
             return;
         }

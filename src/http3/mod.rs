@@ -14,7 +14,8 @@
 //! HTTP/3 request stream into an `http::Request` whose body is an
 //! [`crate::http::Incoming::H3`] ([`body`]), and writes the handler's response back
 //! with the stream's flow control as backpressure ([`response`]). The worker's limits
-//! apply as over TCP: every QUIC connection takes a place under `max_connections`, each
+//! apply as over TCP: every QUIC connection takes a place under `max_connections` (at
+//! the limit a new one waits while idle connections are closed to make room), each
 //! request counts for `max_requests` and `limit_concurrency`, and the graceful drain
 //! waits for the connections (GOAWAY first, see [`conn`]).
 
@@ -109,15 +110,20 @@ fn server_config(config: &Config) -> std::io::Result<quinn::ServerConfig> {
         .map_err(|e| std::io::Error::other(format!("http3_idle_timeout: {e}")))?;
     transport.max_idle_timeout(Some(idle));
     server.transport_config(Arc::new(transport));
+    // New connections waiting for a place under `max_connections`, as the listen
+    // backlog holds TCP's; past it quinn refuses them (CONNECTION_REFUSED).
+    server.max_incoming(config.backlog.max(1));
     Ok(server)
 }
 
 /// Start serving HTTP/3 beside each TCP listener in `listeners` (see the module docs);
-/// the accept loops end when `shutdown` turns true.
+/// the accept loops end when `shutdown` turns true. `pressure` is the worker's signal
+/// that a new connection waits for a place under `max_connections` (TCP's too).
 pub fn start<H: Handler>(
     shared: Arc<Shared<H>>,
     listeners: &[Listener],
     slots: Arc<Semaphore>,
+    pressure: Arc<watch::Sender<u64>>,
     shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<(Http3, Vec<tokio::task::JoinHandle<()>>)> {
     let server = server_config(&shared.config)?;
@@ -142,6 +148,7 @@ pub fn start<H: Handler>(
             addr,
             shared.clone(),
             slots.clone(),
+            pressure.clone(),
             shutdown.clone(),
         )));
         endpoints.push(endpoint);
@@ -168,6 +175,7 @@ async fn accept_loop<H: Handler>(
     local: SocketAddr,
     shared: Arc<Shared<H>>,
     slots: Arc<Semaphore>,
+    pressure: Arc<watch::Sender<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -179,25 +187,41 @@ async fn accept_loop<H: Handler>(
                 None => break,
             },
         };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let slot = ConnSlot::new(permit);
-                let conn = conn::serve(
-                    incoming,
-                    local,
-                    slot.clone(),
-                    shared.clone(),
-                    shutdown.clone(),
-                );
-                tokio::spawn(async move {
-                    conn.await;
-                    drop(slot.take()); // the connection's share; requests may hold theirs
-                });
-            }
-            // At `max_connections`: refused (CONNECTION_REFUSED); the client may retry
-            // over TCP, which it still knows.
-            Err(_) => incoming.refuse(),
-        }
+        // At `max_connections`, as over TCP: the new connection waits for a place (and
+        // the ones after it wait in quinn's queue, bounded by `--backlog`) while idle
+        // connections, QUIC and TCP alike, are asked to close to make room.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                pressure.send_modify(|n| *n += 1);
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => {
+                        incoming.refuse();
+                        endpoint.set_server_config(None);
+                        return;
+                    }
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => break p,
+                        Err(_) => return,
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            },
+        };
+        let slot = ConnSlot::new(permit);
+        let conn = conn::serve(
+            incoming,
+            local,
+            slot.clone(),
+            shared.clone(),
+            pressure.subscribe(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(slot.take()); // the connection's share; requests may hold theirs
+        });
     }
     // Draining: new connections are refused; the open ones finish (see `conn`).
     endpoint.set_server_config(None);

@@ -6,7 +6,9 @@
 - ``/endless?TAG`` an endless body that says on stderr when the server stops it
   (``GM-H3-CLOSED TAG``);
 - ``/slow?SECONDS`` answers after a sleep (``GM-H3-SLOW-START`` on stderr first);
-- ``/file`` this file, through ``wsgi.file_wrapper`` / ``http.response.pathsend``.
+- ``/file`` this file, through ``wsgi.file_wrapper`` / ``http.response.pathsend``;
+- ``/trailers?N`` (ASGI) N body parts, then trailers in two messages when the scope
+  announces ``http.response.trailers`` (N = 0: one body message).
 """
 
 import asyncio
@@ -53,6 +55,7 @@ def application(environ, start_response):
             "SERVER_NAME",
             "SERVER_PORT",
             "SSL_PROTOCOL",
+            "SSL_CIPHER",
             "CONTENT_LENGTH",
         )
         body = json.dumps({"pid": os.getpid(), **{k: environ.get(k) for k in keys}}).encode()
@@ -122,6 +125,8 @@ async def app(scope, receive, send):
                 "server_port": scope["server"][1],
                 "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
                 "tls": "tls" in scope.get("extensions", {}),
+                "tls_ext": scope.get("extensions", {}).get("tls"),
+                "trailers_ext": "http.response.trailers" in scope.get("extensions", {}),
                 "pid": os.getpid(),
             }
         ).encode()
@@ -142,6 +147,26 @@ async def app(scope, receive, send):
                 await asyncio.sleep(0.01)
         except OSError:
             _say(f"GM-H3-CLOSED {query}")
+        return
+    elif path == "/trailers":
+        announced = "http.response.trailers" in scope.get("extensions", {})
+        await send({**stream_head, "trailers": announced})
+        n = int(query or 0)
+        if n == 0:
+            await send({"type": "http.response.body", "body": b"whole"})
+        for i in range(n):
+            await send({"type": "http.response.body", "body": b"part %d\n" % i, "more_body": True})
+        if n:
+            await send({"type": "http.response.body", "body": b""})
+        if announced:
+            await send(
+                {
+                    "type": "http.response.trailers",
+                    "headers": [(b"x-checksum", b"abc")],
+                    "more_trailers": True,
+                }
+            )
+            await send({"type": "http.response.trailers", "headers": [(b"x-count", b"%d" % n)]})
         return
     elif path == "/file":
         await send({"type": "http.response.start", "status": 200, "headers": []})
