@@ -555,3 +555,39 @@ def test_send_timeout_cuts_off_a_client_that_stops_reading(server, certs, any_mo
             assert (await conn.get("/")).text == "hello h3"
 
     run(main())
+
+
+def test_max_connections_waits_and_closes_idle_connections(server, certs, any_mode):
+    """At --max-connections a new QUIC connection is not refused: it waits for a place,
+    as a TCP one waits in the backlog, while idle connections are closed to make room
+    (GOAWAY, then H3_NO_ERROR). A connection with a request in flight is not cut: the
+    newcomer is served once that request is answered."""
+    args, env = MODES[any_mode]
+    srv = h3_server(server, certs, args, env, "--max-connections", "1")
+
+    async def second():
+        began = time.monotonic()
+        async with h3_connect(srv.port, certs, timeout=20) as b:
+            r = await b.get("/")
+            return r.text, time.monotonic() - began
+
+    async def main():
+        async with h3_connect(srv.port, certs) as a:
+            sid = a.start("GET", "/slow?1.5")
+            srv.wait_for_line("GM-H3-SLOW-START", timeout=10)
+            newcomer = asyncio.ensure_future(second())
+            r = await a.response(sid)
+            assert (r.status, r.body) == (200, b"slow done")
+            term = await a.wait_terminated()
+            assert term.error_code == H3_NO_ERROR, term
+            text, waited = await newcomer
+            assert text == "hello h3"
+            assert waited >= 0.5, waited  # it waited for the slow request's end
+        # An idle connection makes room at once for the next newcomer.
+        async with h3_connect(srv.port, certs) as c:
+            assert (await c.get("/")).text == "hello h3"
+            text, waited = await second()
+            assert text == "hello h3" and waited < 5, waited
+            assert (await c.wait_terminated()).error_code == H3_NO_ERROR
+
+    run(main())
