@@ -47,7 +47,16 @@ fn err(msg: impl Into<String>) -> TlsError {
 
 /// Build the rustls server configuration; ALPN offers what `mode` allows.
 pub fn server_config(s: &TlsSettings, mode: HttpMode) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(ring::default_provider());
+    server_config_with(s, mode, Arc::new(ring::default_provider()))
+}
+
+/// [`server_config`] with `provider` in place of the plain ring provider (HTTP/3 wraps
+/// its suites, see `crate::http3::cipher`).
+pub fn server_config_with(
+    s: &TlsSettings,
+    mode: HttpMode,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = load_certs(&s.certfile, "ssl_certfile")?;
     let key = load_key(&s.keyfile, s.keyfile_password.as_deref())?;
     let versions: &[&rustls::SupportedProtocolVersion] = match s.min_version {

@@ -220,10 +220,14 @@ def client_config(certs, server_name: str = "localhost") -> QuicConfiguration:
 
 @contextlib.asynccontextmanager
 async def h3_connect(
-    port: int, certs, host: str = "127.0.0.1", timeout: float = 15.0
+    port: int, certs, host: str = "127.0.0.1", timeout: float = 15.0, **quic_options
 ) -> AsyncIterator[H3Client]:
-    """One HTTP/3 connection to ``host:port`` (see the module docs)."""
-    ctx = connect(host, port, configuration=client_config(certs), create_protocol=H3Client)
+    """One HTTP/3 connection to ``host:port`` (see the module docs); ``quic_options``
+    set attributes of the client's ``QuicConfiguration`` (e.g. ``cipher_suites``)."""
+    config = client_config(certs)
+    for name, value in quic_options.items():
+        setattr(config, name, value)
+    ctx = connect(host, port, configuration=config, create_protocol=H3Client)
     conn = await asyncio.wait_for(ctx.__aenter__(), timeout)
     conn.timeout = timeout
     try:

@@ -591,3 +591,31 @@ def test_max_connections_waits_and_closes_idle_connections(server, certs, any_mo
             assert (await c.wait_terminated()).error_code == H3_NO_ERROR
 
     run(main())
+
+
+def test_tls_cipher_suite_reported_in_every_mode(server, certs, any_mode):
+    """``SSL_CIPHER`` (WSGI) and the ``tls`` extension's ``cipher_suite`` (ASGI) name
+    the suite the QUIC handshake negotiated, for each TLS 1.3 suite a client may insist
+    on."""
+    from aioquic.tls import CipherSuite
+
+    args, env = MODES[any_mode]
+    srv = h3_server(server, certs, args, env)
+    names = {
+        CipherSuite.AES_128_GCM_SHA256: "TLS13_AES_128_GCM_SHA256",
+        CipherSuite.AES_256_GCM_SHA384: "TLS13_AES_256_GCM_SHA384",
+        CipherSuite.CHACHA20_POLY1305_SHA256: "TLS13_CHACHA20_POLY1305_SHA256",
+    }
+
+    async def main():
+        for suite, name in names.items():
+            async with h3_connect(srv.port, certs, cipher_suites=[suite]) as conn:
+                env = json.loads((await conn.get("/env")).body)
+            if any_mode.startswith("asgi"):
+                assert env["tls_ext"]["tls_version"] == 0x0304
+                assert env["tls_ext"]["cipher_suite"] == int(suite), (name, env["tls_ext"])
+            else:
+                assert env["SSL_PROTOCOL"] == "TLSv1.3"
+                assert env["SSL_CIPHER"] == name, env
+
+    run(main())

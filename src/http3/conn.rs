@@ -36,8 +36,8 @@ type H3Conn = h3::server::Connection<h3_quinn::Connection, bytes::Bytes>;
 type Resolver = h3::server::RequestResolver<h3_quinn::Connection, bytes::Bytes>;
 
 /// What the application learns of the TLS side of a QUIC connection: always TLS 1.3;
-/// the client's certificate when it sent one that verified. (quinn does not tell the
-/// negotiated cipher suite, so `SSL_CIPHER` is empty over HTTP/3.)
+/// the negotiated cipher suite (found out by [`super::cipher`]); the client's
+/// certificate when it sent one that verified.
 fn tls_info(conn: &quinn::Connection) -> TlsInfo {
     let client_cert = conn
         .peer_identity()
@@ -46,11 +46,12 @@ fn tls_info(conn: &quinn::Connection) -> TlsInfo {
                 .ok()
         })
         .and_then(|chain| chain.first().map(|c| crate::tls::client_cert(c.as_ref())));
+    let suite = super::cipher::suite_of(conn);
     TlsInfo {
         protocol: "TLSv1.3",
-        cipher: String::new(),
+        cipher: suite.and_then(|s| s.as_str()).unwrap_or("").to_string(),
         version_code: 0x0304,
-        cipher_code: 0,
+        cipher_code: suite.map_or(0, u16::from),
         client_cert,
     }
 }

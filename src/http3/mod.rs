@@ -20,6 +20,7 @@
 //! waits for the connections (GOAWAY first, see [`conn`]).
 
 pub mod body;
+pub mod cipher;
 pub mod conn;
 pub mod response;
 
@@ -88,19 +89,23 @@ pub fn bind_udp(addr: SocketAddr, tcp: &impl AsFd) -> std::io::Result<std::net::
     Ok(sock.into())
 }
 
-/// The QUIC server configuration: the TLS listeners' rustls setup with ALPN `h3`, and
-/// the transport limits of the `http3_*` settings.
+/// The QUIC server configuration: the TLS listeners' rustls setup with ALPN `h3` (and
+/// suites that tell which one a connection negotiated, see [`cipher`]), and the
+/// transport limits of the `http3_*` settings.
 fn server_config(config: &Config) -> std::io::Result<quinn::ServerConfig> {
     let tls = config
         .tls
         .as_ref()
         .ok_or_else(|| std::io::Error::other("--http3 needs --ssl-certfile and --ssl-keyfile"))?;
-    let base = crate::tls::server_config(tls, config.http).map_err(std::io::Error::other)?;
+    let provider = cipher::noting_provider(rustls::crypto::ring::default_provider());
+    let base = crate::tls::server_config_with(tls, config.http, Arc::new(provider))
+        .map_err(std::io::Error::other)?;
     let mut rustls_config = (*base).clone();
     rustls_config.alpn_protocols = vec![b"h3".to_vec()];
     rustls_config.max_early_data_size = 0; // no 0-RTT (see the module docs)
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)
         .map_err(|e| std::io::Error::other(format!("HTTP/3 TLS setup: {e}")))?;
+    let crypto = cipher::ServerConfig(Arc::new(crypto));
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(config.http3_max_concurrent_streams.into());
