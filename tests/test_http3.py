@@ -510,7 +510,12 @@ def test_431_is_counted_like_http1(server, certs, target):
     from test_metrics import key, settle, start, value
 
     srv, url = start(
-        server, target, "--http3", "--max-header-size", "4096", "--access-log",
+        server,
+        target,
+        "--http3",
+        "--max-header-size",
+        "4096",
+        "--access-log",
         *certs.server_args(),
     )
 
@@ -521,7 +526,9 @@ def test_431_is_counted_like_http1(server, certs, target):
             assert (await conn.get("/after")).status == 200
 
     run(main())
-    s = settle(url, {key("gristmill_rejections_total", reason="headers_too_large", status="431"): 1})
+    s = settle(
+        url, {key("gristmill_rejections_total", reason="headers_too_large", status="431"): 1}
+    )
     assert value(s, "gristmill_rejections_total", reason="headers_too_large", status="431") == 1
     srv.wait_for_line(r'"GET /after HTTP/3" 200', timeout=10)
     assert '"GET /big' not in srv.output()

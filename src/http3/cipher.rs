@@ -214,3 +214,26 @@ impl qc::Session for Session {
         self.inner.export_keying_material(output, label, context)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noting_provider_keeps_every_suite_in_order() {
+        let base = rustls::crypto::ring::default_provider();
+        let ids: Vec<_> = base.cipher_suites.iter().map(|s| s.suite()).collect();
+        let noting = noting_provider(rustls::crypto::ring::default_provider());
+        let got: Vec<_> = noting.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(got, ids);
+        for s in &noting.cipher_suites {
+            if let SupportedCipherSuite::Tls13(t) = s {
+                assert!(
+                    t.quic.is_some(),
+                    "{:?} lost its QUIC algorithm",
+                    t.common.suite
+                );
+            }
+        }
+    }
+}
