@@ -24,11 +24,16 @@ sending them is killed and replaced (``watchdog.py``).
 
 The supervisor never imports the application (unless handed an app object by
 :func:`gristmill.serve`), so a broken app cannot take it down.
+
+Replacing a worker is cheap: before it forks, the supervisor freezes its own objects out
+of the garbage collector and, at the first replacement, imports the modules an ASGI
+worker would import itself (``_warm.py``), so a new worker only imports the application.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import logging
 import os
@@ -41,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import loader, metrics, reloader, sockets, watchdog, worker
+from . import _warm, loader, metrics, reloader, sockets, watchdog, worker
 from . import logging as gm_logging
 from ._proc import rss_kib
 from .errors import AppLoadError, ConfigError, ServerError
@@ -67,6 +72,7 @@ RECYCLE_RETRY = 10.0
 _MSG_READY = ord("1")
 _MSG_MAX_REQUESTS = ord("M")
 _MSG_STUCK = ord("T")  # every thread stuck past --request-timeout
+_MSG_ASGI = ord(_warm.MSG_ASGI)  # written by the worker (``worker.py``), not the core
 
 _HANDLED = (
     signal.SIGTERM,
@@ -156,6 +162,7 @@ class Supervisor:
         self._exiting = False
         self._metrics: metrics.Metrics | None = None
         self._exit_reasons: dict[int, str] = {}  # retired pid -> metrics exit reason
+        self._warm = _warm.Warm(settings)  # what replacements get from the fork
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -186,6 +193,7 @@ class Supervisor:
             self._install_signals()
             if self._metrics is not None:
                 self._metrics.start_process()
+            _warm.freeze()
             for _ in range(self.target_workers):
                 self._spawn(self.generation, "initial")
             if self._reloader is not None:
@@ -237,6 +245,8 @@ class Supervisor:
         worker.freeze_startup_objects()
 
     def _cleanup(self) -> None:
+        if not self._exiting:
+            gc.unfreeze()  # gristmill.serve(): the caller's process goes on
         if self._reloader is not None:
             self._reloader.close()
             self._reloader = None
@@ -339,6 +349,8 @@ class Supervisor:
         lifetime = 0.0
         if s.worker_lifetime:
             lifetime = s.worker_lifetime + random.uniform(0.0, s.worker_lifetime_jitter)
+        if reason != "initial":
+            self._warm.before_replacement()
         ready_r, ready_w = os.pipe()
         # Block our signals across fork so the child cannot run the supervisor's
         # handlers (or write to its wakeup pipe) before it has reset them.
@@ -431,6 +443,8 @@ class Supervisor:
                     f"(max-requests {_with_jitter(self.settings.max_requests, w.max_requests)})",
                     kind="max_requests",
                 )
+            elif msg == _MSG_ASGI:
+                self._warm.learned("asgi")
             elif msg == _MSG_STUCK:
                 self._request_recycle(
                     w,

@@ -4,10 +4,15 @@ Runs in the child right after ``os.fork()`` in the supervisor and never returns 
 supervisor's stack: every path ends in ``os._exit``. Exit codes the supervisor reads:
 0 stopped normally, 3 the application could not be loaded (do not respawn), 1 anything
 else.
+
+An ASGI worker says so on its pipe to the supervisor (``_warm.MSG_ASGI``) before the
+core reports it ready, so the supervisor can import the ASGI modules once for the next
+workers instead of each of them importing them again (``_warm.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -15,6 +20,7 @@ import signal
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from . import _warm
 from .errors import AppLoadError
 from .settings import ExecutionMode, Settings
 
@@ -88,6 +94,9 @@ def _serve(
         app = loader.load_app(settings)
     iface = loader.resolve_interface(app, settings.interface, settings.target)
     settings = settings.replace(interface=iface)
+    if iface == "asgi":
+        # The supervisor then imports what the next ASGI workers need (``_warm.py``).
+        _tell(ready_fd, _warm.MSG_ASGI)
 
     from . import _core
 
@@ -96,6 +105,13 @@ def _serve(
         _core.serve(app, settings, fds, ready_fd)
         return EXIT_OK
     return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd)
+
+
+def _tell(ready_fd: int, msg: bytes) -> None:
+    """Write ``msg`` to the supervisor's pipe (the core writes its own bytes there later)."""
+    if ready_fd >= 0:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, msg)
 
 
 def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> int:
