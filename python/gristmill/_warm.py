@@ -72,13 +72,13 @@ def modules_for(settings: Settings, interface: str) -> tuple[str, ...]:
 
 
 class Warm:
-    """The supervisor's warm state: the application's interface once known, and the
-    modules already imported for it."""
+    """The supervisor's warm state: the application's interface once known, and whether
+    its modules are imported yet."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interface = settings.interface if settings.interface != "auto" else ""
-        self._done: set[str] = set()
+        self._warmed = ""  # the interface whose modules were imported
 
     def learned(self, interface: str) -> None:
         """A worker said which interface it serves (``auto``)."""
@@ -86,15 +86,17 @@ class Warm:
             self.interface = interface
 
     def before_replacement(self) -> None:
-        """Import what the next workers need and the supervisor does not have yet, then
-        freeze it. Cheap when there is nothing new (the usual case)."""
-        wanted = [m for m in modules_for(self.settings, self.interface) if m not in self._done]
+        """Import what the next workers need, once the interface is known, then freeze
+        it. Nothing to do after the first time (the usual case)."""
+        if not self.interface or self._warmed == self.interface:
+            return
+        self._warmed = self.interface
+        wanted = modules_for(self.settings, self.interface)
         if not wanted:
             return
         started = time.perf_counter()
         imported = []
         for name in wanted:
-            self._done.add(name)
             try:
                 importlib.import_module(name)
             except ImportError:
