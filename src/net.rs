@@ -112,30 +112,73 @@ impl Listener {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                let _ = s.set_nodelay(true);
-                let local = s.local_addr()?;
-                Ok((
-                    Plain::Tcp(s),
-                    Addrs {
-                        peer: Some(peer),
-                        server_host: local.ip().to_string(),
-                        server_port: local.port(),
-                    },
-                ))
+                tcp_accepted(s, peer)
             }
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
-                Ok((
-                    Plain::Unix(s),
-                    Addrs {
-                        peer: None,
-                        server_host: path.clone(),
-                        server_port: 0,
-                    },
-                ))
+                Ok(unix_accepted(s, path))
             }
         }
     }
+
+    /// Accept one connection the kernel has already queued, without waiting: `None`
+    /// once the queue is empty. It asks the kernel directly rather than going by the
+    /// reactor's readiness, which is stale when the runtime was held up (an inline
+    /// application call) while clients connected: the drain's sweep must see them.
+    pub fn accept_queued(&self) -> Option<io::Result<(Plain, Addrs)>> {
+        use std::mem::ManuallyDrop;
+        use std::os::fd::AsRawFd;
+        let result = match self {
+            Listener::Tcp(l) => {
+                // SAFETY: the descriptor stays open (owned by `l`) for this one
+                // accept(2); ManuallyDrop never closes it.
+                let std =
+                    ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(l.as_raw_fd()) });
+                std.accept().and_then(|(s, peer)| {
+                    s.set_nonblocking(true)?;
+                    tcp_accepted(TcpStream::from_std(s)?, peer)
+                })
+            }
+            Listener::Unix(l, path) => {
+                // SAFETY: as above.
+                let std = ManuallyDrop::new(unsafe {
+                    std::os::unix::net::UnixListener::from_raw_fd(l.as_raw_fd())
+                });
+                std.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(true)?;
+                    Ok(unix_accepted(UnixStream::from_std(s)?, path))
+                })
+            }
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+}
+
+fn tcp_accepted(s: TcpStream, peer: SocketAddr) -> io::Result<(Plain, Addrs)> {
+    let _ = s.set_nodelay(true);
+    let local = s.local_addr()?;
+    Ok((
+        Plain::Tcp(s),
+        Addrs {
+            peer: Some(peer),
+            server_host: local.ip().to_string(),
+            server_port: local.port(),
+        },
+    ))
+}
+
+fn unix_accepted(s: UnixStream, path: &str) -> (Plain, Addrs) {
+    (
+        Plain::Unix(s),
+        Addrs {
+            peer: None,
+            server_host: path.to_owned(),
+            server_port: 0,
+        },
+    )
 }
 
 /// True for accept errors that mean "out of descriptors or memory": the accept loop

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use std::os::fd::RawFd;
 
 use http::request::Parts;
@@ -130,6 +129,8 @@ pub async fn run<H: Handler>(
     let supervisor = Arc::new(supervisor);
     lifecycle::publish(&supervisor);
     let requests = Arc::new(RequestCount::new(config.max_requests, supervisor.clone()));
+    // The stop reaches the accept loops first, then the connections: see below.
+    let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
     let pressure_tx = Arc::new(pressure_tx);
@@ -137,6 +138,7 @@ pub async fn run<H: Handler>(
     let builder = Arc::new(Builders::new(&config)?);
 
     let mut accept_tasks = Vec::new();
+    let mut http3_tasks = Vec::new();
     let http3 = if config.http3 {
         let shared = Arc::new(crate::http3::Shared {
             handler: handler.clone(),
@@ -152,7 +154,7 @@ pub async fn run<H: Handler>(
             pressure_tx.clone(),
             &shutdown_rx,
         )?;
-        accept_tasks.extend(tasks);
+        http3_tasks.extend(tasks);
         Some(http3)
     } else {
         None
@@ -165,6 +167,7 @@ pub async fn run<H: Handler>(
             builder.clone(),
             slots.clone(),
             pressure_tx.clone(),
+            stop_accepting_rx.clone(),
             Ctl {
                 shutdown: shutdown_rx.clone(),
                 pressure: pressure_rx.clone(),
@@ -190,6 +193,16 @@ pub async fn run<H: Handler>(
     // A closed channel (the watcher thread is gone) can only mean stop at once.
     let decided = stop.wait_for(Option::is_some).await.map(|s| *s);
     let stopping = decided.ok().flatten().unwrap_or(Stop::Immediate);
+    // The accept loops stop first and take what the kernel already queued for them
+    // (`accept_loop`), before any open connection is told to close: a client whose
+    // connection the drain closes reconnects at once, and with a listener shared with
+    // the replacement worker that new connection is the replacement's to take. Taking
+    // it here would answer it once with `Connection: close` and send the client round
+    // again, a storm of reconnections on every rolling restart under load.
+    let _ = stop_accepting_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await; // listeners are closed once their loop returns
+    }
     let _ = shutdown_tx.send(true);
     if stopping == Stop::Graceful {
         let open = config.max_connections - slots.available_permits();
@@ -201,8 +214,8 @@ pub async fn run<H: Handler>(
             ),
         );
     }
-    for t in accept_tasks {
-        let _ = t.await; // listeners are closed once their loop returns
+    for t in http3_tasks {
+        let _ = t.await;
     }
     if stopping == Stop::Graceful {
         let all = config.max_connections as u32;
@@ -382,6 +395,7 @@ async fn choose_protocol(
     proto
 }
 
+#[allow(clippy::too_many_arguments)] // the worker's shared pieces, each passed once
 async fn accept_loop<H: Handler>(
     listener: Listener,
     handler: Arc<H>,
@@ -389,7 +403,8 @@ async fn accept_loop<H: Handler>(
     builder: Arc<Builders>,
     slots: Arc<Semaphore>,
     pressure: Arc<watch::Sender<u64>>,
-    mut ctl: Ctl,
+    mut stop_accepting: watch::Receiver<bool>,
+    ctl: Ctl,
 ) {
     let mut last_exhaustion_log: Option<Instant> = None;
     loop {
@@ -400,15 +415,15 @@ async fn accept_loop<H: Handler>(
             _ = lifecycle::accepting_paused(true), if config.request_timeout.is_some() => {
                 tokio::select! {
                     _ = lifecycle::accepting_paused(false) => continue,
-                    _ = ctl.shutdown.changed() => return,
+                    _ = stop_accepting.changed() => return,
                 }
             }
-            _ = ctl.shutdown.changed() => {
+            _ = stop_accepting.changed() => {
                 // Connections the kernel already queued for this socket would be reset
                 // when the last copy of the listener closes, perhaps after their client
                 // sent its request: take them now, and answer each one's first request
                 // (with `Connection: close`, see `watch`).
-                while let Some(Ok((stream, addrs))) = listener.accept().now_or_never() {
+                while let Some(Ok((stream, addrs))) = listener.accept_queued() {
                     match slots.clone().try_acquire_owned() {
                         Ok(permit) => spawn_connection(
                             stream, addrs, permit, &handler, &config, &builder, &ctl,
@@ -437,7 +452,7 @@ async fn accept_loop<H: Handler>(
                                 Err(_) => return,
                             },
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                            _ = ctl.shutdown.changed() => return,
+                            _ = stop_accepting.changed() => return,
                         }
                     },
                 };

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from _support import free_port, group_members, wait_until
+from _support import free_port, group_members, http_request, wait_until
 
 APP = "process_app:application"
 
@@ -66,6 +66,37 @@ def test_killed_worker_is_respawned(server, workers):
     assert new - before, "no new worker pid"
     if workers == 1:
         assert pid_of(srv) in new - before
+
+
+def test_sigterm_answers_a_connection_still_in_the_listen_queue(server):
+    """A client connects and sends its request while the worker's only thread is in a
+    slow application call (inline WSGI: nothing accepts, the kernel queues the
+    connection); then SIGTERM. The drain takes the queued connection and answers it with
+    `Connection: close`, rather than leaving it to be reset when the listener closes."""
+    srv = server("--graceful-timeout", "10", APP)
+    slow: dict[str, object] = {}
+
+    def slow_request():
+        try:
+            slow["status"] = httpx.get(f"{srv.url}/slow?s=1.5", timeout=10).status_code
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            slow["error"] = repr(e)
+
+    mark = srv.mark()
+    t = threading.Thread(target=slow_request)
+    t.start()
+    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    with srv.raw() as conn:
+        conn.send(http_request("GET", "/queued"))
+        code = srv.stop(signal.SIGTERM, timeout=15)
+        head = conn.read_head()
+        rest = conn.read_to_eof(5.0)
+    t.join(10)
+    assert slow == {"status": 200}
+    assert head.status == 200, head.head
+    assert head.header("connection") == "close"
+    assert rest.isdigit(), rest  # the worker's pid: the whole body, then the close
+    assert code == 0, srv.output()
 
 
 def test_sigterm_finishes_in_flight_request_and_exits_0(server):
