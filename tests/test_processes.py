@@ -370,3 +370,19 @@ def test_process_titles(server, target, name, shown):
     # The child sets its title just after the fork: until then it shows the supervisor's.
     expected = f"gristmill: worker 3 [{shown}]"
     wait_until(lambda: _title(new) == expected, 10, message=f"the title {expected!r}")
+
+
+def _fd_slots(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+
+@pytest.mark.parametrize("max_connections", [300, 1024])
+def test_worker_descriptor_table_is_sized_before_threads_start(server, max_connections):
+    """A worker grows its descriptor table for --max-connections (plus headroom) before
+    any thread exists: grown later, with threads, each growth sleeps through an RCU grace
+    period while clients wait (every replacement under load used to, as its predecessor's
+    clients reconnected together). /proc shows the table's size (FDSize)."""
+    srv = server(APP, "--workers", "2", "--max-connections", str(max_connections))
+    for pid in srv.worker_pids():
+        assert _fd_slots(pid) >= max_connections + 64, pid
