@@ -242,7 +242,7 @@ class Supervisor:
             )
         # Collect, then freeze what the import left, so that collections in the workers
         # do not touch (and so copy) the shared pages.
-        worker.freeze_startup_objects()
+        _warm.freeze()
 
     def _cleanup(self) -> None:
         if not self._exiting:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import logging
 import os
 import resource
@@ -113,16 +112,6 @@ def run(
             os._exit(code)
 
 
-def freeze_startup_objects() -> None:
-    """Collect what starting up left as garbage, then exempt every object alive now (the
-    application's modules, its startup state) from future garbage collections
-    (``gc.freeze``): collections while serving then scan only what requests create,
-    which measured ~5 % more requests per second on a small ASGI route
-    (``bench/NOTES.md``)."""
-    gc.collect()
-    gc.freeze()
-
-
 def _serve(
     settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None
 ) -> int:
@@ -139,7 +128,7 @@ def _serve(
     from . import _core
 
     if iface == "wsgi":
-        freeze_startup_objects()
+        _warm.freeze()
         _core.serve(app, settings, fds, ready_fd)
         return EXIT_OK
     return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd)
@@ -168,7 +157,7 @@ def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], rea
     runner.start()
     lifespan = _asgi.Lifespan(app, settings.lifespan, runner)
     lifespan.startup()  # raises LifespanFailed (an AppLoadError): exit 3
-    freeze_startup_objects()
+    _warm.freeze()
     state = lifespan.state if lifespan.supported else None
     context = lifespan.context if lifespan.context is not None and len(lifespan.context) else None
     try:
