@@ -1023,6 +1023,22 @@ def load_command(
 ) -> list[str]:
     url = f"{'https' if test.tls else 'http'}://{HOST}:{srv.port}{test.path}"
     secs = f"{max(1, round(duration))}s"
+
+    def python_loadgen(script: str, per_connection: str, target: str) -> list[str]:
+        # bench/h3load.py, wsh2load.py, wsload.py: one command-line shape.
+        return [
+            str(python_bin),
+            str(BENCH / script),
+            "--connections",
+            str(test.conns),
+            per_connection,
+            str(test.streams),
+            "--duration",
+            str(duration),
+            *test.ws_args,
+            target,
+        ]
+
     if test.kind == "h1":
         cmd = [
             "wrk",
@@ -1041,18 +1057,9 @@ def load_command(
             script.write_text(test.lua)
             cmd += ["-s", str(script)]
         return cmd + [url]
+
     if test.kind == "h3":
-        return [
-            str(python_bin),
-            str(BENCH / "h3load.py"),
-            "--connections",
-            str(test.conns),
-            "--streams",
-            str(test.streams),
-            "--duration",
-            str(duration),
-            url,
-        ]
+        return python_loadgen("h3load.py", "--streams", url)
     if test.kind == "h2":
         return [
             "h2load",
@@ -1068,30 +1075,8 @@ def load_command(
         ]
     ws = f"ws://{HOST}:{srv.port}{test.path}"
     if test.kind == "ws-h2":
-        return [
-            str(python_bin),
-            str(BENCH / "wsh2load.py"),
-            "--connections",
-            str(test.conns),
-            "--streams",
-            str(test.streams),
-            "--duration",
-            str(duration),
-            *test.ws_args,
-            ws,
-        ]
-    return [
-        str(python_bin),
-        str(BENCH / "wsload.py"),
-        "--connections",
-        str(test.conns),
-        "--window",
-        str(test.streams),
-        "--duration",
-        str(duration),
-        *test.ws_args,
-        ws,
-    ]
+        return python_loadgen("wsh2load.py", "--streams", ws)
+    return python_loadgen("wsload.py", "--window", ws)
 
 
 def parse_h3load(out: str) -> dict:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import struct
@@ -64,6 +63,7 @@ from wsload import (
     client_frame,
     deflate_payload,
     json_text,
+    report,
 )
 
 OP_PONG = 0xA
@@ -444,12 +444,7 @@ def main() -> int:
         parser.error("the URL must look like ws://127.0.0.1:8000/ws or wss://...")
     args.host, args.port, args.path = url.hostname, url.port, url.path or "/"
     args.tls = url.scheme == "wss"
-    try:
-        out = asyncio.run(run(args))
-    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-        out = {"ok": False, "error": repr(exc), "errors": 1, "messages": 0, "msgs_per_s": 0}
-    print(json.dumps(out))
-    return 0 if out.get("ok", True) and not out.get("errors") else 1
+    return report(run(args))
 
 
 if __name__ == "__main__":

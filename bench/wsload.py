@@ -32,6 +32,8 @@ import sys
 import time
 import urllib.parse
 import zlib
+from collections.abc import Coroutine
+from typing import Any
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x1, 0x2, 0x8, 0x9
@@ -273,11 +275,17 @@ def main() -> int:
     if url.scheme != "ws" or not url.hostname or not url.port:
         parser.error("the URL must look like ws://127.0.0.1:8000/ws")
     path = url.path or "/"
+    if args.check:
+        return report(run_check(args, url.hostname, url.port, path))
+    return report(run_load(args, url.hostname, url.port, path))
+
+
+def report(run: Coroutine[Any, Any, dict]) -> int:
+    """Run a check or a load run, print its result as one JSON line (a connection that
+    failed becomes ``"ok": false`` with one error), and give the exit status: 0 only for
+    a run without errors. ``wsh2load.py`` reports the same way."""
     try:
-        if args.check:
-            out = asyncio.run(run_check(args, url.hostname, url.port, path))
-        else:
-            out = asyncio.run(run_load(args, url.hostname, url.port, path))
+        out = asyncio.run(run)
     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
         out = {"ok": False, "error": repr(exc), "errors": 1, "messages": 0, "msgs_per_s": 0}
     print(json.dumps(out))
