@@ -432,13 +432,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB (VmRSS from /proc/<pid>/status)."""
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status (``VmRSS`` in KiB, ``Threads``, ``FDSize``...)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process in KiB (VmRSS from /proc/<pid>/status)."""
+    return proc_status(pid, "VmRSS")
 
 
 # --- raw HTTP/1.1 ------------------------------------------------------------------------

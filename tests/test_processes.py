@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from _support import free_port, group_members, http_request, wait_until
+from _support import free_port, group_members, http_request, proc_status, wait_until
 
 APP = "process_app:application"
 
@@ -68,31 +68,39 @@ def test_killed_worker_is_respawned(server, workers):
         assert pid_of(srv) in new - before
 
 
+def _slow_request_started(srv) -> tuple[threading.Thread, dict[str, object]]:
+    """GET /slow (1.5 s) on a thread; return once the application call has begun. The
+    dict gets the response's status and body, or the client's error."""
+    result: dict[str, object] = {}
+
+    def slow_request():
+        try:
+            r = httpx.get(f"{srv.url}/slow?s=1.5", timeout=10)
+            result["status"], result["body"] = r.status_code, r.content
+        except Exception as e:  # noqa: BLE001 - reported by the callers' assertions
+            result["error"] = repr(e)
+
+    mark = srv.mark()
+    t = threading.Thread(target=slow_request)
+    t.start()
+    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    return t, result
+
+
 def test_sigterm_answers_a_connection_still_in_the_listen_queue(server):
     """A client connects and sends its request while the worker's only thread is in a
     slow application call (inline WSGI: nothing accepts, the kernel queues the
     connection); then SIGTERM. The drain takes the queued connection and answers it with
     `Connection: close`, rather than leaving it to be reset when the listener closes."""
     srv = server("--graceful-timeout", "10", APP)
-    slow: dict[str, object] = {}
-
-    def slow_request():
-        try:
-            slow["status"] = httpx.get(f"{srv.url}/slow?s=1.5", timeout=10).status_code
-        except Exception as e:  # noqa: BLE001 - reported by the assertion below
-            slow["error"] = repr(e)
-
-    mark = srv.mark()
-    t = threading.Thread(target=slow_request)
-    t.start()
-    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    t, slow = _slow_request_started(srv)
     with srv.raw() as conn:
         conn.send(http_request("GET", "/queued"))
         code = srv.stop(signal.SIGTERM, timeout=15)
         head = conn.read_head()
         rest = conn.read_to_eof(5.0)
     t.join(10)
-    assert slow == {"status": 200}
+    assert slow == {"status": 200, "body": b"slow done"}
     assert head.status == 200, head.head
     assert head.header("connection") == "close"
     assert rest.isdigit(), rest  # the worker's pid: the whole body, then the close
@@ -101,19 +109,7 @@ def test_sigterm_answers_a_connection_still_in_the_listen_queue(server):
 
 def test_sigterm_finishes_in_flight_request_and_exits_0(server):
     srv = server("--graceful-timeout", "10", APP)
-    result: dict[str, object] = {}
-
-    def slow_request():
-        try:
-            r = httpx.get(f"{srv.url}/slow?s=1.5", timeout=10)
-            result["status"], result["body"] = r.status_code, r.content
-        except Exception as e:  # noqa: BLE001 - reported by the assertion below
-            result["error"] = repr(e)
-
-    mark = srv.mark()
-    t = threading.Thread(target=slow_request)
-    t.start()
-    srv.wait_for_line(r"GM-SLOW-START", start=mark)
+    t, result = _slow_request_started(srv)
     code = srv.stop(signal.SIGTERM, timeout=15)
     t.join(10)
     assert result == {"status": 200, "body": b"slow done"}
@@ -372,11 +368,6 @@ def test_process_titles(server, target, name, shown):
     wait_until(lambda: _title(new) == expected, 10, message=f"the title {expected!r}")
 
 
-def _fd_slots(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
-
-
 @pytest.mark.parametrize("max_connections", [300, 1024])
 def test_worker_descriptor_table_is_sized_before_threads_start(server, max_connections):
     """A worker grows its descriptor table for --max-connections (plus headroom) before
@@ -385,4 +376,4 @@ def test_worker_descriptor_table_is_sized_before_threads_start(server, max_conne
     clients reconnected together). /proc shows the table's size (FDSize)."""
     srv = server(APP, "--workers", "2", "--max-connections", str(max_connections))
     for pid in srv.worker_pids():
-        assert _fd_slots(pid) >= max_connections + 64, pid
+        assert proc_status(pid, "FDSize") >= max_connections + 64, pid

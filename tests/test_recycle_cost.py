@@ -13,18 +13,10 @@ import signal
 
 import pytest
 
-from _support import PidLoad, Server, every_mode, wait_until
+from _support import PidLoad, Server, every_mode, proc_status, wait_until
 
 MODES = every_mode("warm_app:application", "warm_app:app")
 WARMED = "for the next workers"
-
-
-def _threads(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no Threads: line for {pid}")
 
 
 @pytest.mark.timeout(40)
@@ -56,7 +48,7 @@ def test_each_worker_imports_the_app_the_supervisor_does_not(mode, tmp_path):
             assert ("uvloop" in warmed[0]) == (mode == "asgi-loop-thread"), warmed
         else:
             assert not warmed, srv.output()
-        assert _threads(srv.pid) == 1, "the supervisor must fork with a single thread"
+        assert proc_status(srv.pid, "Threads") == 1, "the supervisor must fork with a single thread"
     finally:
         srv.stop()
 
@@ -79,6 +71,6 @@ def test_explicit_asgi_interface_warms_at_the_first_replacement(tmp_path):
         warmed = [line for line in srv.lines() if WARMED in line]
         assert len(warmed) == 1 and "asyncio, gristmill._asgi" in warmed[0], srv.output()
         assert srv.pid not in [int(p) for p in imports.read_text().split()]
-        assert _threads(srv.pid) == 1
+        assert proc_status(srv.pid, "Threads") == 1
     finally:
         srv.stop()

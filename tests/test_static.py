@@ -14,6 +14,7 @@ Where ``strace`` is installed, a test watches the worker use ``sendfile(2)``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -661,23 +662,32 @@ def test_django_file_response(server, tree, tmp_path, threads):
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_sendfile_is_used_on_cleartext_http1(server, tree):
     srv = server("static_app:app", *static_args(tree))
-    (worker,) = srv.worker_pids()
-    out = Path(tree["root"]) / f"strace-{worker}.txt"
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-qq", "-e", "trace=sendfile", "-o", str(out), "-p", str(worker)],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # strace attaches, then the traced process carries on; wait until it traces.
-        def traced() -> bool:
-            srv.get("/static/mid.bin")
-            return out.exists() and "sendfile(" in out.read_text()
-
-        wait_until(traced, 15, message="strace saw a sendfile")
+    with _strace(srv, tree, "sendfile", "/static/mid.bin", "sendfile(") as out:
         before = out.read_text().count("sendfile(")
         r = srv.get(f"/file_wrapper?path={tree['pub'] / 'big.bin'}")
         assert hashlib.sha256(r.content).hexdigest() == tree["big_sha"]
         wait_until(lambda: out.read_text().count("sendfile(") > before, 10, message="file_wrapper")
+
+
+@contextlib.contextmanager
+def _strace(srv, tree, calls: str, probe: str, seen: str):
+    """Trace the worker's system calls ``calls`` (strace ``-e trace=``) during the block,
+    which gets the trace file once strace traces: strace attaches, then the traced
+    process carries on, so requests for ``probe`` are repeated until ``seen`` shows."""
+    (worker,) = srv.worker_pids()
+    out = Path(tree["root"]) / f"strace-{worker}.txt"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", str(out), "-p", str(worker)],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def traced() -> bool:
+            srv.get(probe)
+            return out.exists() and seen in out.read_text()
+
+        wait_until(traced, 15, message=f"strace saw {seen}")
+        yield out
     finally:
         tracer.terminate()
         tracer.wait(10)
@@ -788,19 +798,7 @@ def test_a_cached_file_is_answered_without_the_file_system(server, tree, cache):
     request opens it."""
     flag = "--static-cache" if cache else "--no-static-cache"
     srv = server("static_app:app", *static_args(tree), flag)
-    (worker,) = srv.worker_pids()
-    out = Path(tree["root"]) / f"strace-cache-{worker}.txt"
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-qq", "-e", "trace=openat2,recvfrom", "-o", str(out), "-p", str(worker)],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def traced() -> bool:
-            srv.get("/static/hello.txt")
-            return out.exists() and "recvfrom(" in out.read_text()
-
-        wait_until(traced, 15, message="strace saw a request")
+    with _strace(srv, tree, "openat2,recvfrom", "/static/hello.txt", "recvfrom(") as out:
         _warm(srv, "/static/hello.txt")
         text = out.read_text()
         before, received = text.count("openat2("), text.count("recvfrom(")
@@ -811,9 +809,6 @@ def test_a_cached_file_is_answered_without_the_file_system(server, tree, cache):
         )
         opened = out.read_text().count("openat2(") - before
         assert (opened == 0) if cache else (opened >= 10), opened
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
 
 
 # --- settings ---------------------------------------------------------------------------------
