@@ -439,22 +439,11 @@ async fn accept_loop<H: Handler>(
         };
         match accepted {
             Ok((stream, addrs)) => {
-                // At the limit, the new client waits for a slot while idle keep-alive
-                // connections are asked to close, so it is not starved behind them.
-                let permit = match slots.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => loop {
-                        // Ask again now and then: a busy connection may go idle later.
-                        pressure.send_modify(|n| *n += 1);
-                        tokio::select! {
-                            p = slots.clone().acquire_owned() => match p {
-                                Ok(p) => break p,
-                                Err(_) => return,
-                            },
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                            _ = stop_accepting.changed() => return,
-                        }
-                    },
+                let stop = async {
+                    let _ = stop_accepting.changed().await;
+                };
+                let Some(permit) = place(&slots, &pressure, stop).await else {
+                    return;
                 };
                 spawn_connection(stream, addrs, permit, &handler, &config, &builder, &ctl);
             }
@@ -472,6 +461,30 @@ async fn accept_loop<H: Handler>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => log::log(log::DEBUG, &format!("accept failed: {e}")),
+        }
+    }
+}
+
+/// A place under `max_connections` for a new connection (TCP or QUIC). At the limit it
+/// waits, and meanwhile asks idle keep-alive connections to close (`pressure`), so the
+/// new client is not starved behind them; it asks again now and then, as a busy
+/// connection may go idle later. `None` if `stop` comes first.
+pub(crate) async fn place(
+    slots: &Arc<Semaphore>,
+    pressure: &watch::Sender<u64>,
+    stop: impl Future<Output = ()>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    tokio::pin!(stop);
+    loop {
+        pressure.send_modify(|n| *n += 1);
+        tokio::select! {
+            biased;
+            _ = &mut stop => return None,
+            p = slots.clone().acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
 }

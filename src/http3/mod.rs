@@ -195,24 +195,13 @@ async fn accept_loop<H: Handler>(
         // At `max_connections`, as over TCP: the new connection waits for a place (and
         // the ones after it wait in quinn's queue, bounded by `--backlog`) while idle
         // connections, QUIC and TCP alike, are asked to close to make room.
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => loop {
-                pressure.send_modify(|n| *n += 1);
-                tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|s| *s) => {
-                        incoming.refuse();
-                        endpoint.set_server_config(None);
-                        return;
-                    }
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => break p,
-                        Err(_) => return,
-                    },
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            },
+        let stop = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        let Some(permit) = crate::server::place(&slots, &pressure, stop).await else {
+            incoming.refuse();
+            endpoint.set_server_config(None);
+            return;
         };
         let slot = ConnSlot::new(permit);
         let conn = conn::serve(
