@@ -79,23 +79,23 @@ impl ResponseBody {
         Self::chunks(VecDeque::from([b]))
     }
 
-    pub fn chunks(chunks: VecDeque<Bytes>) -> Self {
-        let len = chunks.iter().map(|c| c.len() as u64).sum();
+    /// A body of `kind`, with no guard, notifier or abort yet.
+    fn of(kind: Kind) -> Self {
         ResponseBody {
-            kind: Kind::Chunks(chunks, len),
+            kind,
             aborted: None,
             _guard: None,
             _notifier: None,
         }
     }
 
+    pub fn chunks(chunks: VecDeque<Bytes>) -> Self {
+        let len = chunks.iter().map(|c| c.len() as u64).sum();
+        Self::of(Kind::Chunks(chunks, len))
+    }
+
     pub fn stream(rx: mpsc::Receiver<Chunk>) -> Self {
-        ResponseBody {
-            kind: Kind::Stream(rx, None),
-            aborted: None,
-            _guard: None,
-            _notifier: None,
-        }
+        Self::of(Kind::Stream(rx, None))
     }
 
     /// A stream body that ends with the trailers sent on `trailers` once the channel
@@ -104,22 +104,12 @@ impl ResponseBody {
         rx: mpsc::Receiver<Chunk>,
         trailers: oneshot::Receiver<http::HeaderMap>,
     ) -> Self {
-        ResponseBody {
-            kind: Kind::Stream(rx, Some(trailers)),
-            aborted: None,
-            _guard: None,
-            _notifier: None,
-        }
+        Self::of(Kind::Stream(rx, Some(trailers)))
     }
 
     /// A body read from a file; how it is sent is settled by [`Self::with_guard`].
     pub fn file(body: super::file::FileBody) -> Self {
-        ResponseBody {
-            kind: Kind::File(Box::new(body)),
-            aborted: None,
-            _guard: None,
-            _notifier: None,
-        }
+        Self::of(Kind::File(Box::new(body)))
     }
 
     /// Drop `notifier` when the body is finished or abandoned.
