@@ -13,10 +13,10 @@
 //! the path asked for, inside the directory, nothing hidden. When a link is in the way,
 //! it is opened following links and, unless `--static-follow-symlinks`, what the
 //! descriptor really is must lie inside the directory with no hidden component: a
-//! symbolic link that leads out (or to a dotfile) is a missing file. A directory is served through its `index.html` with
-//! `--static-index`, else it is missing. Only regular files are served; the metadata of
-//! the open descriptor gives the validators. A precompressed `.br` or `.gz` sibling is
-//! chosen when the client accepts it.
+//! symbolic link that leads out (or to a dotfile) is a missing file. A directory is
+//! served through its `index.html` with `--static-index`, else it is missing. Only
+//! regular files are served; the metadata of the open descriptor gives the validators.
+//! A precompressed `.br` or `.gz` sibling is chosen when the client accepts it.
 
 use std::ffi::CString;
 use std::fs::{File, Metadata, OpenOptions};
