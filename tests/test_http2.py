@@ -630,8 +630,11 @@ def test_header_list_larger_than_max_header_size(server):
     """Over --max-header-size: 431 on that stream, the connection carries on. A block
     that goes on growing past the limit in CONTINUATION frames is not buffered: `h2`
     stops at twice the limit (the first frame, then the limit again) and closes the
-    connection with GOAWAY(COMPRESSION_ERROR), as it can no longer keep HPACK in step."""
-    srv = server(APP, "--max-header-size", "4096")
+    connection with GOAWAY(COMPRESSION_ERROR), as it can no longer keep HPACK in step.
+    Both count once under ``gristmill_rejections_total{reason="headers_too_large"}``."""
+    from test_metrics import key, settle, start, value
+
+    srv, url = start(server, APP, "--max-header-size", "4096")
     with H2Raw(srv.port) as conn:
         sid = conn.request("/x", extra=[("x-big", "v" * 8000)])
         f = conn.frames_until(HeadersFrame, RstStreamFrame, GoAwayFrame)[-1]
@@ -650,16 +653,25 @@ def test_header_list_larger_than_max_header_size(server):
         conn.send(ContinuationFrame(sid, data=rest, flags=["END_HEADERS"]))
         expect_connection_error(conn, COMPRESSION_ERROR, last_stream_id=0)
     serves_a_new_connection(srv)
+    r = "gristmill_rejections_total"
+    s = settle(url, {key(r, reason="headers_too_large", status="431"): 2})
+    assert value(s, r) == 2
 
 
 def test_header_block_decoding_far_over_max_header_size(server):
     """One HEADERS frame whose fields decode to more than four times --max-header-size
-    (`h2`'s abuse limit) is not decoded further: GOAWAY(ENHANCE_YOUR_CALM)."""
-    srv = server(APP, "--max-header-size", "1024")
+    (`h2`'s abuse limit) is not decoded further: GOAWAY(ENHANCE_YOUR_CALM), counted
+    under ``headers_too_large``."""
+    from test_metrics import key, settle, start, value
+
+    srv, url = start(server, APP, "--max-header-size", "1024")
     with H2Raw(srv.port) as conn:
         conn.request("/x", extra=[("x-big", "v" * 5000)])
         expect_connection_error(conn, ENHANCE_YOUR_CALM, last_stream_id=0)
     serves_a_new_connection(srv)
+    r = "gristmill_rejections_total"
+    s = settle(url, {key(r, reason="headers_too_large", status="431"): 1})
+    assert value(s, r) == 1
 
 
 def test_declared_body_above_max_body_size_gets_413(server):

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hyperframe.frame import ContinuationFrame, HeadersFrame
 from prometheus_client.parser import text_string_to_metric_families
 
+from _h2 import COMPRESSION_ERROR, ENHANCE_YOUR_CALM, H2Raw, h2_tls_context
 from _support import Server, every_mode, request, wait_until
 from _ws_h2 import CLOSE, TEXT, H2Client, close_payload
 
@@ -301,6 +303,55 @@ def test_rejections_by_limit(server, mode):
     assert value(s, r, reason="request_timeout", status="504") == 1
     assert value(s, "gristmill_requests_total", status_class="5xx") == 2  # 503 and 504
     assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_http2_header_blocks_over_the_limit(server, certs, mode, tls):
+    """Over HTTP/2 the `h2` crate refuses a header block over --max-header-size itself,
+    before hyper or the application sees a request: a 431 on that stream (the
+    connection carries on), or, for a block that goes on growing far past the limit,
+    GOAWAY (COMPRESSION_ERROR, ENHANCE_YOUR_CALM). Each counts once under
+    ``headers_too_large``, as HTTP/1.1's and HTTP/3's 431, with no access log line and
+    not as a request. h2c by prior knowledge and TLS after ALPN chose h2."""
+    args, env = MODES[mode]
+    srv, url = start(
+        server,
+        *args,
+        "--max-header-size",
+        "4096",
+        "--access-log",
+        *(certs.server_args() if tls else ["--http", "auto"]),
+        env=env,
+    )
+    ctx = h2_tls_context(certs.ca, ["h2"]) if tls else None
+    big = {"x-big": "y" * 8000}
+    client = httpx.Client(http1=False, http2=True, verify=ctx or True, timeout=10)
+    with client:
+        # The first request of a connection, then one on a connection in use.
+        r = client.get(srv.url + "/big", headers=big)
+        assert (r.status_code, r.http_version) == (431, "HTTP/2")
+        assert client.get(srv.url + "/").status_code == 200
+        assert client.get(srv.url + "/big", headers=big).status_code == 431
+        assert client.get(srv.url + "/").status_code == 200
+    with H2Raw(srv.port, tls=ctx) as conn:  # 4 x 5000 octets: far over twice the limit
+        sid = conn.new_stream()
+        extra = [(f"x-big-{i}", "v" * 5000) for i in range(4)]
+        block = conn.encoder.encode(conn.request_headers("/big", extra=extra))
+        conn.send(HeadersFrame(sid, data=block[:16000], flags=["END_STREAM"]))
+        conn.send(ContinuationFrame(sid, data=block[16000:], flags=["END_HEADERS"]))
+        conn.expect_goaway(COMPRESSION_ERROR)
+    with H2Raw(srv.port, tls=ctx) as conn:  # one frame decoding to over 4 x the limit
+        conn.request("/big", extra=[("x-big", "a" * 20000)])  # Huffman: 12500 octets
+        conn.expect_goaway(ENHANCE_YOUR_CALM)
+    r = "gristmill_rejections_total"
+    s = settle(url, {key(r, reason="headers_too_large", status="431"): 4})
+    assert value(s, r) == 4
+    assert value(s, "gristmill_requests_total") == 2
+    assert value(s, "gristmill_requests_total", http_version="2", status_class="2xx") == 2
+    srv.wait_for_line(r'"GET / HTTP/2" 200', timeout=10)
+    assert srv.stop() == 0
+    assert '"GET /big' not in srv.output()
 
 
 @pytest.mark.parametrize("mode", ["wsgi-inline", "asgi-one-thread"])

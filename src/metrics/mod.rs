@@ -15,6 +15,7 @@
 //! The slot layout is fixed by the lists below ([`layout`] describes it to Python,
 //! which names the series); changing it means bumping [`shm::VERSION`].
 
+mod h2;
 pub mod py;
 pub mod shm;
 
@@ -37,6 +38,8 @@ pub fn get() -> Option<&'static Segment> {
 pub fn attach(path: &std::path::Path) -> std::io::Result<()> {
     let seg = Segment::create(path, SLOTS, 0, shm::LIVE)?;
     let _ = SEGMENT.set(seg);
+    // HTTP/2's header blocks over the limit are refused inside `h2`: see [`h2`].
+    h2::watch();
     Ok(())
 }
 
