@@ -12,6 +12,7 @@ workers instead of each of them importing them again (``_warm.py``).
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import fcntl
 import logging
@@ -44,9 +45,17 @@ def reset_signals() -> None:
     still importing the application simply dies when told to stop.
     """
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
+        _signal.signal(sig, _signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
+
+
+#: ``pthread_sigmask`` returning plain signal numbers. ``signal``'s own wrappers (this one
+#: and ``signal.signal``) turn each number they return into an enum member; in a process
+#: just forked, that first touches, so copies, pages of the enum machinery for nothing.
+#: The spawn path (``Supervisor._spawn``, :func:`reset_signals`) runs on every
+#: replacement, so it calls the C functions underneath.
+sigmask = _signal.pthread_sigmask
 
 
 #: Descriptors a worker holds besides its connections: listeners, the runtime's epoll
