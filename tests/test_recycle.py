@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from _support import PidLoad, Server, _stat, every_mode, wait_until
+from gristmill.supervisor import _with_jitter
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
 MODES = every_mode("recycle_app:application", "recycle_app:app")
@@ -107,6 +108,24 @@ def test_worker_lifetime(mode):
             assert m and float(m.group(1)) >= 1.5, why
     finally:
         srv.kill()
+
+
+@pytest.mark.parametrize(
+    ("setting", "actual", "shown"),
+    [
+        (60, 60, "60"),
+        (60, 83, "60 + 23 jitter"),
+        (1.5, 1.5, "1.5"),
+        (1.5, 1.8, "1.5 + 0.3 jitter"),
+        (3600.0, 3612.3456, "3600 + 12.346 jitter"),
+        (1e6, 1e6 + 0.25, "1000000 + 0.25 jitter"),
+        # A jitter drawn under 0.1 ms once read "1.5 + 1.67e-05 jitter", which the
+        # lifetime test above (and any log parser) could not read: a rare flake.
+        (1.5, 1.5 + 1.67e-5, "1.5 + 0 jitter"),
+    ],
+)
+def test_recycle_reasons_show_plain_numbers(setting, actual, shown):
+    assert _with_jitter(setting, actual) == shown
 
 
 @pytest.mark.timeout(40)

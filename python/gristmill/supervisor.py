@@ -932,11 +932,21 @@ def _exit_reason(status: int) -> str:
 
 
 def _with_jitter(setting: float, actual: float) -> str:
-    """``1000`` or ``1000 + 23 jitter``, for the log lines of recycling."""
+    """``1000`` or ``1000 + 23 jitter`` (requests), ``3600 + 12.345 jitter`` (seconds),
+    for the log lines of recycling."""
     extra = actual - setting
     if not extra:
-        return f"{setting:g}"
-    return f"{setting:g} + {extra:.3g} jitter"
+        return _plain(setting)
+    return f"{_plain(setting)} + {_plain(extra)} jitter"
+
+
+def _plain(n: float) -> str:
+    """A count as is, seconds to the millisecond, never in exponent notation: ``%g``
+    wrote a jitter drawn under 0.1 ms as ``1.67e-05`` (and a lifetime of 10**6 s as
+    ``1e+06``), which no reader and no log parser expects."""
+    if isinstance(n, int):
+        return str(n)
+    return f"{n:.3f}".rstrip("0").rstrip(".") or "0"
 
 
 def _absolute_tls_paths(s: Settings) -> dict[str, str]:
