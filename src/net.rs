@@ -208,6 +208,43 @@ pub struct ConnActivity {
     conflict: OnceLock<usize>,
     /// File segments to `sendfile` on this connection, when it can (cleartext HTTP/1).
     sendfile: OnceLock<Arc<crate::http::sendfile::FileQueue>>,
+    /// HTTP/1 (cleartext or TLS): the flushes of hyper's write buffer, which a response
+    /// body waits for before it aborts (see [`Flushes`]).
+    flushes: OnceLock<Flushes>,
+}
+
+/// The completed flushes of an HTTP/1 connection's writes.
+///
+/// hyper's HTTP/1 connection buffers what it polled from a response body (up to about
+/// 400 KiB) until the socket takes it, and when the body then yields an error it ends
+/// the connection at once: what is still in that buffer is lost. A body ending in an
+/// error (the application failed mid-response) must first let the chunks before it
+/// reach the socket, and on a client that reads slowly that takes as long as it takes.
+/// hyper asks the stream to flush ([`TrackedStream`]'s `poll_flush`) only once its
+/// buffer is empty, so a flush completed after the body held its error back means that
+/// everything before it was written; the body waits for one
+/// (`crate::http::body::ResponseBody`).
+#[derive(Default)]
+pub struct Flushes {
+    count: AtomicU64,
+    waiter: futures_util::task::AtomicWaker,
+}
+
+impl Flushes {
+    /// How many flushes completed so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Wake the task of `cx` at the next completed flush.
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waiter.register(cx.waker());
+    }
+
+    fn flushed(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.waiter.wake();
+    }
 }
 
 impl ConnActivity {
@@ -221,7 +258,16 @@ impl ConnActivity {
             arrivals: AtomicUsize::new(0),
             conflict: OnceLock::new(),
             sendfile: OnceLock::new(),
+            flushes: OnceLock::new(),
         })
+    }
+
+    /// Count the flushes of this connection's writes ([`Flushes`]): for HTTP/1 only,
+    /// where a flush means hyper's write buffer is empty. (An HTTP/2 connection flushes
+    /// whatever its streams' windows let through; a stream's reset drops the frames it
+    /// still has queued anyway.)
+    pub fn count_flushes(&self) {
+        let _ = self.flushes.set(Flushes::default());
     }
 
     /// Send file bodies on this connection with `sendfile` (see `http::sendfile`): only
@@ -333,6 +379,11 @@ impl ActiveGuard {
     /// The connection's `sendfile` queue, when it has one.
     pub fn sendfile(&self) -> Option<Arc<crate::http::sendfile::FileQueue>> {
         self.activity.sendfile.get().cloned()
+    }
+
+    /// The connection's flushes, when they are counted (HTTP/1).
+    pub fn flushes(&self) -> Option<&Flushes> {
+        self.activity.flushes.get()
     }
 }
 
@@ -564,6 +615,9 @@ impl AsyncWrite for TrackedStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_flush(cx);
+        if let (Poll::Ready(Ok(())), Some(flushes)) = (&res, this.activity.flushes.get()) {
+            flushes.flushed();
+        }
         this.stall.guard(cx, res)
     }
 

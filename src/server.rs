@@ -593,8 +593,12 @@ async fn serve_connection<H: Handler>(
             return;
         }
         Proto::Http2 => io.speak_h2(),
-        Proto::Http1 if tls.is_none() => activity.enable_sendfile(),
-        Proto::Http1 => {}
+        Proto::Http1 => {
+            activity.count_flushes();
+            if tls.is_none() {
+                activity.enable_sendfile();
+            }
+        }
     }
     let io = TokioIo::new(io);
     // Point TLS clients to HTTP/3 on the same port (`crate::http3`).

@@ -14,9 +14,12 @@
 //! [`body_bytes`] turns a Python `bytes` object into a chunk for either.
 //!
 //! Reading a request body ([`next_data`], [`read_whole`]) is here too: both interfaces
-//! bound every wait for its next bytes by `body_read_timeout`. An error from the
-//! producer (the application failed mid-body) is reported one poll late, so what it
-//! sent before still reaches the client before the abort.
+//! bound every wait for its next bytes by `body_read_timeout`.
+//!
+//! An error from the producer of a streamed response (the application failed
+//! mid-body) is held back until what it sent before reached the socket, so that it
+//! still reaches the client before the abort: on HTTP/1.1 until hyper flushed its
+//! write buffer (`crate::net::Flushes`), on HTTP/2 for one poll.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -49,6 +52,14 @@ impl std::error::Error for BodyAborted {}
 /// One item of a streamed body.
 pub type Chunk = Result<Bytes, BodyAborted>;
 
+/// An abort the body has taken from its channel but not reported yet.
+struct HeldAbort {
+    error: BodyAborted,
+    /// HTTP/1: the connection's flush count when the abort was taken; reported after the
+    /// next flush. `None` (HTTP/2, HTTP/3): reported at the next poll.
+    flushes: Option<u64>,
+}
+
 enum Kind {
     Chunks(VecDeque<Bytes>, u64),
     /// Chunks, then the trailers if the sender of the one-shot gives any.
@@ -63,8 +74,8 @@ enum Kind {
 /// A response body; see the module docs.
 pub struct ResponseBody {
     kind: Kind,
-    /// An abort held back for one poll (see `poll_frame`).
-    aborted: Option<BodyAborted>,
+    /// An abort held back until what came before it is written (see `poll_frame`).
+    aborted: Option<HeldAbort>,
     _guard: Option<ActiveGuard>,
     /// Dropped with the body: lets an interface learn the response is over.
     _notifier: Option<Box<dyn Send>>,
@@ -138,8 +149,20 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         let this = self.get_mut();
-        if let Some(e) = this.aborted.take() {
-            return Poll::Ready(Some(Err(e)));
+        if let Some(held) = this.aborted.take() {
+            let flushes = this._guard.as_ref().and_then(|g| g.flushes());
+            return match (held.flushes, flushes) {
+                (Some(at), Some(f)) => {
+                    f.register(cx);
+                    if f.count() > at {
+                        Poll::Ready(Some(Err(held.error)))
+                    } else {
+                        this.aborted = Some(held);
+                        Poll::Pending
+                    }
+                }
+                _ => Poll::Ready(Some(Err(held.error))),
+            };
         }
         match &mut this.kind {
             Kind::Chunks(chunks, len) => Poll::Ready(chunks.pop_front().map(|c| {
@@ -155,13 +178,24 @@ impl Body for ResponseBody {
             Kind::Stream(rx, trailers) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 Poll::Ready(Some(Err(e))) => {
-                    // An error drops what hyper has not written yet: HTTP/1.1 returns it
-                    // before flushing its write buffer (the head and the chunks polled
-                    // just before), and the HTTP/2 reset clears the frames the stream
-                    // still has queued. Yield once, so what came before the error goes
-                    // out first; the next poll reports the error and aborts.
-                    this.aborted = Some(e);
-                    cx.waker().wake_by_ref();
+                    // An error drops what hyper has not written yet: HTTP/1.1 ends the
+                    // connection without flushing its write buffer (the head and the
+                    // chunks polled before: up to ~400 KiB when the client reads
+                    // slowly), and the HTTP/2 reset clears the frames the stream still
+                    // has queued. So the error is held back: on HTTP/1.1 until hyper
+                    // has flushed its buffer into the socket (`net::Flushes`), however
+                    // long the client takes to make room; on HTTP/2 for one poll.
+                    let flushes = this._guard.as_ref().and_then(|g| g.flushes());
+                    this.aborted = Some(HeldAbort {
+                        error: e,
+                        flushes: flushes.map(|f| {
+                            f.register(cx);
+                            f.count()
+                        }),
+                    });
+                    if flushes.is_none() {
+                        cx.waker().wake_by_ref();
+                    }
                     Poll::Pending
                 }
                 Poll::Ready(None) => match trailers {
@@ -259,4 +293,51 @@ pub fn body_bytes(b: &pyo3::Bound<'_, pyo3::types::PyBytes>) -> Bytes {
         return Bytes::copy_from_slice(data);
     }
     Bytes::from_owner(pyo3::pybacked::PyBackedBytes::from(b.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ConnActivity, Plain, Stream, TrackedStream};
+    use tokio::io::AsyncWriteExt;
+
+    fn poll_once(body: &mut ResponseBody) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        let waker = futures_util::task::noop_waker();
+        Pin::new(body).poll_frame(&mut Context::from_waker(&waker))
+    }
+
+    /// On HTTP/1 an abort is reported only after hyper flushed what it buffered before
+    /// it into the stream (a flush that completes after the abort was taken), however
+    /// many polls come first: an error returned earlier would make hyper drop its write
+    /// buffer, the chunks a slow client had not taken yet.
+    #[tokio::test]
+    async fn abort_waits_for_a_flush_on_http1() {
+        let (server, _client) = tokio::net::UnixStream::pair().unwrap();
+        let activity = ConnActivity::new();
+        activity.count_flushes();
+        let mut io = TrackedStream::new(Stream::Plain(Plain::Unix(server)), activity.clone(), 8192);
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"chunk"))).unwrap();
+        tx.try_send(Err(BodyAborted("boom".into()))).unwrap();
+        let mut body = ResponseBody::stream(rx).with_guard(activity.request_started());
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        // hyper flushed the chunk before the abort was taken: that flush does not count.
+        io.flush().await.unwrap();
+        for _ in 0..3 {
+            assert!(poll_once(&mut body).is_pending());
+        }
+        io.flush().await.unwrap();
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Err(_)))));
+    }
+
+    /// Elsewhere (HTTP/2, HTTP/3: flushes are not counted) the abort comes one poll
+    /// late.
+    #[tokio::test]
+    async fn abort_comes_one_poll_late_elsewhere() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Err(BodyAborted("boom".into()))).unwrap();
+        let mut body = ResponseBody::stream(rx).with_guard(ConnActivity::new().request_started());
+        assert!(poll_once(&mut body).is_pending());
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Err(_)))));
+    }
 }
