@@ -286,7 +286,6 @@ impl Task for Job {
                 return;
             }
         };
-        let what = format!("{} {}", parts.method, parts.uri.path());
         let mut finished = Finished::Here;
         let outcome = (|| -> Result<(), Failure> {
             let input = Bound::new(
@@ -325,12 +324,12 @@ impl Task for Job {
         if let Some(d) = &deadline {
             if let deadline::Ended::Late { resumed } = d.finish(&shared.stuck) {
                 // The client was answered at the deadline, and the access line written.
-                d.report_late(&what, resumed);
+                d.report_late(&describe(&parts), resumed);
                 return;
             }
         }
         if let Err(failure) = outcome {
-            report(py, sr, failure, &what);
+            report(py, sr, failure, &describe(&parts));
         }
         if let Finished::Here = finished {
             if let Some(access) = &shared.access {
@@ -354,6 +353,12 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// Log a failure and answer with the right status, as far as the protocol still allows.
+/// The request as the error log names it (`GET /path`): built only when something is
+/// logged, not for every request.
+fn describe(parts: &Parts) -> String {
+    format!("{} {}", parts.method, parts.uri.path())
+}
+
 fn report(py: Python<'_>, sr: &StartResponse, failure: Failure, what: &str) {
     match failure {
         Failure::Gone => {
