@@ -549,7 +549,7 @@ impl HttpProtocol {
     }
 
     fn what(&self) -> String {
-        format!("{} {}", self.parts.method, self.parts.uri.path())
+        crate::http::describe(&self.parts)
     }
 
     fn body(&self, py: Python<'_>, st: &mut State, msg: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {

@@ -32,6 +32,12 @@ pub fn guarded(
     Response::from_parts(parts, body.with_guard(guard))
 }
 
+/// The request as the error log names it (`GET /path`), for both interfaces. Built
+/// only when something is logged, not for every request.
+pub fn describe(parts: &http::request::Parts) -> String {
+    format!("{} {}", parts.method, parts.uri.path())
+}
+
 /// The server's own answer for `status` (its reason phrase as the body), closing the
 /// connection: the 500 when an application failed before its response started, the
 /// 403 of a refused WebSocket, the 400 or 413 of a bad request body.

@@ -235,7 +235,7 @@ impl Timer {
             return;
         };
         let (outcome, bytes) = time_out(&self.responder, shared.config.server_header);
-        let what = format!("{} {}", self.parts.method, self.parts.uri.path());
+        let what = crate::http::describe(&self.parts);
         let secs = self.timeout.as_secs_f64();
         let (status, then) = match outcome {
             TimedOut::Answered => (504, "sent 504 Gateway Timeout".to_owned()),

@@ -324,12 +324,12 @@ impl Task for Job {
         if let Some(d) = &deadline {
             if let deadline::Ended::Late { resumed } = d.finish(&shared.stuck) {
                 // The client was answered at the deadline, and the access line written.
-                d.report_late(&describe(&parts), resumed);
+                d.report_late(&crate::http::describe(&parts), resumed);
                 return;
             }
         }
         if let Err(failure) = outcome {
-            report(py, sr, failure, &describe(&parts));
+            report(py, sr, failure, &crate::http::describe(&parts));
         }
         if let Finished::Here = finished {
             if let Some(access) = &shared.access {
@@ -353,12 +353,6 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// Log a failure and answer with the right status, as far as the protocol still allows.
-/// The request as the error log names it (`GET /path`): built only when something is
-/// logged, not for every request.
-fn describe(parts: &Parts) -> String {
-    format!("{} {}", parts.method, parts.uri.path())
-}
-
 fn report(py: Python<'_>, sr: &StartResponse, failure: Failure, what: &str) {
     match failure {
         Failure::Gone => {
