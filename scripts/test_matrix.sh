@@ -36,6 +36,7 @@ CORE=(
     tests/test_processes.py
     tests/test_loader.py
     tests/test_settings.py
+    tests/test_recycle_cost.py
 )
 DESELECT="not autobahn"
 mapfile -t FRAMEWORK_TESTS < <(ls tests/test_fw_*.py)

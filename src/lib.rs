@@ -18,6 +18,7 @@ mod errors;
 mod heartbeat;
 mod http;
 mod http3;
+mod immortal;
 mod lifecycle;
 mod log;
 mod metrics;
@@ -361,6 +362,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(check_tls, m)?)?;
+    m.add_function(wrap_pyfunction!(immortal::immortalize, m)?)?;
+    m.add_function(wrap_pyfunction!(immortal::can_immortalize, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::py::metrics_attach, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::py::metrics_layout, m)?)?;
     m.add_class::<metrics::py::MetricsSegment>()?;

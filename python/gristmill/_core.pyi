@@ -21,6 +21,8 @@ __all__ = [
     "__version__",
     "serve",
     "check_tls",
+    "immortalize",
+    "can_immortalize",
     "metrics_attach",
     "metrics_layout",
     "MetricsSegment",
@@ -76,6 +78,14 @@ def check_tls(settings: Settings) -> None:
     problem (unreadable, not PEM, encrypted without a password, wrong password, or a key
     that does not match the certificate).
     """
+
+def immortalize(objects: list[Any]) -> int:
+    """Make every object of ``objects`` immortal (CPython 3.12-3.13, PEP 683): its
+    reference count is never written again and it is never freed. Returns how many, 0
+    where the interpreter is not one of those (see :func:`can_immortalize`)."""
+
+def can_immortalize() -> bool:
+    """Whether :func:`immortalize` does anything on this interpreter."""
 
 @final
 class FileWrapper:

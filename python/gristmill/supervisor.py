@@ -26,7 +26,8 @@ The supervisor never imports the application (unless handed an app object by
 :func:`gristmill.serve`), so a broken app cannot take it down.
 
 Replacing a worker is cheap: before it forks, the supervisor freezes its own objects out
-of the garbage collector and, at the first replacement, imports the modules an ASGI
+of the garbage collector, makes them immortal (CPython 3.12+, in the ``gristmill``
+command) and, at the first replacement, imports the modules an ASGI
 worker would import itself (``_warm.py``), so a new worker only imports the application.
 """
 
@@ -180,6 +181,8 @@ class Supervisor:
         -15 instead of 0) or raise KeyboardInterrupt.
         """
         self._exiting = exiting
+        # Immortal objects are never freed: only in a process that ends with the server.
+        self._warm.own_process = exiting
         self._prepare()
         set_title(self.settings, "supervisor", warn=True)
         try:
@@ -194,7 +197,7 @@ class Supervisor:
             self._install_signals()
             if self._metrics is not None:
                 self._metrics.start_process()
-            _warm.freeze()
+            self._warm.before_first_fork()
             for _ in range(self.target_workers):
                 self._spawn(self.generation, "initial")
             if self._reloader is not None:
