@@ -357,3 +357,43 @@ def test_load_error_leaves_no_process_behind(server):
     srv.join_output(5)
     assert code == 3, srv.output()
     wait_until(lambda: not group_members(srv.pgid), 5, message="workers to exit")
+
+
+# --- the supervisor's look-up before it forks ----------------------------------------------
+FIND_PROBE = """
+import os, sys
+from gristmill.loader import find_top_module
+sys.path_importer_cache.clear()
+find_top_module(sys.argv[1])
+print(sorted(m for m in sys.modules if m.startswith("findme")))
+finder = sys.path_importer_cache.get(os.getcwd())
+print("findme" in getattr(finder, "_path_cache", ()))
+"""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("target", ["findme.sub:app", "findme", "./findme/sub.py:app"])
+def test_finding_the_top_module_imports_nothing(tmp_path, target):
+    """``loader.find_top_module`` (the supervisor, before its first fork) fills the import
+    system's caches for the target's folder and runs none of the application's code: a
+    package whose import writes a file is found, not imported."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "findme"
+    pkg.mkdir()
+    marker = tmp_path / "imported"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub.py").write_text(f"open({str(marker)!r}, 'w').close()\napp = None\n")
+    out = subprocess.run(
+        [sys.executable, "-c", FIND_PROBE, target],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout.split("\n")
+    assert not marker.exists()
+    assert out[0] == "[]", out
+    # A module target's folder is listed, and the listing cached; a file needs no finder.
+    assert out[1] == str(not target.startswith("./")), out

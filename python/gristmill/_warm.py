@@ -51,6 +51,7 @@ import socket
 import time
 import types
 
+from . import loader
 from .settings import ExecutionMode, Settings
 
 __all__ = ["ASGI_MODULES", "MSG_ASGI", "Warm", "freeze", "immortalize"]
@@ -181,7 +182,9 @@ class Warm:
             freeze()
 
     def before_first_fork(self) -> None:
-        """Freeze (and make immortal) what the supervisor holds before its first fork."""
+        """Find the application's top-level module (:func:`loader.find_top_module`), then
+        freeze (and make immortal) what the supervisor holds, before its first fork."""
+        loader.find_top_module(self.settings.target)
         self._settle()
 
     def learned(self, interface: str) -> None:
