@@ -4,6 +4,7 @@ traceback; the next good edit recovers. Files the patterns exclude change nothin
 
 from __future__ import annotations
 
+import os
 import threading
 
 import httpx
@@ -88,3 +89,36 @@ def test_reload_without_watchfiles_is_a_config_error(gristmill_exit, tmp_path):
     )
     assert code == 2, out
     assert "--reload needs watchfiles: pip install 'gristmill[reload]'" in out
+
+
+@pytest.mark.parametrize(
+    ("path", "wanted"),
+    [
+        ("/srv/app/views.py", True),
+        ("/srv/app/templates/page.html", False),  # not included
+        ("/srv/app/__pycache__/views.cpython-312.pyc", False),
+        ("/srv/app/__pycache__/views.py", False),  # an always-ignored folder
+        ("/srv/app/.git/hooks/x.py", False),
+        ("/srv/app/migrations/0001_initial.py", False),  # an excluded folder
+        ("/srv/app/local_settings.py", False),  # an excluded file
+        ("/srv/app/./sub//models.py", True),  # not normalised by the watcher
+        ("views.py", True),
+    ],
+)
+def test_which_changes_call_for_a_restart(tmp_path, path, wanted):
+    """``Reloader.wants``: the file name matches an include pattern, and neither it nor a
+    folder above it matches an exclude pattern or is one never watched."""
+    from gristmill.reloader import Reloader
+    from gristmill.settings import Settings
+
+    settings = Settings(
+        reload_dir=[str(tmp_path)],
+        reload_include=["*.py"],
+        reload_exclude=["migrations", "local_*"],
+    )
+    reloader = Reloader(settings)
+    try:
+        assert reloader.wants(path) is wanted
+    finally:
+        for fd in reloader.pipe_fds():  # never started: no thread to stop
+            os.close(fd)

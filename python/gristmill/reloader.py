@@ -15,7 +15,6 @@ import fnmatch
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -71,14 +70,16 @@ class Reloader:
 
     def wants(self, path: str) -> bool:
         """Whether a change to ``path`` calls for a restart."""
-        p = Path(path)
-        parts = p.parts[:-1]
+        # os.path, not pathlib: the supervisor (and so every worker) then does without
+        # pathlib and the modules it imports.
+        head, name = os.path.split(os.path.normpath(path))
+        parts = [part for part in head.split(os.sep) if part and part != "."]
         if any(part in _ALWAYS_IGNORED for part in parts):
             return False
-        for part in (*parts, p.name):
+        for part in (*parts, name):
             if any(fnmatch.fnmatch(part, pat) for pat in self.exclude):
                 return False
-        return any(fnmatch.fnmatch(p.name, pat) for pat in self.include)
+        return any(fnmatch.fnmatch(name, pat) for pat in self.include)
 
     def _run(self) -> None:
         changes_of = self._watchfiles.watch(

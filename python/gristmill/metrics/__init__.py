@@ -23,12 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -141,6 +138,8 @@ class Metrics:
                     self._slot[(name, value)] = slot
         self.sock, self.display, self._uds = _bind(bind)
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        import tempfile  # here: a server without metrics does not load it (nor its workers)
+
         self.directory = tempfile.mkdtemp(prefix="gristmill-metrics-", dir=base)
         self.retired = _core.MetricsSegment(os.path.join(self.directory, RETIRED), create=True)
         self.pid = 0
@@ -159,6 +158,8 @@ class Metrics:
         fd = self.sock.fileno()
         cmd = [sys.executable, "-m", "gristmill.metrics", "--fd", str(fd)]
         cmd += ["--dir", self.directory, "--supervisor", str(os.getpid())]
+        import subprocess
+
         proc = subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
         self.pid = proc.pid
         # The supervisor reaps its children itself (waitpid(-1)); the Popen object is
@@ -249,4 +250,6 @@ class Metrics:
         if self._uds:
             with contextlib.suppress(OSError):
                 os.unlink(self._uds)
+        import shutil
+
         shutil.rmtree(self.directory, ignore_errors=True)
