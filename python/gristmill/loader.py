@@ -395,7 +395,7 @@ def find_top_module(raw: str) -> None:
         return
     top = target.location.partition(".")[0]
     try:
-        importlib.machinery.PathFinder.find_spec(top, [os.path.abspath(os.getcwd()), *sys.path])
+        importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path])
     except Exception:  # noqa: BLE001 - whatever it is, the worker's import says it
         pass
 
