@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 import time
@@ -9,6 +11,7 @@ import time
 import pytest
 
 from _support import APPS_DIR, group_members, wait_until
+from gristmill import loader
 from gristmill.errors import ConfigError
 from gristmill.loader import apply_env_files, read_dotenv
 
@@ -397,3 +400,90 @@ def test_finding_the_top_module_imports_nothing(tmp_path, target):
     assert out[0] == "[]", out
     # A module target's folder is listed, and the listing cached; a file needs no finder.
     assert out[1] == str(not target.startswith("./")), out
+
+
+# --- the interface guess without inspect.signature ------------------------------------
+
+
+def _wsgi(environ, start_response): ...
+
+
+def _one(scope): ...
+
+
+def _one_with_default(scope, extra=None): ...
+
+
+def _keyword_only(scope, *, extra): ...
+
+
+def _star(*args): ...
+
+
+def _one_and_star(scope, *rest): ...
+
+
+def _posonly(scope, /): ...
+
+
+class _Call:
+    def __call__(self, environ, start_response): ...
+
+    def method(self, scope): ...
+
+    @staticmethod
+    def static(scope): ...
+
+    @classmethod
+    def klass(cls, scope): ...
+
+
+class _CallOne:
+    def __call__(self, scope): ...
+
+
+class _CallStar:
+    def __call__(*args): ...
+
+
+class _Resigned(_CallOne):
+    __signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in ("a", "b")]
+    )
+
+
+@functools.wraps(_wsgi)
+def _wrapper(scope): ...
+
+
+def _inspect_answer(app):
+    """What ``_looks_asgi2`` said before the shortcut (its ``inspect.signature`` path)."""
+    params = inspect.signature(app).parameters.values()
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 1 and not any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+QUICK = [
+    _wsgi, _one, _one_with_default, _keyword_only, _star, _one_and_star, _posonly,
+    lambda scope: None, lambda environ, start_response: None,
+    _Call(), _Call().method, _Call.static, _Call().klass, _CallOne(), _CallOne().__call__,
+]  # fmt: skip
+SLOW = [_CallStar(), _Resigned(), _wrapper, functools.partial(_wsgi, {}), sorted, len]
+
+
+@pytest.mark.parametrize("app", QUICK + SLOW, ids=lambda a: getattr(a, "__name__", repr(a)))
+def test_interface_guess_reads_code_objects_like_inspect(app):
+    """``loader._one_required_positional`` answers plain functions, methods and callable
+    instances from their code object, exactly as ``inspect.signature`` would, and leaves
+    anything re-signed, wrapped, partial or builtin to ``inspect.signature``."""
+    quick = loader._one_required_positional(app)
+    if app in SLOW:
+        assert quick is None
+    else:
+        assert quick is not None
+        assert quick == _inspect_answer(app)
+    assert loader._looks_asgi2(app) == _inspect_answer(app)
