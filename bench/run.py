@@ -223,6 +223,20 @@ def server_specs(python_bin: Path, workers: int, threads: int) -> list[Server]:
             gristmill("asgi", "asgi_app:app") + ["--max-requests", "10000"],
             opt_in=True,
         ),
+        # The same with the application imported once, before the fork (`--preload`): each
+        # new worker then skips the import, most of what a replacement costs beyond fork.
+        Server(
+            "gristmill-wsgi-recycle-preload",
+            "wsgi",
+            gristmill("wsgi", "wsgi_app:application") + ["--max-requests", "10000", "--preload"],
+            opt_in=True,
+        ),
+        Server(
+            "gristmill-asgi-recycle-preload",
+            "asgi",
+            gristmill("asgi", "asgi_app:app") + ["--max-requests", "10000", "--preload"],
+            opt_in=True,
+        ),
         # Prometheus metrics on (`--metrics-bind`, on a Unix socket so the row needs no
         # second port), to measure what counting costs next to the same server without.
         Server(

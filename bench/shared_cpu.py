@@ -1,0 +1,165 @@
+"""Two bench servers on one CPU at the same time: what a variant costs against its base,
+measured in the same seconds.
+
+``run.py`` measures servers one after the other, so a machine whose speed drifts by
+±30 % from one second to the next (a shared host) hides a cost of a few percent: the
+recycling row's per-round ratio to its base ranged over 0.63-1.35 there. Here both
+servers run together, pinned to the same CPU, each in a ``cpu`` cgroup of its own with
+equal weight, so the scheduler gives each tree half the CPU whatever else the host does;
+each is driven by its own ``wrk`` (64 connections, the ``/`` load) from another CPU. A
+variant that spends x % more CPU per request then serves 1/(1 + x) of its base's
+requests, and the drift, common to both, cancels out of the ratio.
+
+Without a writable cgroup hierarchy it falls back to plain per-process fairness and says
+so: the variant's extra processes (a starting and a draining worker) then get more than
+half the CPU while they run, which flatters it.
+
+Usage (from the repository; servers by their ``run.py`` names, the variant's twin first)::
+
+    BENCH_VENV=/path/to/venv python bench/shared_cpu.py \
+        gristmill-wsgi:gristmill-wsgi-recycle gristmill-asgi:gristmill-asgi-recycle \
+        --rounds 6 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402 - the bench's own server table and helpers
+
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
+
+
+def cgroup_dirs(count: int) -> list[Path] | None:
+    """``count`` fresh ``cpu`` cgroups of equal weight, or None when none can be made."""
+    for root in CGROUP_ROOTS:
+        weight = "cpu.shares" if (root / "cpu.shares").exists() else "cpu.weight"
+        if not (root / "cgroup.procs").exists():
+            continue
+        if weight == "cpu.weight" and "cpu" not in (root / "cgroup.subtree_control").read_text():
+            continue
+        dirs = [root / f"gristmill-shared-cpu-{os.getpid()}-{i}" for i in range(count)]
+        try:
+            for d in dirs:
+                d.mkdir()
+        except OSError:
+            drop_cgroups(dirs)
+            continue
+        return dirs
+    return None
+
+
+def drop_cgroups(dirs: list[Path]) -> None:
+    for d in dirs:
+        for _ in range(50):  # a reaped process leaves its cgroup a moment later
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def in_cgroup(srv: run.Server, cgroup: Path | None) -> run.Server:
+    """``srv`` started inside ``cgroup``: the shell joins it, then execs the server, so
+    every process the server forks is in it."""
+    if cgroup is None:
+        return dataclasses.replace(srv)
+    join = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+    return dataclasses.replace(srv, cmd=["sh", "-c", join, "sh", str(cgroup), *srv.cmd])
+
+
+def one_round(
+    base: run.Server, variant: run.Server, rnd: int, duration: int, cgroups, logdir: Path
+) -> dict[str, dict]:
+    """Both servers under load together for ``duration`` seconds; wrk's results by role
+    (``base``, ``variant``)."""
+    cgs = cgroups or [None, None]
+    roles = {"base": in_cgroup(base, cgs[0]), "variant": in_cgroup(variant, cgs[1])}
+    pair = list(roles.values())
+    if rnd % 2:
+        pair.reverse()  # which one starts (and is loaded) first alternates
+    for srv, port in zip(pair, run.pick_ports(2, 18300), strict=True):
+        srv.port = port
+        run.start_server(srv, 1, "0", logdir)
+    try:
+        for srv in pair:
+            if not run.wait_ready(srv, 30):
+                raise SystemExit(f"{srv.name}: {srv.skipped}")
+        time.sleep(1)  # the supervisor's first-fork preparation is done by then
+        loads = {
+            id(srv): subprocess.Popen(
+                ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
+                 f"http://{run.HOST}:{srv.port}/"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for srv in pair
+        }  # fmt: skip
+        done = {key: run.parse_wrk(p.communicate()[0]) for key, p in loads.items()}
+        return {role: done[id(srv)] for role, srv in roles.items()}
+    finally:
+        for srv in pair:
+            run.stop_server(srv)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("pairs", nargs="+", help="BASE:VARIANT, servers named as in run.py")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of load per round")
+    args = ap.parse_args()
+    venv = Path(os.environ.get("BENCH_VENV") or Path(__file__).parent / ".venv").resolve()
+    python_bin = venv / "bin" / "python"
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed")
+    specs = {s.name: s for s in run.server_specs(python_bin, 1, 1)}
+    run.compile_apps(python_bin)
+    cgroups = cgroup_dirs(2)
+    if cgroups is None:
+        print("no writable cpu cgroup: per-process fairness only (flatters the variant)")
+    logroot = Path("/tmp") / f"gristmill-shared-cpu-{os.getpid()}"
+    try:
+        for pair in args.pairs:
+            base, variant = (specs[name] for name in pair.split(":"))
+            ratios, errors = [], 0
+            for rnd in range(args.rounds):
+                logdir = logroot / f"{rnd}"
+                logdir.mkdir(parents=True, exist_ok=True)
+                res = one_round(base, variant, rnd, args.duration, cgroups, logdir)
+                b, v = res["base"], res["variant"]
+                errors += b["errors"] + v["errors"]
+                ratios.append(v["rps"] / b["rps"])
+                print(
+                    f"  r{rnd} {base.name} {b['rps']:.0f}/s  {variant.name} {v['rps']:.0f}/s"
+                    f"  ratio {ratios[-1]:.3f}  p99 {b['p99_ms']} / {v['p99_ms']} ms",
+                    flush=True,
+                )
+            ratios.sort()
+            q = len(ratios) // 4
+            print(
+                f"{variant.name} / {base.name}: median {statistics.median(ratios):.3f} "
+                f"(middle half {ratios[q]:.3f}-{ratios[-1 - q]:.3f}, all "
+                f"{ratios[0]:.3f}-{ratios[-1]:.3f}); cost "
+                f"{100 * (1 - statistics.median(ratios)):.1f} % of req/s; {errors} errors",
+                flush=True,
+            )
+    finally:
+        if cgroups is not None:
+            drop_cgroups(cgroups)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

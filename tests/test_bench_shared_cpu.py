@@ -1,0 +1,40 @@
+"""``bench/shared_cpu.py``: a server started "inside a cgroup" is the very process that
+joined it, so everything the server forks is counted with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import shared_cpu  # noqa: E402
+from run import Server  # noqa: E402
+
+
+@pytest.mark.timeout(30)
+def test_the_server_joins_the_cgroup_before_it_starts(tmp_path):
+    """The wrapper writes its own pid to ``cgroup.procs``, then execs the server with its
+    arguments intact: the pid the server sees is the one that joined."""
+    (tmp_path / "cgroup.procs").write_text("")
+    probe = "import os, sys; print(os.getpid()); print(sys.argv[1:])"
+    srv = Server("probe", "wsgi", [sys.executable, "-c", probe, "a b", "{port}"])
+    wrapped = shared_cpu.in_cgroup(srv, tmp_path)
+    assert srv.cmd[0] == sys.executable  # the table's entry is left alone
+    out = subprocess.run(
+        [part.format(port=8000) for part in wrapped.cmd],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout.splitlines()
+    assert out[1] == "['a b', '8000']"
+    assert (tmp_path / "cgroup.procs").read_text().strip() == out[0]
+
+
+def test_without_a_cgroup_the_command_is_unchanged():
+    srv = Server("plain", "wsgi", ["gristmill", "app:app"])
+    copy = shared_cpu.in_cgroup(srv, None)
+    assert copy.cmd == srv.cmd and copy is not srv
