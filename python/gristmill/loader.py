@@ -173,9 +173,7 @@ def _looks_asgi(app: Any) -> bool:
 def _looks_asgi2(app: Any) -> bool:
     """A class whose instances are coroutine callables, or a one-argument callable."""
     if inspect.isclass(app):
-        # The __call__ its instances would use: the first one along the MRO.
-        call = next((vars(c)["__call__"] for c in app.__mro__ if "__call__" in vars(c)), None)
-        return inspect.iscoroutinefunction(call)
+        return inspect.iscoroutinefunction(_own_call(app))
     quick = _one_required_positional(app)
     if quick is not None:
         return quick
@@ -205,10 +203,9 @@ def _one_required_positional(app: Any) -> bool | None:
     if type(app) is types.MethodType:
         func, bound = app.__func__, 1
     elif type(app) is not types.FunctionType:
-        call = next((vars(c)["__call__"] for c in type(app).__mro__ if "__call__" in vars(c)), None)
         if any(hasattr(app, name) for name in _RESIGNED):
             return None
-        func, bound = call, 1
+        func, bound = _own_call(type(app)), 1
     if type(func) is not types.FunctionType or any(hasattr(func, name) for name in _RESIGNED):
         return None
     code = func.__code__
@@ -221,6 +218,12 @@ def _one_required_positional(app: Any) -> bool | None:
 #: Attributes through which ``inspect.signature`` reports another signature than the
 #: code object's.
 _RESIGNED = ("__wrapped__", "__signature__", "_partialmethod")
+
+
+def _own_call(cls: type) -> Any:
+    """The ``__call__`` an instance of ``cls`` is called through, as stored (the first
+    along the MRO; a plain function for ``def __call__``), or ``None``."""
+    return next((vars(c)["__call__"] for c in cls.__mro__ if "__call__" in vars(c)), None)
 
 
 # --- importing ----------------------------------------------------------------------
