@@ -42,10 +42,12 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
 def cgroup_dirs(count: int) -> list[Path] | None:
     """``count`` fresh ``cpu`` cgroups of equal weight, or None when none can be made."""
     for root in CGROUP_ROOTS:
-        weight = "cpu.shares" if (root / "cpu.shares").exists() else "cpu.weight"
         if not (root / "cgroup.procs").exists():
             continue
-        if weight == "cpu.weight" and "cpu" not in (root / "cgroup.subtree_control").read_text():
+        # cgroup v1 (`cpu.shares`, 1024 by default) needs nothing more; v2 (`cpu.weight`,
+        # 100 by default) needs the controller enabled for the children.
+        v2 = root / "cgroup.subtree_control"
+        if v2.exists() and "cpu" not in v2.read_text().split():
             continue
         dirs = [root / f"gristmill-shared-cpu-{os.getpid()}-{i}" for i in range(count)]
         try:
@@ -70,13 +72,15 @@ def drop_cgroups(dirs: list[Path]) -> None:
                 time.sleep(0.1)
 
 
-def in_cgroup(srv: run.Server, cgroup: Path | None) -> run.Server:
-    """``srv`` started inside ``cgroup``: the shell joins it, then execs the server, so
-    every process the server forks is in it."""
+def in_cgroup(srv: run.Server, cgroup: Path | None, role: str = "") -> run.Server:
+    """A copy of ``srv`` (named for its ``role``, which names its log) started inside
+    ``cgroup``: the shell joins it, then execs the server, so every process the server
+    forks is in it."""
+    name = f"{srv.name}.{role}" if role else srv.name
     if cgroup is None:
-        return dataclasses.replace(srv)
+        return dataclasses.replace(srv, name=name)
     join = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
-    return dataclasses.replace(srv, cmd=["sh", "-c", join, "sh", str(cgroup), *srv.cmd])
+    return dataclasses.replace(srv, name=name, cmd=["sh", "-c", join, "sh", str(cgroup), *srv.cmd])
 
 
 def one_round(
@@ -85,7 +89,10 @@ def one_round(
     """Both servers under load together for ``duration`` seconds; wrk's results by role
     (``base``, ``variant``)."""
     cgs = cgroups or [None, None]
-    roles = {"base": in_cgroup(base, cgs[0]), "variant": in_cgroup(variant, cgs[1])}
+    roles = {
+        "base": in_cgroup(base, cgs[0], "base"),
+        "variant": in_cgroup(variant, cgs[1], "variant"),
+    }
     pair = list(roles.values())
     if rnd % 2:
         pair.reverse()  # which one starts (and is loaded) first alternates
