@@ -11,7 +11,7 @@ SIGHUP) allocates this afresh for each client that reconnects to it.
 Usage (server names from ``run.py``'s table; it needs N + ~100 descriptors)::
 
     BENCH_VENV=/path/to/venv python bench/idle_conns.py gristmill-wsgi granian-wsgi \
-        gristmill-asgi granian-asgi uvicorn --connections 1000
+        gristmill-asgi granian-asgi uvicorn --connections 500
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
 
 
 def measure(srv: run.Server, count: int, logdir: Path) -> str:
+    if not Path(srv.cmd[0]).exists():
+        return f"{srv.name}: skipped ({Path(srv.cmd[0]).name} is not installed or built)"
     srv.port = run.pick_ports(1, 18400)[0]
     run.start_server(srv, 1, None, logdir)
     try:
         if not run.wait_ready(srv, 30):
             return f"{srv.name}: skipped ({srv.skipped})"
-        warm = open_idle(srv.port, 50)  # first-use allocations are not per connection
+        warm = open_idle(srv.port, 20)  # first-use allocations are not per connection
         time.sleep(0.5)
         before = run.tree_rss_mib(srv.proc.pid)
         try:
@@ -89,7 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("servers", nargs="+", help="server names as in run.py")
     ap.add_argument(
-        "--connections", type=int, default=1000, help="within gristmill's default --max-connections"
+        "--connections", type=int, default=500, help="within every server's connection limit"
     )
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
