@@ -6,9 +6,9 @@ measured in the same seconds.
 recycling row's per-round ratio to its base ranged over 0.63-1.35 there. Here both
 servers run together, pinned to the same CPU, each in a ``cpu`` cgroup of its own with
 equal weight, so the scheduler gives each tree half the CPU whatever else the host does;
-each is driven by its own ``wrk`` (64 connections, the ``/`` load) from another CPU. A
-variant that spends x % more CPU per request then serves 1/(1 + x) of its base's
-requests, and the drift, common to both, cancels out of the ratio.
+each is driven by its own ``wrk`` (run.py's ``plain`` load: ``/``, 64 connections) from
+another CPU. A variant that spends x % more CPU per request then serves 1/(1 + x) of its
+base's requests, and the drift, common to both, cancels out of the ratio.
 
 Without a writable cgroup hierarchy it falls back to plain per-process fairness and says
 so: the variant's extra processes (a starting and a draining worker) then get more than
@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402 - the bench's own server table and helpers
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
+#: The load: `/`, 64 connections, as in run.py's `plain` row.
+PLAIN = next(t for t in run.TESTS if t.key == "plain")
 
 
 def cgroup_dirs(count: int) -> list[Path] | None:
@@ -104,15 +106,16 @@ def one_round(
             if not run.wait_ready(srv, 30):
                 raise SystemExit(f"{srv.name}: {srv.skipped}")
         time.sleep(1)  # the supervisor's first-fork preparation is done by then
+        # Exactly the load of run.py's `plain` row, one wrk thread each, on CPU 1.
         loads = {
             id(srv): subprocess.Popen(
-                ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
-                 f"http://{run.HOST}:{srv.port}/"],
+                ["taskset", "-c", "1"]
+                + run.load_command(PLAIN, srv, duration, 1, Path(sys.executable), logdir),
                 stdout=subprocess.PIPE,
                 text=True,
             )
             for srv in pair
-        }  # fmt: skip
+        }
         done = {key: run.parse_wrk(p.communicate()[0]) for key, p in loads.items()}
         return {role: done[id(srv)] for role, srv in roles.items()}
     finally:
