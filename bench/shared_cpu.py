@@ -19,6 +19,10 @@ Usage (from the repository; servers by their ``run.py`` names, the variant's twi
     BENCH_VENV=/path/to/venv python bench/shared_cpu.py \
         gristmill-wsgi:gristmill-wsgi-recycle gristmill-asgi:gristmill-asgi-recycle \
         --rounds 6 --duration 10
+
+With ``--base-venv OTHER`` the base servers come from another venv (another build of
+gristmill), so a code change is measured against the code before it, at the same time:
+``--base-venv /path/to/old gristmill-wsgi-recycle:gristmill-wsgi-recycle``.
 """
 
 from __future__ import annotations
@@ -123,18 +127,38 @@ def one_round(
             run.stop_server(srv)
 
 
+def tables(
+    venv: Path, base_venv: Path | None
+) -> tuple[dict[str, run.Server], dict[str, run.Server]]:
+    """The bench's servers by name, 1 worker each: the table the base servers come from
+    (``base_venv``'s build when given) and the one the variants come from (``venv``'s)."""
+    specs = {s.name: s for s in run.server_specs(venv / "bin" / "python", 1, 1)}
+    if base_venv is None:
+        return specs, specs
+    base_python = base_venv.resolve() / "bin" / "python"
+    return {s.name: s for s in run.server_specs(base_python, 1, 1)}, specs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pairs", nargs="+", help="BASE:VARIANT, servers named as in run.py")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=10, help="seconds of load per round")
+    ap.add_argument(
+        "--base-venv",
+        type=Path,
+        help="start the base servers from this venv (another build of gristmill): "
+        "BASE:VARIANT may then name the same server, to measure a change of code",
+    )
     args = ap.parse_args()
     venv = Path(os.environ.get("BENCH_VENV") or Path(__file__).parent / ".venv").resolve()
     python_bin = venv / "bin" / "python"
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
-    specs = {s.name: s for s in run.server_specs(python_bin, 1, 1)}
+    base_specs, specs = tables(venv, args.base_venv)
+    if args.base_venv is not None:
+        print(f"base servers from {args.base_venv}, variants from {venv}")
     run.compile_apps(python_bin)
     cgroups = cgroup_dirs(2)
     if cgroups is None:
@@ -142,7 +166,8 @@ def main() -> int:
     logroot = Path("/tmp") / f"gristmill-shared-cpu-{os.getpid()}"
     try:
         for pair in args.pairs:
-            base, variant = (specs[name] for name in pair.split(":"))
+            base_name, variant_name = pair.split(":")
+            base, variant = base_specs[base_name], specs[variant_name]
             ratios, errors = [], 0
             for rnd in range(args.rounds):
                 logdir = logroot / f"{rnd}"

@@ -541,20 +541,36 @@ impl AsyncRead for TrackedStream {
         if !this.replay.is_empty() {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay.split_to(n));
+            if this.replay.is_empty() && buf.remaining() > 0 {
+                // Add what the socket holds now, so the reader gets the request head
+                // whole rather than its first few bytes: hyper, given a partial head,
+                // grows its read buffer from 8 to 16 KiB (copying it) before it reads
+                // again, and keeps the 16 KiB for the connection's life. If the socket
+                // has nothing yet (or fails), the replayed bytes are this read; an
+                // error shows again on the next read (as itself or as the end).
+                let _ = this.read_inner(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
+        this.read_inner(cx, buf)
+    }
+}
+
+impl TrackedStream {
+    /// Read from the socket, noting the bytes (activity, metrics, framing scanner).
+    fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             crate::metrics::bytes_received(buf.filled().len() - before);
-            this.activity.touch();
-            if let Some(scanner) = this.scanner.as_mut() {
+            self.activity.touch();
+            if let Some(scanner) = self.scanner.as_mut() {
                 scanner.feed(&buf.filled()[before..]);
                 if let Some(index) = scanner.conflict.take() {
-                    let _ = this.activity.conflict.set(index);
+                    let _ = self.activity.conflict.set(index);
                 }
                 if !scanner.is_on() {
-                    this.scanner = None;
+                    self.scanner = None;
                 }
             }
         }

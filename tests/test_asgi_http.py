@@ -420,6 +420,23 @@ def test_streaming_response_arrives_before_the_app_finishes(hsrv, markers):
     assert rest == b"second-chunk"
 
 
+@pytest.mark.parametrize("cut", [1, 3, 23, 24, 25, 40])
+def test_head_in_two_pieces_around_the_protocol_sniff(hsrv, cut):
+    """A head cut before, at or after the 24 bytes the worker reads itself to tell
+    HTTP/1.1 from HTTP/2 is still one request; the connection serves another after it."""
+    head = http_request("GET", "/ok", headers={"X-Padding": "p" * 64})
+    with hsrv.raw() as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.send(head[:cut])
+        time.sleep(0.05)  # two segments, not one: what this test is about
+        conn.send(head[cut:])
+        resp = conn.final_response()
+        assert resp.status == 200 and resp.body == b"ok"
+        conn.send(http_request("GET", "/ok"))
+        resp = conn.final_response()
+        assert resp.status == 200 and resp.body == b"ok"
+
+
 def test_single_body_message_gets_content_length(hsrv):
     with hsrv.raw() as conn:
         conn.send(http_request("GET", "/single"))

@@ -38,3 +38,14 @@ def test_without_a_cgroup_the_command_is_unchanged():
     srv = Server("plain", "wsgi", ["gristmill", "app:app"])
     copy = shared_cpu.in_cgroup(srv, None)
     assert copy.cmd == srv.cmd and copy is not srv
+
+
+def test_base_servers_come_from_the_base_venv(tmp_path):
+    """``--base-venv``: the base of a pair runs the other build, the variant this one's,
+    so that a pair may name the same server twice."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    base, variant = shared_cpu.tables(new, old)
+    assert base["gristmill-wsgi"].cmd[0] == str(old / "bin" / "gristmill")
+    assert variant["gristmill-wsgi"].cmd[0] == str(new / "bin" / "gristmill")
+    same, again = shared_cpu.tables(new, None)
+    assert same is again

@@ -52,6 +52,25 @@ def test_keep_alive_several_requests_on_one_connection(hsrv):
             assert (resp.header("connection") or "").lower() != "close"
 
 
+@pytest.mark.parametrize("cut", [1, 3, 23, 24, 25, 40])
+def test_head_in_two_pieces_around_the_protocol_sniff(hsrv, cut):
+    """The worker reads the first bytes of a connection itself (HTTP/1.1 or HTTP/2?) and
+    hands them to hyper with whatever else the socket holds; a head that arrives in two
+    pieces, cut before, at or after those 24 bytes, is still one request, and the
+    connection serves another after it."""
+    head = http_request("GET", "/path?piece", headers={"X-Padding": "p" * 64})
+    with hsrv.raw() as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.send(head[:cut])
+        time.sleep(0.05)  # two segments, not one: what this test is about
+        conn.send(head[cut:])
+        resp = conn.final_response()
+        assert resp.status == 200 and resp.body == b"/path?piece"
+        conn.send(http_request("GET", "/path?again"))
+        resp = conn.final_response()
+        assert resp.status == 200 and resp.body == b"/path?again"
+
+
 def test_connection_close_is_honoured(hsrv):
     with hsrv.raw() as conn:
         conn.send(http_request("GET", "/path?x", headers={"Connection": "close"}))

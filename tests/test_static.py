@@ -360,7 +360,13 @@ def test_static_files_take_no_place_under_limit_concurrency(server, tree):
         "static_app:asgi", *static_args(tree, "--static-fallthrough"), "--limit-concurrency", "1"
     )
     with httpx.Client(timeout=20) as c:
-        slow = threading.Thread(target=lambda: c.get(srv.url + "/sleep?s=4"))
+
+        def hold_the_place() -> None:
+            # A probe below in flight at the same moment takes the place first: retry.
+            while c.get(srv.url + "/sleep?s=4").status_code == 503:
+                pass
+
+        slow = threading.Thread(target=hold_the_place)
         slow.start()
         try:
             wait_until(lambda: c.get(srv.url + "/other").status_code == 503, 10)
