@@ -352,6 +352,22 @@ impl ConnSlot {
     pub fn take(&self) -> Option<SlotShare> {
         self.0.lock().take()
     }
+
+    /// A guard that gives the connection's own share back when it is dropped: held by
+    /// the connection's future, it does so however that future ends (done, returned
+    /// early, or dropped with the runtime).
+    pub fn release_on_drop(self: &Arc<Self>) -> SlotRelease {
+        SlotRelease(self.clone())
+    }
+}
+
+/// See [`ConnSlot::release_on_drop`].
+pub struct SlotRelease(Arc<ConnSlot>);
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
 }
 
 /// Held by a response body for as long as the response is being sent.

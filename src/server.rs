@@ -536,11 +536,13 @@ async fn serve_connection<H: Handler>(
     slot: Arc<ConnSlot>,
     ctl: Ctl,
 ) {
+    // Dropped last: the connection's share of its slot goes back once the connection is
+    // gone (its requests may still hold theirs).
+    let _release = slot.release_on_drop();
     let _open = crate::metrics::Open::connection();
     if let Some(opened) = open(plain, addrs, &config, &builder).await {
-        serve_opened(opened, handler, config, builder, slot.clone(), ctl).await;
+        serve_opened(opened, handler, config, builder, slot, ctl).await;
     }
-    drop(slot.take()); // the connection's share; others may still hold theirs
 }
 
 /// A connection ready for hyper: its stream, and what was learnt opening it.

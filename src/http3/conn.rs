@@ -79,6 +79,9 @@ pub async fn serve<H: Handler>(
     mut pressure: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Dropped last: the connection's share of its slot goes back once the connection is
+    // gone (its requests may still hold theirs).
+    let _release = slot.release_on_drop();
     let config = shared.config.clone();
     let peer = incoming.remote_address();
     let _open = crate::metrics::Open::connection();

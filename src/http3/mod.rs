@@ -203,19 +203,15 @@ async fn accept_loop<H: Handler>(
             endpoint.set_server_config(None);
             return;
         };
-        let slot = ConnSlot::new(permit);
-        let conn = conn::serve(
+        // Spawned as it is (see `server::spawn_connection`); `serve` gives the slot back.
+        tokio::spawn(conn::serve(
             incoming,
             local,
-            slot.clone(),
+            ConnSlot::new(permit),
             shared.clone(),
             pressure.subscribe(),
             shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            conn.await;
-            drop(slot.take()); // the connection's share; requests may hold theirs
-        });
+        ));
     }
     // Draining: new connections are refused; the open ones finish (see `conn`).
     endpoint.set_server_config(None);
