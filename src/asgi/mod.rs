@@ -593,7 +593,9 @@ impl Handler for Asgi {
         started: Instant,
     ) -> Response<ResponseBody> {
         if self.bridge.config.ws && ws::is_upgrade_request(&req) {
-            return self.handle_websocket(req, conn, guard, started).await;
+            // Boxed: inline, the handshake's future would enlarge every request's
+            // future, which hyper keeps room for on each connection (2.7 → 2.0 KiB).
+            return Box::pin(self.handle_websocket(req, conn, guard, started)).await;
         }
         let (parts, body) = req.into_parts();
         let config = &self.bridge.config;

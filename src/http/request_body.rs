@@ -59,7 +59,10 @@ pub async fn start(parts: &Parts, mut body: Incoming, timeout: Duration) -> Resu
     if !small {
         return Ok(Start::Stream(body));
     }
-    match read_whole(&mut body, timeout).await {
+    // Boxed: only these requests read here, and inline the read would enlarge every
+    // request's future, which hyper keeps room for on each connection and moves into
+    // place on each request.
+    match Box::pin(read_whole(&mut body, timeout)).await {
         Ok(b) => Ok(Start::Whole(b)),
         Err(BodyReadError::TimedOut(t)) => Err(Stalled(t)),
         Err(BodyReadError::Failed(e)) => Ok(Start::Failed(e)),
