@@ -644,6 +644,20 @@ def http_request(
     return head.encode("latin-1") + b"\r\n" + body
 
 
+def head_in_two_pieces(srv: Server, head: bytes, cut: int, then: bytes) -> list[RawResponse]:
+    """Send ``head`` in two TCP segments cut at ``cut`` (the worker reads a connection's
+    first 24 bytes itself, to tell HTTP/1.1 from HTTP/2), then ``then`` on the same
+    connection; the two responses."""
+    with srv.raw() as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.send(head[:cut])
+        time.sleep(0.05)  # two segments, not one: what the callers test
+        conn.send(head[cut:])
+        first = conn.final_response()
+        conn.send(then)
+        return [first, conn.final_response()]
+
+
 def chunked_payload(data: bytes) -> bytes:
     """The payload of a chunked body made of whole chunks (a last chunk, if any, ends
     it); fails on a chunk cut short."""

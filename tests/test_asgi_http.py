@@ -24,6 +24,7 @@ from _support import (
     answer_while_io_thread_blocked,
     chunked,
     chunked_payload,
+    head_in_two_pieces,
     http_request,
     io_gated_args,
     stalled_upload,
@@ -425,15 +426,7 @@ def test_head_in_two_pieces_around_the_protocol_sniff(hsrv, cut):
     """A head cut before, at or after the 24 bytes the worker reads itself to tell
     HTTP/1.1 from HTTP/2 is still one request; the connection serves another after it."""
     head = http_request("GET", "/ok", headers={"X-Padding": "p" * 64})
-    with hsrv.raw() as conn:
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.send(head[:cut])
-        time.sleep(0.05)  # two segments, not one: what this test is about
-        conn.send(head[cut:])
-        resp = conn.final_response()
-        assert resp.status == 200 and resp.body == b"ok"
-        conn.send(http_request("GET", "/ok"))
-        resp = conn.final_response()
+    for resp in head_in_two_pieces(hsrv, head, cut, http_request("GET", "/ok")):
         assert resp.status == 200 and resp.body == b"ok"
 
 

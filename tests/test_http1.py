@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from _support import WSGI_MODES, Server, chunked, http_request
+from _support import WSGI_MODES, Server, chunked, head_in_two_pieces, http_request
 
 APP = "http_app:application"
 STATUS_LINE = re.compile(rb"(?:^|\r\n)(HTTP/1\.[01] (\d{3})[^\r\n]*)\r\n")
@@ -59,16 +59,9 @@ def test_head_in_two_pieces_around_the_protocol_sniff(hsrv, cut):
     pieces, cut before, at or after those 24 bytes, is still one request, and the
     connection serves another after it."""
     head = http_request("GET", "/path?piece", headers={"X-Padding": "p" * 64})
-    with hsrv.raw() as conn:
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.send(head[:cut])
-        time.sleep(0.05)  # two segments, not one: what this test is about
-        conn.send(head[cut:])
-        resp = conn.final_response()
-        assert resp.status == 200 and resp.body == b"/path?piece"
-        conn.send(http_request("GET", "/path?again"))
-        resp = conn.final_response()
-        assert resp.status == 200 and resp.body == b"/path?again"
+    first, second = head_in_two_pieces(hsrv, head, cut, http_request("GET", "/path?again"))
+    assert first.status == 200 and first.body == b"/path?piece"
+    assert second.status == 200 and second.body == b"/path?again"
 
 
 def test_connection_close_is_honoured(hsrv):
