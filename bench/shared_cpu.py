@@ -23,12 +23,21 @@ Usage (from the repository; servers by their ``run.py`` names, the variant's twi
 With ``--base-venv OTHER`` the base servers come from another venv (another build of
 gristmill), so a code change is measured against the code before it, at the same time:
 ``--base-venv /path/to/old gristmill-wsgi-recycle:gristmill-wsgi-recycle``.
+
+``--variant-reconnects N`` makes the variant's clients reconnect every N requests (the
+request carries ``Connection: close``): what reconnections alone cost, without a worker
+replacement (64 of them every 10,000 requests is N = 156).
+
+``--profile DIR`` samples CPU 0 with ``perf record -g`` during each round and notes which
+processes are the base's: ``bench/profile_report.py DIR`` then tells where the variant
+spends more per request (kernel entry points, user-space libraries).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import statistics
@@ -43,6 +52,22 @@ import run  # noqa: E402 - the bench's own server table and helpers
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
 #: The load: `/`, 64 connections, as in run.py's `plain` row.
 PLAIN = next(t for t in run.TESTS if t.key == "plain")
+
+
+def reconnecting(every: int) -> run.Test:
+    """The `plain` load whose every ``every``-th request (per wrk thread) asks for the
+    connection to be closed, so the client reconnects."""
+    lua = (
+        "local n = 0\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        f"  if n % {every} == 0 then\n"
+        '    return wrk.format("GET", "/", {["Connection"] = "close"})\n'
+        "  end\n"
+        '  return wrk.format("GET", "/")\n'
+        "end\n"
+    )
+    return dataclasses.replace(PLAIN, key=f"plain-reconnect-{every}", lua=lua)
 
 
 def cgroup_dirs(count: int) -> list[Path] | None:
@@ -90,10 +115,18 @@ def in_cgroup(srv: run.Server, cgroup: Path | None, role: str = "") -> run.Serve
 
 
 def one_round(
-    base: run.Server, variant: run.Server, rnd: int, duration: int, cgroups, logdir: Path
+    base: run.Server,
+    variant: run.Server,
+    rnd: int,
+    duration: int,
+    cgroups,
+    logdir: Path,
+    variant_load: run.Test = PLAIN,
+    profile: Path | None = None,
 ) -> dict[str, dict]:
     """Both servers under load together for ``duration`` seconds; wrk's results by role
-    (``base``, ``variant``)."""
+    (``base``, ``variant``). With ``profile``, CPU 0 is sampled meanwhile (see
+    :func:`start_profile`)."""
     cgs = cgroups or [None, None]
     roles = {
         "base": in_cgroup(base, cgs[0], "base"),
@@ -114,17 +147,72 @@ def one_round(
         loads = {
             id(srv): subprocess.Popen(
                 ["taskset", "-c", "1"]
-                + run.load_command(PLAIN, srv, duration, 1, Path(sys.executable), logdir),
+                + run.load_command(
+                    variant_load if srv is roles["variant"] else PLAIN,
+                    srv,
+                    duration,
+                    1,
+                    Path(sys.executable),
+                    logdir,
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
             )
             for srv in pair
         }
+        perf = None
+        if profile is not None:
+            perf = start_profile(profile / f"r{rnd}", duration, roles["base"], cgs[0])
         done = {key: run.parse_wrk(p.communicate()[0]) for key, p in loads.items()}
-        return {role: done[id(srv)] for role, srv in roles.items()}
+        result = {role: done[id(srv)] for role, srv in roles.items()}
+        if perf is not None:
+            perf.wait()
+            rates = {role: r["rps"] for role, r in result.items()}
+            rates["seconds"] = profile_seconds(duration)
+            (profile / f"r{rnd}" / "rates.json").write_text(json.dumps(rates))
+        return result
     finally:
         for srv in pair:
             run.stop_server(srv)
+
+
+def start_profile(
+    out: Path, duration: int, base: run.Server, cgroup: Path | None
+) -> subprocess.Popen:
+    """``perf record -g`` of CPU 0 (where both servers run) for the middle of the round,
+    into ``out/perf.data``; the base server's processes into ``out/base.pids`` (all its
+    processes live for the whole round; the variant's come and go)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if cgroup is not None:
+        pids = (cgroup / "cgroup.procs").read_text().split()
+    else:
+        pids = [str(base.proc.pid), *_descendants(base.proc.pid)] if base.proc else []
+    (out / "base.pids").write_text("\n".join(pids) + "\n")
+    seconds = str(profile_seconds(duration))
+    return subprocess.Popen(
+        ["perf", "record", "-q", "-C", "0", "-e", "cpu-clock", "-F", str(PROFILE_HZ), "-g"]
+        + ["-o", str(out / "perf.data"), "--", "sleep", seconds],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+#: Samples per second of ``--profile`` (``bench/profile_report.py`` reads it back).
+PROFILE_HZ = 5000
+
+
+def profile_seconds(duration: int) -> int:
+    """How long a round of ``duration`` seconds is sampled: all but its last two seconds
+    (wrk's threads start a moment after the servers are loaded)."""
+    return max(1, duration - 2)
+
+
+def _descendants(pid: int) -> list[str]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            out += [child, *_descendants(int(child))]
+    return out
 
 
 def tables(
@@ -150,10 +238,22 @@ def main() -> int:
         help="start the base servers from this venv (another build of gristmill): "
         "BASE:VARIANT may then name the same server, to measure a change of code",
     )
+    ap.add_argument(
+        "--variant-reconnects",
+        type=int,
+        metavar="N",
+        help="the variant's clients reconnect every N requests (Connection: close)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample CPU 0 with perf during each round, for bench/profile_report.py",
+    )
     args = ap.parse_args()
     venv = Path(os.environ.get("BENCH_VENV") or Path(__file__).parent / ".venv").resolve()
     python_bin = venv / "bin" / "python"
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "taskset", *(["perf"] if args.profile else [])):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
     base_specs, specs = tables(venv, args.base_venv)
@@ -172,7 +272,16 @@ def main() -> int:
             for rnd in range(args.rounds):
                 logdir = logroot / f"{rnd}"
                 logdir.mkdir(parents=True, exist_ok=True)
-                res = one_round(base, variant, rnd, args.duration, cgroups, logdir)
+                res = one_round(
+                    base,
+                    variant,
+                    rnd,
+                    args.duration,
+                    cgroups,
+                    logdir,
+                    reconnecting(args.variant_reconnects) if args.variant_reconnects else PLAIN,
+                    args.profile / pair.replace(":", "--") if args.profile else None,
+                )
                 b, v = res["base"], res["variant"]
                 errors += b["errors"] + v["errors"]
                 ratios.append(v["rps"] / b["rps"])

@@ -15,6 +15,7 @@ mod asgi;
 mod busy_poll;
 mod config;
 mod errors;
+mod handoff;
 mod heartbeat;
 mod http;
 mod http3;
@@ -48,7 +49,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Serve `app` on the inherited listening sockets `fds` until told to stop.
 /// See `_core.pyi` for the contract.
 #[pyfunction]
-#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None, driver=None))]
+#[pyo3(signature = (app, settings, fds, ready_fd, event_loop=None, state=None, context=None, driver=None, handoff=None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -60,6 +61,7 @@ fn serve(
     state: Option<Py<pyo3::types::PyDict>>,
     context: Option<Py<PyAny>>,
     driver: Option<Py<asgi::Driver>>,
+    handoff: Option<(i32, i32)>,
 ) -> PyResult<()> {
     let config = Arc::new(settings.extract::<Config>()?);
     log::init(py)?;
@@ -82,6 +84,7 @@ fn serve(
             access,
             fds,
             ready_fd,
+            handoff,
         })
     };
     match (mode, driver) {
@@ -145,6 +148,9 @@ struct Worker {
     stop_watch: stop::StopWatch,
     fds: Vec<i32>,
     ready_fd: i32,
+    /// The ends of the supervisor's socket pair for passing connections on (sending,
+    /// receiving; `crate::handoff`).
+    handoff: Option<(i32, i32)>,
 }
 
 impl Worker {
@@ -170,12 +176,18 @@ impl Worker {
         runtime: &Runtime,
         handler: Arc<H>,
     ) -> PyResult<impl Future<Output = std::io::Result<Stop>> + Send + 'static> {
-        let listeners = {
+        let (listeners, handoff) = {
             let _enter = runtime.enter();
-            self.fds
+            let listeners = self
+                .fds
                 .iter()
                 .map(|&fd| net::Listener::from_inherited_fd(fd))
-                .collect::<std::io::Result<Vec<_>>>()?
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let handoff = match self.handoff {
+                Some((send, recv)) => Some(Arc::new(handoff::Handoff::from_inherited(send, recv)?)),
+                None => None,
+            };
+            (listeners, handoff)
         };
         let ready_fd = self.ready_fd;
         Ok(server::run(
@@ -184,6 +196,7 @@ impl Worker {
             listeners,
             self.stop_watch.decision.clone(),
             lifecycle::SupervisorPipe::new(ready_fd),
+            handoff,
         ))
     }
 }

@@ -90,10 +90,7 @@ impl Listener {
         sock.set_cloexec(true)?;
         let local = sock.local_addr()?;
         if local.is_unix() {
-            let path = local
-                .as_pathname()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            let path = unix_path(&local);
             let std: std::os::unix::net::UnixListener = sock.into();
             Ok(Listener::Unix(UnixListener::from_std(std)?, path))
         } else if local.as_socket().is_some() {
@@ -157,6 +154,45 @@ impl Listener {
     }
 }
 
+/// A connection another worker passed on (`crate::handoff`), as if accepted here: TCP or
+/// Unix, told apart by its address family. Must be called inside the tokio runtime.
+pub fn adopted(sock: OwnedFd) -> io::Result<(Plain, Addrs)> {
+    let sock = socket2::Socket::from(sock);
+    sock.set_nonblocking(true)?;
+    let local = sock.local_addr()?;
+    if local.is_unix() {
+        let std: std::os::unix::net::UnixStream = sock.into();
+        Ok(unix_accepted(
+            UnixStream::from_std(std)?,
+            &unix_path(&local),
+        ))
+    } else {
+        let (Some(local), Some(peer)) = (local.as_socket(), sock.peer_addr()?.as_socket()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "neither a TCP nor a Unix socket",
+            ));
+        };
+        // Its options (TCP_NODELAY) came along with it.
+        let std: std::net::TcpStream = sock.into();
+        Ok((
+            Plain::Tcp(TcpStream::from_std(std)?),
+            Addrs {
+                peer: Some(peer),
+                server_host: local.ip().to_string(),
+                server_port: local.port(),
+            },
+        ))
+    }
+}
+
+/// A Unix socket's path, as the application sees it (empty for an unnamed socket).
+fn unix_path(addr: &socket2::SockAddr) -> String {
+    addr.as_pathname()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 fn tcp_accepted(s: TcpStream, peer: SocketAddr) -> io::Result<(Plain, Addrs)> {
     let _ = s.set_nodelay(true);
     let local = s.local_addr()?;
@@ -201,6 +237,8 @@ pub struct ConnActivity {
     served: AtomicUsize,
     /// Woken when a request starts.
     pub request_arrived: tokio::sync::Notify,
+    /// Woken when a request's response is done (may hold a stale wake-up).
+    pub request_done: tokio::sync::Notify,
     /// Requests started so far (`request_arrived` may hold a stale wake-up).
     arrivals: AtomicUsize,
     /// The index of the request the framing scanner saw with both Content-Length and
@@ -211,6 +249,9 @@ pub struct ConnActivity {
     /// HTTP/1 (cleartext or TLS): the flushes of hyper's write buffer, which a response
     /// body waits for before it aborts (see [`Flushes`]).
     flushes: OnceLock<Flushes>,
+    /// The connection goes to a sibling worker (`crate::handoff`): hyper's end of it
+    /// must leave the socket open.
+    keep_open: std::sync::atomic::AtomicBool,
 }
 
 /// The completed flushes of an HTTP/1 connection's writes.
@@ -255,11 +296,18 @@ impl ConnActivity {
             active: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             request_arrived: tokio::sync::Notify::new(),
+            request_done: tokio::sync::Notify::new(),
             arrivals: AtomicUsize::new(0),
             conflict: OnceLock::new(),
             sendfile: OnceLock::new(),
             flushes: OnceLock::new(),
+            keep_open: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Leave the socket open when hyper ends the connection: it is passed on.
+    pub fn keep_open(&self) {
+        self.keep_open.store(true, Ordering::Release);
     }
 
     /// Count the flushes of this connection's writes ([`Flushes`]): for HTTP/1 only,
@@ -409,6 +457,7 @@ impl Drop for ActiveGuard {
         a.touch();
         a.served.fetch_add(1, Ordering::AcqRel);
         a.active.fetch_sub(1, Ordering::AcqRel);
+        a.request_done.notify_one();
         crate::heartbeat::request_finished();
     }
 }
@@ -525,6 +574,17 @@ impl TrackedStream {
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
         self.stall.timeout = Some(timeout);
         self
+    }
+
+    /// The socket of a cleartext connection, taken from the runtime, and the bytes
+    /// handed back for replay that were not read again yet; `None` over TLS.
+    pub fn into_socket(self) -> Option<(OwnedFd, Bytes)> {
+        let fd = match self.inner {
+            Stream::Plain(Plain::Tcp(s)) => OwnedFd::from(s.into_std().ok()?),
+            Stream::Plain(Plain::Unix(s)) => OwnedFd::from(s.into_std().ok()?),
+            Stream::Tls(_) => return None,
+        };
+        Some((fd, self.replay))
     }
 
     /// Read these bytes again before anything else from the socket.
@@ -654,6 +714,10 @@ impl AsyncWrite for TrackedStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.activity.keep_open.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -44,6 +44,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, HttpMode};
+use crate::handoff::Handoff;
 use crate::http::{validate, Incoming, ResponseBody};
 use crate::lifecycle::{self, RequestCount, SupervisorPipe};
 use crate::log;
@@ -119,6 +120,17 @@ struct Ctl {
     requests: Arc<RequestCount>,
 }
 
+impl Ctl {
+    /// Another handle on the same signals and counter (for a loop or a connection).
+    fn clone_for_connection(&self) -> Ctl {
+        Ctl {
+            shutdown: self.shutdown.clone(),
+            pressure: self.pressure.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+}
+
 /// Serve until `stop` says so; then drain within the graceful timeout.
 pub async fn run<H: Handler>(
     config: Arc<Config>,
@@ -126,6 +138,7 @@ pub async fn run<H: Handler>(
     listeners: Vec<Listener>,
     mut stop: watch::Receiver<Option<Stop>>,
     supervisor: SupervisorPipe,
+    handoff: Option<Arc<Handoff>>,
 ) -> std::io::Result<Stop> {
     let supervisor = Arc::new(supervisor);
     lifecycle::publish(&supervisor);
@@ -136,7 +149,7 @@ pub async fn run<H: Handler>(
     let (pressure_tx, pressure_rx) = watch::channel(0u64);
     let pressure_tx = Arc::new(pressure_tx);
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let builder = Arc::new(Builders::new(&config)?);
+    let builder = Arc::new(Builders::new(&config, handoff.clone())?);
 
     let mut accept_tasks = Vec::new();
     let mut http3_tasks = Vec::new();
@@ -160,6 +173,11 @@ pub async fn run<H: Handler>(
     } else {
         None
     };
+    let ctl = Ctl {
+        shutdown: shutdown_rx.clone(),
+        pressure: pressure_rx.clone(),
+        requests: requests.clone(),
+    };
     for listener in listeners {
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
@@ -169,11 +187,19 @@ pub async fn run<H: Handler>(
             slots.clone(),
             pressure_tx.clone(),
             stop_accepting_rx.clone(),
-            Ctl {
-                shutdown: shutdown_rx.clone(),
-                pressure: pressure_rx.clone(),
-                requests: requests.clone(),
-            },
+            ctl.clone_for_connection(),
+        )));
+    }
+    if let Some(handoff) = &handoff {
+        accept_tasks.push(tokio::spawn(adopt_loop(
+            handoff.clone(),
+            handler.clone(),
+            config.clone(),
+            builder.clone(),
+            slots.clone(),
+            pressure_tx.clone(),
+            stop_accepting_rx.clone(),
+            ctl.clone_for_connection(),
         )));
     }
     if handler.access_log().is_some() {
@@ -231,6 +257,7 @@ pub async fn run<H: Handler>(
             );
         }
     }
+    crate::handoff::log_handed();
     if let Some(http3) = http3 {
         http3.finish().await;
     }
@@ -249,10 +276,13 @@ struct Builders {
     concurrency: Option<Arc<Semaphore>>,
     /// `--static` mounts, answered before the application.
     statics: Option<Arc<crate::static_files::StaticFiles>>,
+    /// The way to the sibling workers, for the idle connections of a retiring worker
+    /// (`crate::handoff`).
+    handoff: Option<Arc<Handoff>>,
 }
 
 impl Builders {
-    fn new(config: &Config) -> std::io::Result<Builders> {
+    fn new(config: &Config, handoff: Option<Arc<Handoff>>) -> std::io::Result<Builders> {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -308,6 +338,7 @@ impl Builders {
             tls,
             concurrency,
             statics,
+            handoff,
         })
     }
 }
@@ -427,7 +458,7 @@ async fn accept_loop<H: Handler>(
                 while let Some(Ok((stream, addrs))) = listener.accept_queued() {
                     match slots.clone().try_acquire_owned() {
                         Ok(permit) => spawn_connection(
-                            stream, addrs, permit, &handler, &config, &builder, &ctl,
+                            stream, addrs, None, permit, &handler, &config, &builder, &ctl,
                         ),
                         Err(_) => log::log(
                             log::WARNING,
@@ -446,7 +477,9 @@ async fn accept_loop<H: Handler>(
                 let Some(permit) = place(&slots, &pressure, stop).await else {
                     return;
                 };
-                spawn_connection(stream, addrs, permit, &handler, &config, &builder, &ctl);
+                spawn_connection(
+                    stream, addrs, None, permit, &handler, &config, &builder, &ctl,
+                );
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of descriptors: shed idle connections and back off instead of
@@ -462,6 +495,73 @@ async fn accept_loop<H: Handler>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => log::log(log::DEBUG, &format!("accept failed: {e}")),
+        }
+    }
+}
+
+/// Serve the connections that retiring siblings pass on (`crate::handoff`), each from
+/// the bytes it carried, until this worker stops accepting; then take those already
+/// queued, unless this worker is the one retiring (they are for its successor).
+#[allow(clippy::too_many_arguments)] // as accept_loop
+async fn adopt_loop<H: Handler>(
+    handoff: Arc<Handoff>,
+    handler: Arc<H>,
+    config: Arc<Config>,
+    builder: Arc<Builders>,
+    slots: Arc<Semaphore>,
+    pressure: Arc<watch::Sender<u64>>,
+    mut stop_accepting: watch::Receiver<bool>,
+    ctl: Ctl,
+) {
+    let adopt = |received: std::io::Result<(std::os::fd::OwnedFd, Bytes)>, permit| match received
+        .and_then(|(sock, bytes)| Ok((crate::net::adopted(sock)?, bytes)))
+    {
+        Ok(((stream, addrs), bytes)) => spawn_connection(
+            stream,
+            addrs,
+            Some(bytes),
+            permit,
+            &handler,
+            &config,
+            &builder,
+            &ctl,
+        ),
+        Err(e) => log::log(
+            log::WARNING,
+            &format!("a connection passed on by another worker was lost: {e}"),
+        ),
+    };
+    loop {
+        let received = tokio::select! {
+            r = handoff.recv() => r,
+            _ = stop_accepting.changed() => {
+                if !crate::handoff::retiring() {
+                    while let Some(received) = handoff.recv_queued() {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(permit) => adopt(received, permit),
+                            Err(_) => log::log(
+                                log::WARNING,
+                                "a connection passed on before the drain found no free slot; closed",
+                            ),
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        let stop = async {
+            let _ = stop_accepting.clone().changed().await;
+        };
+        match place(&slots, &pressure, stop).await {
+            Some(permit) => adopt(received, permit),
+            None => match slots.clone().try_acquire_owned() {
+                // Stopping while waiting for a place: this one is served all the same.
+                Ok(permit) => adopt(received, permit),
+                Err(_) => log::log(
+                    log::WARNING,
+                    "a connection passed on by another worker found no free slot; closed",
+                ),
+            },
         }
     }
 }
@@ -491,9 +591,11 @@ pub(crate) async fn place(
 }
 
 /// Serve an accepted connection on a task of its own, in the slot `permit` holds.
+#[allow(clippy::too_many_arguments)] // the worker's shared pieces, each passed once
 fn spawn_connection<H: Handler>(
     stream: Plain,
     addrs: Addrs,
+    adopted: Option<Bytes>,
     permit: tokio::sync::OwnedSemaphorePermit,
     handler: &Arc<H>,
     config: &Arc<Config>,
@@ -505,15 +607,12 @@ fn spawn_connection<H: Handler>(
     tokio::spawn(serve_connection(
         stream,
         addrs,
+        adopted,
         handler.clone(),
         config.clone(),
         builder.clone(),
         ConnSlot::new(permit),
-        Ctl {
-            shutdown: ctl.shutdown.clone(),
-            pressure: ctl.pressure.clone(),
-            requests: ctl.requests.clone(),
-        },
+        ctl.clone_for_connection(),
     ));
 }
 
@@ -527,9 +626,11 @@ fn spawn_connection<H: Handler>(
 /// paths (HTTP/2, TLS handshake, PROXY header, static files) and [`spawn_connection`]
 /// spawning this future as it is, an HTTP/1.1 connection's task went from ~11 KiB to
 /// ~2.5 KiB, and a worker's memory per idle keep-alive connection from ~22 to ~15 KiB.
+#[allow(clippy::too_many_arguments)] // spawned as it is (see above)
 async fn serve_connection<H: Handler>(
     plain: Plain,
     addrs: Addrs,
+    adopted: Option<Bytes>,
     handler: Arc<H>,
     config: Arc<Config>,
     builder: Arc<Builders>,
@@ -540,7 +641,11 @@ async fn serve_connection<H: Handler>(
     // gone (its requests may still hold theirs).
     let _release = slot.release_on_drop();
     let _open = crate::metrics::Open::connection();
-    if let Some(opened) = open(plain, addrs, &config, &builder).await {
+    let opened = match adopted {
+        None => open(plain, addrs, &config, &builder).await,
+        Some(bytes) => Some(open_adopted(plain, addrs, bytes, &config)),
+    };
+    if let Some(opened) = opened {
         serve_opened(opened, handler, config, builder, slot, ctl).await;
     }
 }
@@ -554,6 +659,34 @@ struct Opened {
     tls: Option<Arc<TlsInfo>>,
     fd: RawFd,
     local_port: u16,
+}
+
+/// A connection a sibling passed on (`crate::handoff`): cleartext HTTP/1.1 between two
+/// requests, with the bytes of the next one that were read already, if any.
+fn open_adopted(plain: Plain, addrs: Addrs, bytes: Bytes, config: &Config) -> Opened {
+    let fd = plain.raw_fd();
+    let local_port = addrs.server_port;
+    let activity = ConnActivity::new();
+    let mut io = TrackedStream::new(
+        Stream::Plain(plain),
+        activity.clone(),
+        config.max_header_size,
+    )
+    .with_send_timeout(config.send_timeout);
+    if !bytes.is_empty() {
+        io.replay(bytes);
+    }
+    activity.count_flushes();
+    activity.enable_sendfile();
+    Opened {
+        io,
+        activity,
+        proto: Proto::Http1,
+        addrs,
+        tls: None,
+        fd,
+        local_port,
+    }
 }
 
 /// The PROXY header (if configured), the TLS handshake (if any) and the HTTP version;
@@ -784,21 +917,42 @@ fn serve_opened<H: Handler>(
             }
         })
     };
+    // Cleartext HTTP/1.1 only, and not behind the PROXY protocol: the sibling learns the
+    // addresses from the socket.
+    let handoff = match (proto, &builder.tls, config.proxy_protocol) {
+        (Proto::Http1, None, false) => builder.handoff.clone(),
+        _ => None,
+    };
     let watched = Watched {
         activity,
         keepalive: config.keepalive_timeout,
         ctl,
         fd,
+        handoff,
     };
     // The two connection types differ, so each gets its own (one-line) call. The HTTP/2
     // one is boxed: inline, every HTTP/1.1 connection's task would be as large as an
     // HTTP/2 one, memory a worker faults in afresh for each client it takes over.
     if proto == Proto::Http2 {
         let conn = builder.h2.serve_connection(io, service);
-        Either::Left(Box::pin(watch(conn, |c| c.graceful_shutdown(), watched)))
+        let never = |_, _| -> crate::handoff::PassOn { unreachable!("HTTP/2 is not passed on") };
+        Either::Left(Box::pin(watch(
+            conn,
+            |c| c.graceful_shutdown(),
+            watched,
+            never,
+        )))
     } else {
         let conn = builder.h1.serve_connection(io, service).with_upgrades();
-        Either::Right(watch(conn, |c| c.graceful_shutdown(), watched))
+        // The connection ended between two requests with its socket kept open: what hyper
+        // read of the next request goes along with it.
+        let pass_on = |conn: http1::UpgradeableConnection<TokioIo<TrackedStream>, _>, to| {
+            let Some(parts) = conn.into_parts() else {
+                return crate::handoff::PassOn::default();
+            };
+            crate::handoff::pass_on(parts.io.into_inner(), parts.read_buf, to)
+        };
+        Either::Right(watch(conn, |c| c.graceful_shutdown(), watched, pass_on))
     }
 }
 
@@ -854,6 +1008,8 @@ struct Watched {
     keepalive: Duration,
     ctl: Ctl,
     fd: RawFd,
+    /// Set when the connection may go to a sibling if this worker retires.
+    handoff: Option<Arc<Handoff>>,
 }
 
 /// How long a connection that the drain finds should wait for a request before it is
@@ -881,34 +1037,63 @@ fn drain_wait(activity: &ConnActivity, fd: RawFd) -> Option<Duration> {
 ///   not sent its first request yet, gets that request answered with
 ///   `Connection: close`, waiting for it at most [`DRAIN_LINGER`]. Closing a socket
 ///   with unread bytes would reset it, losing a request sent before the signal.
-async fn watch<C>(conn: C, shutdown: impl Fn(std::pin::Pin<&mut C>), watched: Watched)
-where
-    C: Future<Output = Result<(), hyper::Error>>,
+///
+/// A worker retiring with a successor (`crate::handoff`) instead passes a cleartext
+/// HTTP/1.1 connection that served a request on to a sibling once it is between two
+/// requests (at once if idle, else when its response is done), with what hyper read of
+/// the next one; `pass_on` takes the ended connection for that.
+async fn watch<C, P>(
+    mut conn: C,
+    shutdown: impl Fn(std::pin::Pin<&mut C>),
+    watched: Watched,
+    pass_on: P,
+) where
+    C: Future<Output = Result<(), hyper::Error>> + Unpin,
+    P: FnOnce(C, Arc<Handoff>) -> crate::handoff::PassOn,
 {
     let Watched {
         activity,
         keepalive,
         mut ctl,
         fd,
+        handoff,
     } = watched;
-    tokio::pin!(conn);
     let idle_timer = tokio::time::sleep(keepalive);
     tokio::pin!(idle_timer);
     let mut closing = false;
+    // Draining in a retiring worker: the connection goes to a sibling once idle.
+    let mut passing = false;
+    let mut handing = false;
     let mut draining = false;
     let mut arrivals_at_drain = 0;
     let mut pressure_live = true;
     // Accepted while the worker drains already (the sweep of the listen queue).
     let mut drain_now = *ctl.shutdown.borrow();
-    loop {
+    let to = loop {
+        if passing && !closing && activity.is_idle_keepalive() {
+            // Between two requests: hyper ends an idle connection at once, or (its last
+            // response still flushing) right after it, with no response left to carry
+            // `Connection: close`. Its socket stays open for the sibling, and the bytes
+            // of the next request that hyper read go along.
+            activity.keep_open();
+            shutdown(std::pin::Pin::new(&mut conn));
+            closing = true;
+            handing = true;
+        }
         if drain_now && !draining && !closing {
             draining = true;
             arrivals_at_drain = activity.arrivals();
+            if handoff.is_some() && crate::handoff::retiring() && activity.arrivals() > 0 {
+                // Passed on between two requests: now if idle, else once the response in
+                // flight is done (see `pass_when_idle`).
+                passing = true;
+                continue;
+            }
             match drain_wait(&activity, fd) {
                 // In flight: hyper answers with `Connection: close`, then closes. Idle
                 // with nothing sent: closed now.
                 None => {
-                    shutdown(conn.as_mut());
+                    shutdown(std::pin::Pin::new(&mut conn));
                     closing = true;
                 }
                 Some(wait) => idle_timer
@@ -925,18 +1110,23 @@ where
             // connection is pending every branch is polled anyway, so this costs nothing.
             biased;
             _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    crate::metrics::connection_error(&e);
-                    log::log(log::DEBUG, &format!("connection error: {}", log::error_chain(&e)));
+            res = std::pin::Pin::new(&mut conn) => {
+                match (res, &handoff) {
+                    (Err(e), _) => {
+                        crate::metrics::connection_error(&e);
+                        log::log(log::DEBUG, &format!("connection error: {}", log::error_chain(&e)));
+                    }
+                    (Ok(()), Some(to)) if handing => break to.clone(),
+                    (Ok(()), _) => {}
                 }
                 return;
             }
-            _ = activity.request_arrived.notified(), if draining && !closing => {
+            _ = activity.request_done.notified(), if passing && !closing => {}
+            _ = activity.request_arrived.notified(), if draining && !closing && !passing => {
                 // A wake-up stored before the drain began is stale: only a request that
                 // arrived since ends the wait.
                 if activity.arrivals() > arrivals_at_drain {
-                    shutdown(conn.as_mut());
+                    shutdown(std::pin::Pin::new(&mut conn));
                     closing = true;
                 }
             }
@@ -944,20 +1134,20 @@ where
                 if r.is_err() {
                     pressure_live = false;
                 } else if activity.is_idle_keepalive() {
-                    shutdown(conn.as_mut());
+                    shutdown(std::pin::Pin::new(&mut conn));
                     closing = true;
                 }
             }
-            _ = &mut idle_timer, if !closing => {
+            _ = &mut idle_timer, if !closing && !passing => {
                 let now = tokio::time::Instant::now();
                 if draining {
-                    shutdown(conn.as_mut());
+                    shutdown(std::pin::Pin::new(&mut conn));
                     closing = true;
                     continue;
                 }
                 match activity.idle_for() {
                     Some(idle) if idle >= keepalive => {
-                        shutdown(conn.as_mut());
+                        shutdown(std::pin::Pin::new(&mut conn));
                         closing = true;
                     }
                     Some(idle) => idle_timer.as_mut().reset(now + (keepalive - idle)),
@@ -965,7 +1155,10 @@ where
                 }
             }
         }
-    }
+    };
+    // Boxed, like the rare paths of `serve_connection`: only a retiring worker's idle
+    // connections take it.
+    pass_on(conn, to).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! How a worker learns that it must stop, and the backstop that makes sure it does.
 //!
 //! A thread of its own (with a tiny current-thread runtime) waits for SIGTERM (drain,
-//! then stop), SIGQUIT (stop now) and for the supervisor to disappear (checked every
+//! then stop), SIGUSR2 (drain as a replaced worker: hand the idle connections to a
+//! sibling, `crate::handoff`), SIGQUIT (stop now) and for the supervisor to disappear (checked every
 //! second: an orphaned worker drains and stops). It also hears SIGUSR1, which the
 //! supervisor forwards after logrotate: the log files are reopened on a short-lived
 //! thread of its own, which waits for the GIL without holding up a stop. It publishes the decision on a watch
@@ -72,9 +73,10 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
                         term,
                         signal(SignalKind::quit())?,
                         signal(SignalKind::user_defined1())?,
+                        signal(SignalKind::user_defined2())?,
                     ))
                 });
-                let (mut term, mut quit, mut usr1) = match signals {
+                let (mut term, mut quit, mut usr1, mut usr2) = match signals {
                     Ok(s) => {
                         let _ = installed_tx.send(Ok(()));
                         s
@@ -86,6 +88,12 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
                 let stop = loop {
                     tokio::select! {
                         _ = term.recv() => break Stop::Graceful,
+                        // Replaced by a worker already serving: drain the same way, but
+                        // pass the idle connections on (`crate::handoff`).
+                        _ = usr2.recv() => {
+                            crate::handoff::retire();
+                            break Stop::Graceful;
+                        }
                         _ = quit.recv() => break Stop::Immediate,
                         _ = usr1.recv() => reopen_log_files(),
                         _ = orphan_check.tick() => {

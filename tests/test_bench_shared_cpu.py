@@ -49,3 +49,16 @@ def test_base_servers_come_from_the_base_venv(tmp_path):
     assert variant["gristmill-wsgi"].cmd[0] == str(new / "bin" / "gristmill")
     same, again = shared_cpu.tables(new, None)
     assert same is again
+
+
+def test_the_reconnecting_load_closes_every_nth_request(tmp_path):
+    """``--variant-reconnects N``: wrk runs a script whose every N-th request carries
+    ``Connection: close``; the rest of the load is the `plain` row's."""
+    load = shared_cpu.reconnecting(156)
+    assert (load.path, load.conns) == (shared_cpu.PLAIN.path, shared_cpu.PLAIN.conns)
+    assert "n % 156 == 0" in load.lua and '["Connection"] = "close"' in load.lua
+    srv = Server("x", "wsgi", ["x"])
+    srv.port = 8000
+    cmd = shared_cpu.run.load_command(load, srv, 5, 1, Path(sys.executable), tmp_path)
+    script = Path(cmd[cmd.index("-s") + 1])
+    assert script.read_text() == load.lua

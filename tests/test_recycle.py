@@ -2,9 +2,10 @@
 under a steady keep-alive load, in every execution mode.
 
 Each recycle goes the way of a SIGHUP rolling restart, one worker at a time: the
-replacement starts, and the old worker gets SIGTERM and drains only once the
-replacement is ready. So under load no request fails, even with a single worker, and
-every replaced worker exits.
+replacement starts, and the old worker gets SIGUSR2 and drains (passing its idle
+keep-alive connections on, ``test_handoff.py``) only once the replacement is ready. So
+under load no request fails, even with a single worker, and every replaced worker
+exits.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ def serve(
     state: dict[str, Any] | None = None,
     context: Any = None,
     driver: Driver | None = None,
+    handoff: tuple[int, int] | None = None,
 ) -> None:
     """Serve ``app`` on the inherited listening sockets ``fds`` until told to stop.
 
@@ -66,7 +67,11 @@ def serve(
     worker has served ``settings.max_requests`` requests (when not 0); the fd is closed
     when serving ends. Blocks with the GIL released.
     SIGTERM starts a graceful shutdown (stop accepting, finish in-flight requests within
-    ``settings.graceful_timeout``); SIGQUIT stops at once; the worker also stops
+    ``settings.graceful_timeout``); SIGUSR2 the same for a worker whose replacement
+    serves already, which passes its idle HTTP/1.1 connections on through ``handoff``
+    (the sending and receiving ends of a ``SOCK_SEQPACKET`` pair shared by the
+    workers; the core takes them over), where the workers that stay take them;
+    SIGQUIT stops at once; the worker also stops
     gracefully when its parent process goes away. Returns when stopped. Raises
     ``OSError`` when a listener fd is unusable or the TLS files cannot be loaded.
     """

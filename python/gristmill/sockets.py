@@ -12,6 +12,11 @@ With ``--reuse-port`` a TCP address is only *reserved* here (bound with
 ``SO_REUSEPORT``, never listening, so the kernel hands it no connections) and each
 worker binds and listens on its own socket for it (:func:`worker_fds`); the kernel then
 spreads new connections over the workers.
+
+Beside the listeners, the supervisor makes one socket pair that every worker inherits
+(:func:`handoff_pair`): a worker replaced while clients are connected passes their idle
+keep-alive connections through it to the workers that stay (the Rust core's
+``handoff`` module).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from dataclasses import dataclass
 from .errors import ConfigError, ServerError
 from .settings import Settings
 
-__all__ = ["Bound", "bind_all", "worker_fds", "close_all", "parse_address", "SD_LISTEN_FDS_START"]
+__all__ = [
+    "Bound",
+    "bind_all",
+    "worker_fds",
+    "close_all",
+    "handoff_pair",
+    "parse_address",
+    "SD_LISTEN_FDS_START",
+]
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -106,6 +119,19 @@ def bind_all(s: Settings, environ: dict[str, str] | None = None) -> list[Bound]:
 def close_all(bound: list[Bound]) -> None:
     for b in bound:
         b.sock.close()
+
+
+def handoff_pair() -> tuple[socket.socket, socket.socket] | None:
+    """The way a retiring worker passes connections on: a ``SOCK_SEQPACKET`` Unix socket
+    pair (sending end, receiving end), or None where there is none (not Linux)."""
+    kind = getattr(socket, "SOCK_SEQPACKET", None)
+    if kind is None or not hasattr(socket, "SCM_RIGHTS"):
+        return None
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+    except OSError:
+        return None
+    return a, b
 
 
 def remove_uds_files(bound: list[Bound]) -> None:

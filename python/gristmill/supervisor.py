@@ -8,13 +8,16 @@ workers that keep dying at start-up stop the server instead of looping.
 
 Signals: SIGTERM/SIGINT graceful stop; a second SIGINT or SIGQUIT forces; SIGHUP rolling
 restart (new workers ready before the old ones drain); SIGTTIN/SIGTTOU one worker more or
-fewer. The main loop sleeps in ``selectors`` on a ``signal.set_wakeup_fd`` self-pipe and
-the workers' pipes, with a timeout only for the timers it has (the stop deadline, worker
-lifetimes, RSS checks): no polling otherwise.
+fewer. A worker stopped while others go on serving (SIGHUP's old workers, a recycled
+worker, SIGTTOU's) gets SIGUSR2 rather than SIGTERM: it drains the same way but passes
+its idle keep-alive connections on to the others (``sockets.handoff_pair``). The main
+loop sleeps in ``selectors`` on a ``signal.set_wakeup_fd`` self-pipe and the workers'
+pipes, with a timeout only for the timers it has (the stop deadline, worker lifetimes,
+RSS checks): no polling otherwise.
 
 Worker recycling (``--max-requests``, ``--worker-lifetime``, ``--worker-max-rss``)
 replaces one worker at a time the way SIGHUP replaces them all: the replacement starts,
-and only once it is ready does the old worker get SIGTERM and drain. A worker asks for
+and only once it is ready does the old worker get SIGUSR2 and drain. A worker asks for
 its own replacement after ``max_requests`` requests by writing ``b"M"`` to the pipe it
 reported readiness on (``b"T"`` when all its threads are stuck past
 ``--request-timeout``); the supervisor watches ages and memory itself.
@@ -42,6 +45,7 @@ import os
 import random
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -144,6 +148,8 @@ class Supervisor:
         self.retiring: set[int] = set()  # told to stop; reaped without respawn
         self.generation = 0
         self.listeners: list[sockets.Bound] = []
+        # The socket pair a replaced worker passes its idle connections through.
+        self._handoff: tuple[socket.socket, socket.socket] | None = None
         self.address = ""
         self._uds_owned: list[sockets.Bound] = []  # socket files to remove at exit
         self._seq = 0
@@ -282,12 +288,16 @@ class Supervisor:
 
     def _bind(self) -> None:
         self.listeners = sockets.bind_all(self.settings)
+        self._handoff = sockets.handoff_pair()
         self._uds_owned = [b for b in self.listeners if b.uds_path]
         self.address = ", ".join(b.display for b in self.listeners)
 
     def _close_listeners(self) -> None:
         sockets.close_all(self.listeners)
         self.listeners = []
+        for sock in self._handoff or ():
+            sock.close()
+        self._handoff = None
 
     def _write_pid_file(self) -> None:
         if not self._pid_file:
@@ -414,9 +424,13 @@ class Supervisor:
         if self._metrics is not None:
             self._metrics.attach_worker()
         fds = sockets.worker_fds(self.listeners, self.settings)
+        # Detached: the core owns the worker's copies of the pair from here on.
+        handoff = None
+        if self._handoff is not None:
+            handoff = (self._handoff[0].detach(), self._handoff[1].detach())
         # The core counts up to this worker's own limit, the jitter drawn above included.
         settings = self.settings.replace(max_requests=max_requests)
-        worker.run(settings, fds, ready_w, self.app)
+        worker.run(settings, fds, ready_w, self.app, handoff)
 
     def _close_ready(self, w: _Worker) -> None:
         if w.ready_fd < 0:
@@ -460,6 +474,15 @@ class Supervisor:
                     f"({self.settings.request_timeout:g} s)",
                     kind="request_timeout",
                 )
+
+    def _replaced_signal(self, w: _Worker | None) -> int:
+        """How to stop a worker while others go on serving (its replacement, or the
+        rest after SIGTTOU): SIGUSR2 (drain, and pass the idle keep-alive connections on
+        to the workers that stay, instead of closing them) once its core listens for it,
+        else SIGTERM."""
+        if self._handoff is not None and w is not None and w.ready:
+            return signal.SIGUSR2
+        return signal.SIGTERM
 
     def _retire(self, pid: int, sig: int = signal.SIGTERM, reason: str = "shutdown") -> None:
         """Tell a worker to stop; it is reaped without being replaced. ``reason`` is
@@ -607,7 +630,11 @@ class Supervisor:
             recycle.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
             log.info("Worker %d replaces worker %d, which now drains", w.pid, recycle.old)
             old = self.workers.get(recycle.old)
-            self._retire(recycle.old, reason=(old.recycle_kind if old else "") or "shutdown")
+            self._retire(
+                recycle.old,
+                self._replaced_signal(old),
+                reason=(old.recycle_kind if old else "") or "shutdown",
+            )
         elif reload is not None and w.generation == reload.generation:
             self._maybe_finish_reload()
         elif not self._announced and self._all_ready():
@@ -751,8 +778,9 @@ class Supervisor:
             return
         # Only now do the old workers go: they finish their in-flight requests while the
         # new ones already accept, so no connection is refused.
-        for pid in [p for p, w in self.workers.items() if w.generation != reload.generation]:
-            self._retire(pid, reason="reload")
+        old = [(p, w) for p, w in self.workers.items() if w.generation != reload.generation]
+        for pid, w in old:
+            self._retire(pid, self._replaced_signal(w), reason="reload")
         self.generation = reload.generation
         self._reload = None
         log.info("Reload complete")
@@ -881,7 +909,8 @@ class Supervisor:
         log.info("Decreasing workers to %d (%s)", self.target_workers, name)
         newest = max(self.workers.values(), key=lambda w: w.seq, default=None)
         if newest is not None:
-            self._retire(newest.pid, reason="scale_down")
+            # The others stay: its idle connections go to them.
+            self._retire(newest.pid, self._replaced_signal(newest), reason="scale_down")
 
 
 def set_title(settings: Settings, role: str, warn: bool = False) -> None:

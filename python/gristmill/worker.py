@@ -41,7 +41,8 @@ def reset_signals() -> None:
     SIGINT is ignored: Ctrl-C reaches the whole process group, and the supervisor turns
     it into an orderly SIGTERM per worker. SIGHUP/SIGTTIN/SIGTTOU are the supervisor's.
     SIGUSR1 (reopen the log files) is ignored until the core listens for it.
-    SIGTERM/SIGQUIT are default until the core installs its own handlers, so a worker
+    SIGTERM/SIGQUIT (and SIGUSR2, which the supervisor sends only to a worker that
+    serves) are default until the core installs its own handlers, so a worker
     still importing the application simply dies when told to stop.
     """
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
@@ -93,9 +94,16 @@ def presize_fd_table(max_connections: int) -> int:
 
 
 def run(
-    settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None = None
+    settings: Settings,
+    fds: list[int],
+    ready_fd: int,
+    app: Callable[..., Any] | None = None,
+    handoff: tuple[int, int] | None = None,
 ) -> NoReturn:
-    """Load ``app`` (unless given) and serve it on ``fds``; exit the process."""
+    """Load ``app`` (unless given) and serve it on ``fds``; exit the process.
+
+    ``handoff``: the supervisor's socket pair (sending, receiving end) through which a
+    replaced worker passes its idle connections to the workers that stay."""
     code = EXIT_FAILED
     try:
         # First, before the application or the core can start a thread.
@@ -105,7 +113,7 @@ def run(
             from . import watchdog
 
             watchdog.enable_faulthandler()
-        code = _serve(settings, fds, ready_fd, app)
+        code = _serve(settings, fds, ready_fd, app, handoff)
     except AppLoadError as e:
         # The message carries the traceback; one record keeps it together in the log.
         log.error("%s", e)
@@ -122,7 +130,11 @@ def run(
 
 
 def _serve(
-    settings: Settings, fds: list[int], ready_fd: int, app: Callable[..., Any] | None
+    settings: Settings,
+    fds: list[int],
+    ready_fd: int,
+    app: Callable[..., Any] | None,
+    handoff: tuple[int, int] | None,
 ) -> int:
     from . import loader
 
@@ -138,9 +150,9 @@ def _serve(
 
     if iface == "wsgi":
         _warm.freeze()
-        _core.serve(app, settings, fds, ready_fd)
+        _core.serve(app, settings, fds, ready_fd, handoff=handoff)
         return EXIT_OK
-    return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd)
+    return _serve_asgi(loader.as_asgi3(app, settings.target), settings, fds, ready_fd, handoff)
 
 
 def _tell(ready_fd: int, msg: bytes) -> None:
@@ -150,7 +162,13 @@ def _tell(ready_fd: int, msg: bytes) -> None:
             os.write(ready_fd, msg)
 
 
-def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], ready_fd: int) -> int:
+def _serve_asgi(
+    app: Callable[..., Any],
+    settings: Settings,
+    fds: list[int],
+    ready_fd: int,
+    handoff: tuple[int, int] | None,
+) -> int:
     """Set up the event loop for the execution mode (``Settings.execution_mode``: on this
     thread, turning the core's runtime, or in a thread of its own), bracket serving with
     lifespan."""
@@ -179,6 +197,7 @@ def _serve_asgi(app: Callable[..., Any], settings: Settings, fds: list[int], rea
             state=state,
             context=context,
             driver=driver,
+            handoff=handoff,
         )
     finally:
         lifespan.shutdown(settings.graceful_timeout)
