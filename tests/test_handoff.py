@@ -95,6 +95,26 @@ def test_a_half_sent_request_moves_with_its_connection(mode):
 
 
 @pytest.mark.timeout(40)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_connection_busy_at_the_replacement_moves_after_its_response(mode):
+    """A request in flight when the worker is told to go: its response comes from the old
+    worker without ``Connection: close``, then the connection moves."""
+    srv = _start(mode, "--workers", "1", env={"RECYCLE_APP_SECONDS": "1.5"})
+    try:
+        with RawConn(srv.port) as conn:
+            conn.send(REQUEST)
+            srv.send_signal(signal.SIGHUP)  # the new worker is ready well within 1.5 s
+            wait_until(lambda: "Reload complete" in srv.output(), 20, message="the reload")
+            resp = conn.response()
+            assert (resp.header("connection") or "").lower() != "close", resp.status_line
+            old = int(resp.body)
+            wait_until(lambda: _passed(srv) == 1, 20, message="the connection passed on")
+            assert _pid_of(conn) != old
+    finally:
+        srv.kill()
+
+
+@pytest.mark.timeout(40)
 def test_pipelined_requests_move_with_their_connection():
     """Two requests sent in one piece while the worker is being replaced: both are
     answered, in order, whichever worker reads them."""
