@@ -71,7 +71,7 @@ pub fn log_handed() {
             log::INFO,
             &format!(
                 "Passed {handed} idle connection{} on to the workers that stay",
-                if handed == 1 { "" } else { "s" }
+                log::plural(handed as u64)
             ),
         );
     }
@@ -80,7 +80,7 @@ pub fn log_handed() {
             log::WARNING,
             &format!(
                 "{failed} idle connection{} could not be passed on and were closed",
-                if failed == 1 { "" } else { "s" }
+                log::plural(failed as u64)
             ),
         );
     }

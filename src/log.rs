@@ -58,6 +58,15 @@ pub fn log(level: i32, msg: &str) {
     Python::attach(|py| log_with(py, level, msg, None));
 }
 
+/// The plural ending of a count in a log line: `""` for one, `"s"` otherwise.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// An error with its causes: hyper's own message is generic ("error reading a body"),
 /// the cause says what was wrong ("invalid chunk size line").
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -237,7 +237,7 @@ pub async fn run<H: Handler>(
             log::INFO,
             &format!(
                 "Draining: accepting no more connections, finishing {open} open connection{}",
-                if open == 1 { "" } else { "s" }
+                log::plural(open as u64)
             ),
         );
     }
@@ -666,18 +666,11 @@ struct Opened {
 fn open_adopted(plain: Plain, addrs: Addrs, bytes: Bytes, config: &Config) -> Opened {
     let fd = plain.raw_fd();
     let local_port = addrs.server_port;
-    let activity = ConnActivity::new();
-    let mut io = TrackedStream::new(
-        Stream::Plain(plain),
-        activity.clone(),
-        config.max_header_size,
-    )
-    .with_send_timeout(config.send_timeout);
+    let (mut io, activity) = tracked(Stream::Plain(plain), config);
     if !bytes.is_empty() {
         io.replay(bytes);
     }
-    activity.count_flushes();
-    activity.enable_sendfile();
+    speaks_http1(&activity, true);
     Opened {
         io,
         activity,
@@ -686,6 +679,23 @@ fn open_adopted(plain: Plain, addrs: Addrs, bytes: Bytes, config: &Config) -> Op
         tls: None,
         fd,
         local_port,
+    }
+}
+
+/// The connection's stream as hyper gets it, and what it records of the connection.
+fn tracked(stream: Stream, config: &Config) -> (TrackedStream, Arc<ConnActivity>) {
+    let activity = ConnActivity::new();
+    let io = TrackedStream::new(stream, activity.clone(), config.max_header_size)
+        .with_send_timeout(config.send_timeout);
+    (io, activity)
+}
+
+/// An HTTP/1.1 connection: its flushes are counted (see `net::Flushes`) and, cleartext,
+/// file bodies go out by `sendfile`.
+fn speaks_http1(activity: &ConnActivity, cleartext: bool) {
+    activity.count_flushes();
+    if cleartext {
+        activity.enable_sendfile();
     }
 }
 
@@ -744,9 +754,7 @@ async fn open(
             }
         }
     };
-    let activity = ConnActivity::new();
-    let mut io = TrackedStream::new(stream, activity.clone(), config.max_header_size)
-        .with_send_timeout(config.send_timeout);
+    let (mut io, activity) = tracked(stream, config);
     let proto = choose_protocol(
         &mut io,
         config.http,
@@ -765,12 +773,7 @@ async fn open(
             return None;
         }
         Proto::Http2 => io.speak_h2(),
-        Proto::Http1 => {
-            activity.count_flushes();
-            if tls.is_none() {
-                activity.enable_sendfile();
-            }
-        }
+        Proto::Http1 => speaks_http1(&activity, tls.is_none()),
     }
     Some(Opened {
         io,
@@ -976,7 +979,7 @@ pub(crate) fn shed_log(limit: u64) {
             log::WARNING,
             &format!(
                 "limit-concurrency {limit} reached: answered {shed} request{} with 503",
-                if shed == 1 { "" } else { "s" }
+                log::plural(shed)
             ),
         );
     }

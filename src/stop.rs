@@ -146,10 +146,7 @@ fn reopen_log_files() {
                     Ok(n) => log::log_with(
                         py,
                         log::INFO,
-                        &format!(
-                            "Worker reopened {n} log file{}",
-                            if n == 1 { "" } else { "s" }
-                        ),
+                        &format!("Worker reopened {n} log file{}", log::plural(n as u64)),
                         None,
                     ),
                     Err(e) => {
