@@ -15,7 +15,7 @@
 //! exactly one of the workers waiting on the receiving end. Only a worker told to
 //! retire with a successor (`SIGUSR2` from the supervisor, see [`retire`]) hands its
 //! connections over; a worker stopping with the whole server (`SIGTERM`) closes them
-//! as before. A worker that stops accepting takes the connections already queued for
+//! as before, and so does a retiring one once the whole server stops too. A worker that stops accepting takes the connections already queued for
 //! it (as it does with its listeners' queues), unless it is the one retiring.
 //!
 //! What moves: cleartext HTTP/1.1 connections (TCP or Unix socket) that served at least
@@ -28,12 +28,13 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
 
 use crate::log;
 use crate::net::TrackedStream;
@@ -56,9 +57,32 @@ pub fn retire() {
     RETIRING.store(true, Ordering::SeqCst);
 }
 
-/// Whether [`retire`] was called.
+/// Whether [`retire`] was called (and not [`abandon`]ed since).
 pub fn retiring() -> bool {
     RETIRING.load(Ordering::SeqCst)
+}
+
+/// Told when a retiring worker stops handing over (see [`abandon`]).
+fn abandoned_tx() -> &'static watch::Sender<bool> {
+    static TX: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    TX.get_or_init(|| watch::Sender::new(false))
+}
+
+/// The whole server stops while this worker retires (`SIGTERM` after `SIGUSR2`): its
+/// siblings stop accepting and take what was passed to them so far, so nothing more is
+/// passed on. A connection waiting for its response to be done before it moves is
+/// finished the way any draining worker finishes it (`Connection: close`).
+pub fn abandon() {
+    RETIRING.store(false, Ordering::SeqCst);
+    abandoned_tx().send_replace(true);
+}
+
+/// For a connection about to wait for its moment to be passed on: a receiver that sees
+/// [`abandon`], or `None` if it already happened (then the connection must not wait).
+pub fn watch_abandon() -> Option<watch::Receiver<bool>> {
+    let rx = abandoned_tx().subscribe();
+    // After subscribing: an `abandon` from now on is seen as a change.
+    retiring().then_some(rx)
 }
 
 /// The drain's log line: how many idle connections went to a sibling (if any did, or

@@ -1067,6 +1067,8 @@ async fn watch<C, P>(
     // Draining in a retiring worker: the connection goes to a sibling once idle.
     let mut passing = false;
     let mut handing = false;
+    // While passing: told if the whole server stops meanwhile (`handoff::abandon`).
+    let mut abandon = None;
     let mut draining = false;
     let mut arrivals_at_drain = 0;
     let mut pressure_live = true;
@@ -1087,10 +1089,13 @@ async fn watch<C, P>(
             draining = true;
             arrivals_at_drain = activity.arrivals();
             if handoff.is_some() && crate::handoff::retiring() && activity.arrivals() > 0 {
-                // Passed on between two requests: now if idle, else once the response in
-                // flight is done (see `pass_when_idle`).
-                passing = true;
-                continue;
+                if let Some(rx) = crate::handoff::watch_abandon() {
+                    // Passed on between two requests: now if idle, else once the
+                    // response in flight is done.
+                    abandon = Some(rx);
+                    passing = true;
+                    continue;
+                }
             }
             match drain_wait(&activity, fd) {
                 // In flight: hyper answers with `Connection: close`, then closes. Idle
@@ -1113,6 +1118,14 @@ async fn watch<C, P>(
             // connection is pending every branch is polled anyway, so this costs nothing.
             biased;
             _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
+            () = abandoned(&mut abandon), if passing && !closing => {
+                // Nobody will take it now: finish it as any draining worker does: the
+                // response in flight says `Connection: close` (before the connection's
+                // branch, like the stop, for the same reason).
+                passing = false;
+                shutdown(std::pin::Pin::new(&mut conn));
+                closing = true;
+            }
             res = std::pin::Pin::new(&mut conn) => {
                 match (res, &handoff) {
                     (Err(e), _) => {
@@ -1162,6 +1175,14 @@ async fn watch<C, P>(
     // Boxed, like the rare paths of `serve_connection`: only a retiring worker's idle
     // connections take it.
     pass_on(conn, to).await;
+}
+
+/// Ready once the retiring worker stops handing connections over; never without `rx`.
+async fn abandoned(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(rx) => drop(rx.wait_for(|gone| *gone).await),
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

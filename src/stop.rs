@@ -2,7 +2,8 @@
 //!
 //! A thread of its own (with a tiny current-thread runtime) waits for SIGTERM (drain,
 //! then stop), SIGUSR2 (drain as a replaced worker: hand the idle connections to a
-//! sibling, `crate::handoff`), SIGQUIT (stop now) and for the supervisor to disappear (checked every
+//! sibling, `crate::handoff`; a SIGTERM after it, the whole server stopping, ends the
+//! handing over), SIGQUIT (stop now) and for the supervisor to disappear (checked every
 //! second: an orphaned worker drains and stops). It also hears SIGUSR1, which the
 //! supervisor forwards after logrotate: the log files are reopened on a short-lived
 //! thread of its own, which waits for the GIL without holding up a stop. It publishes the decision on a watch
@@ -108,11 +109,21 @@ pub fn start(graceful_timeout: Duration) -> std::io::Result<StopWatch> {
                 let mut deadline = Instant::now() + LATE;
                 if stop == Stop::Graceful {
                     deadline += graceful_timeout;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => {}
-                        _ = quit.recv() => {
-                            let _ = tx.send(Some(Stop::Immediate));
-                            deadline = Instant::now() + LATE;
+                    let mut replaced = crate::handoff::retiring();
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            _ = quit.recv() => {
+                                let _ = tx.send(Some(Stop::Immediate));
+                                deadline = Instant::now() + LATE;
+                                break;
+                            }
+                            // The whole server stops while this replaced worker drains:
+                            // its siblings stop too, so nothing more is passed to them.
+                            _ = term.recv(), if replaced => {
+                                replaced = false;
+                                crate::handoff::abandon();
+                            }
                         }
                     }
                 }

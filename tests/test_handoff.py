@@ -15,6 +15,9 @@ import signal
 import socket
 import ssl
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from _support import ConnectionClosed, RawConn, Server, every_mode, wait_until
@@ -110,6 +113,38 @@ def test_a_connection_busy_at_the_replacement_moves_after_its_response(mode):
             old = int(resp.body)
             wait_until(lambda: _passed(srv) == 1, 20, message="the connection passed on")
             assert _pid_of(conn) != old
+    finally:
+        srv.kill()
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_full_stop_during_a_replacement_ends_the_handing_over(mode):
+    """The server is stopped while a replaced worker still finishes a request: the
+    workers that would take the connection stop too, so the old worker finishes it as
+    any draining worker does (``Connection: close`` on this response, or on the next if
+    the client sends one at once) instead of passing it to nobody."""
+    srv = _start(mode, "--workers", "1", env={"RECYCLE_APP_SECONDS": "2"})
+    try:
+        with RawConn(srv.port) as conn:
+            conn.send(REQUEST)
+            srv.send_signal(signal.SIGHUP)
+            wait_until(lambda: "Reload complete" in srv.output(), 20, message="the reload")
+            srv.send_signal(signal.SIGTERM)
+            resp = conn.response()
+            assert resp.status == 200, resp.status_line
+            if (resp.header("connection") or "").lower() != "close":
+                # The inline WSGI mode reads the stop only once the call returned: the
+                # response was on its way already, so the drain waits for the next.
+                assert mode == "wsgi-inline", srv.output()
+                conn.send(REQUEST)
+                resp = conn.response()
+                assert resp.status == 200, resp.status_line
+                assert (resp.header("connection") or "").lower() == "close", srv.output()
+            assert conn.read_to_eof() == b""
+        assert srv.proc.wait(20) == 0, srv.output()
+        srv.join_output(5.0)
+        assert _passed(srv) == 0, srv.output()
     finally:
         srv.kill()
 
@@ -224,3 +259,51 @@ def test_tls_connections_are_not_passed_on(certs):
         assert _passed(srv) == 0, srv.output()
     finally:
         srv.kill()
+
+
+@pytest.mark.timeout(40)
+def test_http2_connections_are_not_passed_on():
+    """An HTTP/2 connection (h2c) cannot be handed over between two requests as a whole:
+    the replaced worker ends it with ``GOAWAY`` and closes it."""
+    srv = _start("wsgi-inline", "--workers", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(
+                1,
+                [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
+                end_stream=True,
+            )
+            sock.sendall(conn.data_to_send())
+            events: list[object] = []
+            while not any(isinstance(e, h2.events.StreamEnded) for e in events):
+                data = sock.recv(65536)
+                assert data, events
+                events.extend(conn.receive_data(data))
+            srv.send_signal(signal.SIGHUP)
+            # From here frame by frame (the h2 package refuses the PING that follows a
+            # first GOAWAY in a graceful shutdown): acknowledge PINGs, note GOAWAYs.
+            frames = _h2_frames(sock)
+            goaways = 0
+            for kind, flags, payload in frames:
+                if kind == 0x6 and not flags & 0x1:
+                    sock.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+                goaways += kind == 0x7
+            assert goaways, "no GOAWAY before the old worker closed the connection"
+        wait_until(lambda: len(srv.worker_pids()) == 1, 20, message="the old worker gone")
+        assert _passed(srv) == 0, srv.output()
+        assert "panicked" not in srv.output(), srv.output()
+    finally:
+        srv.kill()
+
+
+def _h2_frames(sock: socket.socket):
+    """The HTTP/2 frames read from ``sock`` until it closes: (type, flags, payload)."""
+    buf = b""
+    while data := sock.recv(65536):
+        buf += data
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            length = int.from_bytes(buf[:3], "big")
+            yield buf[3], buf[4], buf[9 : 9 + length]
+            buf = buf[9 + length :]

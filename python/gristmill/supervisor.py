@@ -146,6 +146,7 @@ class Supervisor:
         self.target_workers = settings.workers
         self.workers: dict[int, _Worker] = {}  # serving or starting, by pid
         self.retiring: set[int] = set()  # told to stop; reaped without respawn
+        self._handing_over: set[int] = set()  # retiring with SIGUSR2 (connections passed on)
         self.generation = 0
         self.listeners: list[sockets.Bound] = []
         # The socket pair a replaced worker passes its idle connections through.
@@ -271,6 +272,7 @@ class Supervisor:
             self._close_ready(w)
         self.workers.clear()
         self.retiring.clear()
+        self._handing_over.clear()
         self._close_listeners()
         if self._metrics is not None:
             self._metrics.close()
@@ -498,6 +500,8 @@ class Supervisor:
         if w is not None:
             self._close_ready(w)
         self.retiring.add(pid)
+        if sig == signal.SIGUSR2:
+            self._handing_over.add(pid)
         _kill(pid, sig)
 
     # --- the loop -------------------------------------------------------------------
@@ -577,6 +581,12 @@ class Supervisor:
         # New connections now queue nowhere: the workers' copies close as they stop.
         self._close_listeners()
         stop.deadline = time.monotonic() + self.settings.graceful_timeout + SHUTDOWN_GRACE
+        # A worker replaced a moment ago passes its connections on to the others, which
+        # stop now: SIGTERM after its SIGUSR2 makes it finish them itself instead. It is
+        # told first, so that it stops passing before the others take their last.
+        for pid in self._handing_over:
+            _kill(pid, signal.SIGTERM)
+        self._handing_over.clear()
         for pid in list(self.workers):
             self._retire(pid)
 
@@ -671,6 +681,7 @@ class Supervisor:
                 self._metrics.worker_exited(pid, self._exit_reasons.get(pid, why))
         self._exit_reasons.pop(pid, None)
         recycle = self._recycle
+        self._handing_over.discard(pid)
         if pid in self.retiring:
             self.retiring.discard(pid)
             log.debug("Worker %d stopped (%s)", pid, reason)
