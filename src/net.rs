@@ -252,6 +252,8 @@ pub struct ConnActivity {
     /// The connection goes to a sibling worker (`crate::handoff`): hyper's end of it
     /// must leave the socket open.
     keep_open: std::sync::atomic::AtomicBool,
+    /// A sibling passed it on: it served requests there, between two of which it is.
+    adopted: std::sync::atomic::AtomicBool,
 }
 
 /// The completed flushes of an HTTP/1 connection's writes.
@@ -302,7 +304,23 @@ impl ConnActivity {
             sendfile: OnceLock::new(),
             flushes: OnceLock::new(),
             keep_open: std::sync::atomic::AtomicBool::new(false),
+            adopted: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A sibling passed this connection on (`crate::handoff`).
+    pub fn mark_adopted(&self) {
+        self.adopted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection served a request, here or (passed on) in a sibling: one
+    /// a retiring worker may pass on.
+    pub fn served_any(&self) -> bool {
+        self.arrivals() > 0 || self.adopted()
+    }
+
+    fn adopted(&self) -> bool {
+        self.adopted.load(Ordering::Relaxed)
     }
 
     /// Leave the socket open when hyper ends the connection: it is passed on.
@@ -340,11 +358,13 @@ impl ConnActivity {
         ))
     }
 
-    /// Idle after serving at least one request: a keep-alive connection that may be
-    /// closed to make room for a new client. (A fresh connection that has not sent its
-    /// first request yet is left to the header read timeout.)
+    /// Idle after serving at least one request (here, or in the sibling that passed it
+    /// on): a keep-alive connection that may be closed to make room for a new client.
+    /// (A fresh connection that has not sent its first request yet is left to the
+    /// header read timeout.)
     pub fn is_idle_keepalive(&self) -> bool {
-        self.served.load(Ordering::Acquire) > 0 && self.idle_for().is_some()
+        let served = self.served.load(Ordering::Acquire) > 0 || self.adopted();
+        served && self.idle_for().is_some()
     }
 
     /// Whether the request with this index on the connection (see

@@ -671,6 +671,7 @@ fn open_adopted(plain: Plain, addrs: Addrs, bytes: Bytes, config: &Config) -> Op
         io.replay(bytes);
     }
     speaks_http1(&activity, true);
+    activity.mark_adopted();
     Opened {
         io,
         activity,
@@ -1088,7 +1089,7 @@ async fn watch<C, P>(
         if drain_now && !draining && !closing {
             draining = true;
             arrivals_at_drain = activity.arrivals();
-            if handoff.is_some() && crate::handoff::retiring() && activity.arrivals() > 0 {
+            if handoff.is_some() && crate::handoff::retiring() && activity.served_any() {
                 if let Some(rx) = crate::handoff::watch_abandon() {
                     // Passed on between two requests: now if idle, else once the
                     // response in flight is done.

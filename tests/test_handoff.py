@@ -150,6 +150,25 @@ def test_a_full_stop_during_a_replacement_ends_the_handing_over(mode):
 
 
 @pytest.mark.timeout(40)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_connection_moves_again_before_its_next_request(mode):
+    """Two replacements in a row, the client silent in between: the worker that took
+    the connection passes it on in turn, though it never served a request on it."""
+    srv = _start(mode, "--workers", "1")
+    try:
+        with RawConn(srv.port) as conn:
+            first = _pid_of(conn)
+            for passed in (1, 2):
+                srv.send_signal(signal.SIGHUP)
+                wait_until(lambda: _passed(srv) == passed, 20, message=f"pass {passed}")  # noqa: B023
+            wait_until(lambda: len(srv.worker_pids()) == 1, 20, message="one worker left")
+            (last,) = srv.worker_pids()
+            assert _pid_of(conn) == last != first
+    finally:
+        srv.kill()
+
+
+@pytest.mark.timeout(40)
 def test_pipelined_requests_move_with_their_connection():
     """Two requests sent in one piece while the worker is being replaced: both are
     answered, in order, whichever worker reads them."""
