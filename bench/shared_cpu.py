@@ -28,6 +28,10 @@ gristmill), so a code change is measured against the code before it, at the same
 request carries ``Connection: close``): what reconnections alone cost, without a worker
 replacement (64 of them every 10,000 requests is N = 156).
 
+``--connections N`` drives both servers over N connections instead of 64: a replacement
+costs a fixed part plus a part per connection the new worker takes over, and comparing
+a few counts tells them apart.
+
 ``--profile DIR`` samples CPU 0 with ``perf record -g`` during each round and notes which
 processes are the base's: ``bench/profile_report.py DIR`` then tells where the variant
 spends more per request (kernel entry points, user-space libraries).
@@ -54,8 +58,15 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
 PLAIN = next(t for t in run.TESTS if t.key == "plain")
 
 
-def reconnecting(every: int) -> run.Test:
-    """The `plain` load whose every ``every``-th request (per wrk thread) asks for the
+def plain(connections: int) -> run.Test:
+    """run.py's `plain` load over ``connections`` connections (64 there)."""
+    if connections == PLAIN.conns:
+        return PLAIN
+    return dataclasses.replace(PLAIN, key=f"plain-{connections}", conns=connections)
+
+
+def reconnecting(every: int, load: run.Test = PLAIN) -> run.Test:
+    """``load`` whose every ``every``-th request (per wrk thread) asks for the
     connection to be closed, so the client reconnects."""
     lua = (
         "local n = 0\n"
@@ -67,7 +78,7 @@ def reconnecting(every: int) -> run.Test:
         '  return wrk.format("GET", "/")\n'
         "end\n"
     )
-    return dataclasses.replace(PLAIN, key=f"plain-reconnect-{every}", lua=lua)
+    return dataclasses.replace(load, key=f"{load.key}-reconnect-{every}", lua=lua)
 
 
 def cgroup_dirs(count: int) -> list[Path] | None:
@@ -123,6 +134,7 @@ def one_round(
     logdir: Path,
     variant_load: run.Test = PLAIN,
     profile: Path | None = None,
+    base_load: run.Test = PLAIN,
 ) -> dict[str, dict]:
     """Both servers under load together for ``duration`` seconds; wrk's results by role
     (``base``, ``variant``). With ``profile``, CPU 0 is sampled meanwhile (see
@@ -148,7 +160,7 @@ def one_round(
             id(srv): subprocess.Popen(
                 ["taskset", "-c", "1"]
                 + run.load_command(
-                    variant_load if srv is roles["variant"] else PLAIN,
+                    variant_load if srv is roles["variant"] else base_load,
                     srv,
                     duration,
                     1,
@@ -245,6 +257,13 @@ def main() -> int:
         help="the variant's clients reconnect every N requests (Connection: close)",
     )
     ap.add_argument(
+        "--connections",
+        type=int,
+        default=PLAIN.conns,
+        metavar="N",
+        help=f"each wrk's connections ({PLAIN.conns}, as in run.py's plain row)",
+    )
+    ap.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -263,6 +282,7 @@ def main() -> int:
     cgroups = cgroup_dirs(2)
     if cgroups is None:
         print("no writable cpu cgroup: per-process fairness only (flatters the variant)")
+    load = plain(args.connections)
     logroot = Path("/tmp") / f"gristmill-shared-cpu-{os.getpid()}"
     try:
         for pair in args.pairs:
@@ -279,8 +299,11 @@ def main() -> int:
                     args.duration,
                     cgroups,
                     logdir,
-                    reconnecting(args.variant_reconnects) if args.variant_reconnects else PLAIN,
+                    reconnecting(args.variant_reconnects, load)
+                    if args.variant_reconnects
+                    else load,
                     args.profile / pair.replace(":", "--") if args.profile else None,
+                    load,
                 )
                 b, v = res["base"], res["variant"]
                 errors += b["errors"] + v["errors"]

@@ -62,3 +62,17 @@ def test_the_reconnecting_load_closes_every_nth_request(tmp_path):
     cmd = shared_cpu.run.load_command(load, srv, 5, 1, Path(sys.executable), tmp_path)
     script = Path(cmd[cmd.index("-s") + 1])
     assert script.read_text() == load.lua
+
+
+def test_the_connection_count_changes_only_the_connections(tmp_path):
+    """``--connections N``: wrk opens N connections (``-c``) for the same requests; with
+    ``--variant-reconnects`` as well, the variant reconnects over those N."""
+    assert shared_cpu.plain(shared_cpu.PLAIN.conns) is shared_cpu.PLAIN
+    load = shared_cpu.plain(8)
+    assert (load.path, load.conns, load.lua) == (shared_cpu.PLAIN.path, 8, None)
+    srv = Server("x", "wsgi", ["x"])
+    srv.port = 8000
+    cmd = shared_cpu.run.load_command(load, srv, 5, 1, Path(sys.executable), tmp_path)
+    assert cmd[cmd.index("-c") + 1] == "8"
+    both = shared_cpu.reconnecting(10, load)
+    assert both.conns == 8 and "n % 10 == 0" in both.lua
