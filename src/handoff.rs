@@ -77,12 +77,10 @@ pub fn abandon() {
     abandoned_tx().send_replace(true);
 }
 
-/// For a connection about to wait for its moment to be passed on: a receiver that sees
-/// [`abandon`], or `None` if it already happened (then the connection must not wait).
-pub fn watch_abandon() -> Option<watch::Receiver<bool>> {
-    let rx = abandoned_tx().subscribe();
-    // After subscribing: an `abandon` from now on is seen as a change.
-    retiring().then_some(rx)
+/// Ready once [`abandon`] was called (at once if it was already).
+pub async fn abandoned() {
+    let mut rx = abandoned_tx().subscribe();
+    let _ = rx.wait_for(|gone| *gone).await;
 }
 
 /// The drain's log line: how many idle connections went to a sibling (if any did, or

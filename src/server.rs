@@ -239,6 +239,16 @@ pub async fn run<H: Handler>(
         let _ = t.await; // listeners are closed once their loop returns
     }
     let _ = shutdown_tx.send(true);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    if builder.handoff.is_some() && crate::handoff::retiring() {
+        // The whole server stops while this worker passes its connections on: told
+        // again, the connections waiting for their moment finish as in any drain.
+        let again = shutdown_tx.clone();
+        tokio::spawn(async move {
+            crate::handoff::abandoned().await;
+            again.send_modify(|_| {});
+        });
+    }
     if stopping == Stop::Graceful {
         let open = config.max_connections - slots.available_permits();
         log::log(
@@ -1080,8 +1090,6 @@ async fn watch<C, P>(
     // Draining in a retiring worker: the connection goes to a sibling once idle.
     let mut passing = false;
     let mut handing = false;
-    // While passing: told if the whole server stops meanwhile (`handoff::abandon`).
-    let mut abandon = None;
     let mut draining = false;
     let mut arrivals_at_drain = 0;
     let mut pressure_live = true;
@@ -1110,13 +1118,10 @@ async fn watch<C, P>(
             draining = true;
             arrivals_at_drain = activity.arrivals();
             if handoff.is_some() && crate::handoff::retiring() && activity.served_any() {
-                if let Some(rx) = crate::handoff::watch_abandon() {
-                    // Passed on between two requests: now if idle, else once the
-                    // response in flight is done.
-                    abandon = Some(rx);
-                    passing = true;
-                    continue;
-                }
+                // Passed on between two requests: now if idle, else once the response
+                // in flight is done.
+                passing = true;
+                continue;
             }
             match drain_wait(&activity, fd) {
                 // In flight: hyper answers with `Connection: close`, then closes. Idle
@@ -1138,14 +1143,17 @@ async fn watch<C, P>(
             // response's head, or the client would send one more request. While the
             // connection is pending every branch is polled anyway, so this costs nothing.
             biased;
-            _ = ctl.shutdown.changed(), if !closing && !draining => drain_now = true,
-            () = abandoned(&mut abandon), if passing && !closing => {
-                // Nobody will take it now: finish it as any draining worker does: the
-                // response in flight says `Connection: close` (before the connection's
-                // branch, like the stop, for the same reason).
-                passing = false;
-                shutdown(std::pin::Pin::new(&mut conn));
-                closing = true;
+            // Told again while passing: the whole server stops (`handoff::abandon`), and
+            // nobody will take the connection now. It finishes as in any drain: the
+            // response in flight says `Connection: close`.
+            r = ctl.shutdown.changed(), if !closing && (!draining || passing) => {
+                if !draining {
+                    drain_now = true;
+                } else if r.is_err() || !crate::handoff::retiring() {
+                    passing = false;
+                    shutdown(std::pin::Pin::new(&mut conn));
+                    closing = true;
+                }
             }
             res = std::pin::Pin::new(&mut conn) => {
                 match (res, &handoff) {
@@ -1209,14 +1217,6 @@ async fn watch<C, P>(
     // Boxed, like the rare paths of `serve_connection`: only a retiring worker's idle
     // connections take it.
     pass_on(conn, to).await;
-}
-
-/// Ready once the retiring worker stops handing connections over; never without `rx`.
-async fn abandoned(rx: &mut Option<watch::Receiver<bool>>) {
-    match rx {
-        Some(rx) => drop(rx.wait_for(|gone| *gone).await),
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]
