@@ -114,14 +114,6 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// this window for it before closing the connection.
 const DRAIN_RECENT: Duration = Duration::from_millis(250);
 
-/// How long an HTTP/2 connection told to close (`GOAWAY`, then a `PING` whose answer
-/// lets the server send the final `GOAWAY`) may stay open with no request in flight
-/// before it is dropped. A client that does not read its socket while idle (a pooled
-/// synchronous client) never answers the `PING`, and the connection would stay open
-/// for as long as the client lives: past the keep-alive timeout, and through a drain
-/// up to `--graceful-timeout`.
-const H2_CLOSE_LINGER: Duration = Duration::from_secs(1);
-
 struct Ctl {
     shutdown: watch::Receiver<bool>,
     pressure: watch::Receiver<u64>,
@@ -951,7 +943,6 @@ fn serve_opened<H: Handler>(
         ctl,
         fd,
         handoff,
-        h2: proto == Proto::Http2,
     };
     // The two connection types differ, so each gets its own (one-line) call. The HTTP/2
     // one is boxed: inline, every HTTP/1.1 connection's task would be as large as an
@@ -1033,8 +1024,6 @@ struct Watched {
     fd: RawFd,
     /// Set when the connection may go to a sibling if this worker retires.
     handoff: Option<Arc<Handoff>>,
-    /// HTTP/2: once told to close, dropped if idle for [`H2_CLOSE_LINGER`].
-    h2: bool,
 }
 
 /// How long a connection that the drain finds should wait for a request before it is
@@ -1082,7 +1071,6 @@ async fn watch<C, P>(
         mut ctl,
         fd,
         handoff,
-        h2,
     } = watched;
     let idle_timer = tokio::time::sleep(keepalive);
     tokio::pin!(idle_timer);
@@ -1095,15 +1083,7 @@ async fn watch<C, P>(
     let mut pressure_live = true;
     // Accepted while the worker drains already (the sweep of the listen queue).
     let mut drain_now = *ctl.shutdown.borrow();
-    // HTTP/2 told to close: the idle timer now bounds how long it may stay idle.
-    let mut lingering = false;
     let to = loop {
-        if h2 && closing && !lingering {
-            lingering = true;
-            idle_timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + H2_CLOSE_LINGER);
-        }
         if passing && !closing && activity.is_idle_keepalive() {
             // Between two requests: hyper ends an idle connection at once, or (its last
             // response still flushing) right after it, with no response left to carry
@@ -1183,21 +1163,8 @@ async fn watch<C, P>(
                     closing = true;
                 }
             }
-            _ = &mut idle_timer, if (!closing && !passing) || lingering => {
+            _ = &mut idle_timer, if !closing && !passing => {
                 let now = tokio::time::Instant::now();
-                if lingering {
-                    if activity.idle_for().is_some() {
-                        // No response pending: nothing is lost by not waiting for the
-                        // client's part of the shutdown.
-                        log::log(
-                            log::DEBUG,
-                            "HTTP/2 connection told to close stayed idle; dropped",
-                        );
-                        return;
-                    }
-                    idle_timer.as_mut().reset(now + H2_CLOSE_LINGER);
-                    continue;
-                }
                 if draining {
                     shutdown(std::pin::Pin::new(&mut conn));
                     closing = true;

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from _h2 import ConnectionClosed, H2Raw
 from _support import Server, _stat, every_mode, wait_until
 
 #: Every execution mode: WSGI inline and pool, ASGI one-thread and loop-thread.
@@ -170,29 +169,3 @@ def test_retired_worker_drains_and_exits(mode, sig):
         last_end = max(i["end"] for i in mine)
         took = exited[pid] - last_end
         assert took < 1.0, f"worker {pid} exited {took:.2f} s after its last request ended"
-
-
-@pytest.mark.timeout(40)
-@pytest.mark.parametrize("mode", list(MODES))
-def test_an_idle_http2_client_does_not_hold_the_drain(mode):
-    """An idle HTTP/2 client that does not read its socket (a pooled synchronous client)
-    never answers the PING of the graceful GOAWAY: the retired worker drops the
-    connection a moment later and exits, instead of waiting for ``--graceful-timeout``
-    and then claiming requests were in flight."""
-    args, env = MODES[mode]
-    srv = Server([*args, "--workers", "1", "--no-access-log"], env=env)
-    try:
-        srv.wait_ready()
-        with H2Raw(srv.port, timeout=20) as conn:
-            assert conn.response(conn.request("/")).status == 200
-            (old,) = srv.worker_pids()
-            start = time.monotonic()
-            srv.send_signal(signal.SIGHUP)
-            wait_until(lambda: _gone(old), 15, interval=0.02, message="the old worker to exit")
-            assert time.monotonic() - start < 6, srv.output()
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    conn.read_frame()  # the GOAWAY, its PING (never answered), the end
-        assert "graceful timeout reached" not in srv.output(), srv.output()
-    finally:
-        srv.kill()

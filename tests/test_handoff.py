@@ -15,11 +15,11 @@ import signal
 import socket
 import ssl
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
-from hyperframe.frame import GoAwayFrame
 
-from _h2 import ConnectionClosed as H2Closed
-from _h2 import H2Raw
 from _support import ConnectionClosed, RawConn, Server, every_mode, wait_until
 
 MODES = every_mode("recycle_app:application", "recycle_app:app")
@@ -286,14 +286,43 @@ def test_http2_connections_are_not_passed_on():
     the replaced worker ends it with ``GOAWAY`` and closes it."""
     srv = _start("wsgi-inline", "--workers", "1")
     try:
-        with H2Raw(srv.port) as conn:
-            assert conn.response(conn.request("/")).status == 200
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(
+                1,
+                [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
+                end_stream=True,
+            )
+            sock.sendall(conn.data_to_send())
+            events: list[object] = []
+            while not any(isinstance(e, h2.events.StreamEnded) for e in events):
+                data = sock.recv(65536)
+                assert data, events
+                events.extend(conn.receive_data(data))
             srv.send_signal(signal.SIGHUP)
-            assert conn.frames_until(GoAwayFrame)[-1].error_code == 0
-            with pytest.raises(H2Closed):
-                conn.frames_until()  # answers the PING; then the old worker closes it
+            # From here frame by frame (the h2 package refuses the PING that follows a
+            # first GOAWAY in a graceful shutdown): acknowledge PINGs, note GOAWAYs.
+            frames = _h2_frames(sock)
+            goaways = 0
+            for kind, flags, payload in frames:
+                if kind == 0x6 and not flags & 0x1:
+                    sock.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+                goaways += kind == 0x7
+            assert goaways, "no GOAWAY before the old worker closed the connection"
         wait_until(lambda: len(srv.worker_pids()) == 1, 20, message="the old worker gone")
         assert _passed(srv) == 0, srv.output()
         assert "panicked" not in srv.output(), srv.output()
     finally:
         srv.kill()
+
+
+def _h2_frames(sock: socket.socket):
+    """The HTTP/2 frames read from ``sock`` until it closes: (type, flags, payload)."""
+    buf = b""
+    while data := sock.recv(65536):
+        buf += data
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            length = int.from_bytes(buf[:3], "big")
+            yield buf[3], buf[4], buf[9 : 9 + length]
+            buf = buf[9 + length :]
