@@ -123,9 +123,14 @@ struct Ctl {
 impl Ctl {
     /// Another handle on the same signals and counter (for a loop or a connection).
     fn clone_for_connection(&self) -> Ctl {
+        let mut pressure = self.pressure.clone();
+        // A new connection answers only the pressure that comes after it. (The accept
+        // loops never look at theirs, so a clone would see every earlier rise as new:
+        // a connection passed on by a sibling, idle on arrival, would be closed at once.)
+        pressure.mark_unchanged();
         Ctl {
             shutdown: self.shutdown.clone(),
-            pressure: self.pressure.clone(),
+            pressure,
             requests: self.requests.clone(),
         }
     }
@@ -232,7 +237,7 @@ pub async fn run<H: Handler>(
     }
     let _ = shutdown_tx.send(true);
     let shutdown_tx = Arc::new(shutdown_tx);
-    if builder.handoff.is_some() && crate::handoff::retiring() {
+    if builder.handoff.is_some() {
         // The whole server stops while this worker passes its connections on: told
         // again, the connections waiting for their moment finish as in any drain.
         let again = shutdown_tx.clone();
@@ -1088,11 +1093,16 @@ async fn watch<C, P>(
             // Between two requests: hyper ends an idle connection at once, or (its last
             // response still flushing) right after it, with no response left to carry
             // `Connection: close`. Its socket stays open for the sibling, and the bytes
-            // of the next request that hyper read go along.
-            activity.keep_open();
+            // of the next request that hyper read go along. Unless the whole server
+            // stopped meanwhile (`handoff::abandon`): then it just closes.
+            handing = crate::handoff::retiring();
+            if handing {
+                activity.keep_open();
+            } else {
+                passing = false;
+            }
             shutdown(std::pin::Pin::new(&mut conn));
             closing = true;
-            handing = true;
         }
         if drain_now && !draining && !closing {
             draining = true;

@@ -124,7 +124,8 @@ def test_a_full_stop_during_a_replacement_ends_the_handing_over(mode):
     workers that would take the connection stop too, so the old worker finishes it as
     any draining worker does (``Connection: close`` on this response, or on the next if
     the client sends one at once) instead of passing it to nobody."""
-    srv = _start(mode, "--workers", "1", env={"RECYCLE_APP_SECONDS": "2"})
+    # The request outlasts the reload (the new worker ready) and the stop after it.
+    srv = _start(mode, "--workers", "1", env={"RECYCLE_APP_SECONDS": "4"})
     try:
         with RawConn(srv.port) as conn:
             conn.send(REQUEST)
